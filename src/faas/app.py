@@ -1,0 +1,164 @@
+"""`create_service_app`: one FastAPI app for one or more services on a shared runtime, with the
+platform middleware, error rendering, health, metrics and OpenAPI.
+
+It lives above `faas.shared` because it wires integrations and backends, which the shared
+kernel must not import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from faas import __version__
+from faas.integrations.otel import Telemetry, TracingMiddleware, setup_telemetry
+from faas.runtime import Runtime
+from faas.shared.api import Service
+from faas.shared.exceptions import FaaSError, ValidationFailed, error_for_status
+from faas.shared.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    error_payload,
+)
+
+log = logging.getLogger("faas.app")
+
+
+def error_response(exc: FaaSError) -> Response:
+    body = error_payload(exc).model_dump(mode="json")
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
+    # Report where and why, not the offending input (it may be large or sensitive).
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return {"errors": errors}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_faas_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FaaSError)
+        if exc.status_code >= 500:
+            log.error("request failed: %s", exc.message, extra={"code": exc.code})
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = (
+            f"invalid request: {where}: {first.get('msg', '')}" if first else "invalid request"
+        )
+        return error_response(ValidationFailed(message, details=_validation_details(exc)))
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        cls = error_for_status(exc.status_code)
+        error = cls(str(exc.detail), headers=dict(exc.headers or {}))
+        error.status_code = exc.status_code
+        if exc.status_code == 405:
+            error.code = "method_not_allowed"
+        return error_response(error)
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unexpected error", exc_info=exc)
+        return error_response(FaaSError("Internal server error"))
+
+    app.add_exception_handler(FaaSError, on_faas_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def create_service_app(
+    services: Sequence[Service],
+    runtime: Runtime,
+    *,
+    telemetry: Telemetry | None = None,
+    title: str = "faas",
+) -> FastAPI:
+    settings = runtime.settings
+    telemetry = telemetry or setup_telemetry(settings.service_name)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        started: list[Service] = []
+        try:
+            for service in services:
+                await service.start()
+                started.append(service)
+            yield
+        finally:
+            for service in reversed(started):
+                await service.stop()
+            await runtime.close()
+            telemetry.shutdown()
+
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=lifespan,
+        description="AI components as independent, scalable services.",
+    )
+    app.state.runtime = runtime
+    app.state.telemetry = telemetry
+    app.state.services = {s.name: s for s in services}
+    install_error_handlers(app)
+    for service in services:
+        app.include_router(service.router())
+
+    @app.get("/livez", tags=["health"])
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        checks = await runtime.readiness()
+        ready = all(checks.values())
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "checks": {k: "ok" if v else "down" for k, v in checks.items()},
+            "services": sorted(s.name for s in services),
+            "backends": runtime.backends,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return PlainTextResponse(
+            telemetry.prometheus_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # Starlette runs the last-added middleware first: tracing → context (ids, the request log
+    # line inside the span, last-resort errors) → body limit → auth.
+    app.add_middleware(AuthMiddleware, settings=settings, verifier=runtime.verifier)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, log_requests=settings.log_requests)
+    app.add_middleware(TracingMiddleware, telemetry=telemetry)
+    runtime.clients.bind_local(app, frozenset(s.name for s in services))
+    return app
+
+
+def build_app(settings: Any, names: Sequence[str] | None = None) -> FastAPI:
+    """The app for `faas up` (every available service) or `faas serve NAME`."""
+    from faas.services import BUILDERS
+
+    runtime = Runtime.build(settings)
+    selected = [n for n in (names or settings.services) if n in BUILDERS]
+    services = [BUILDERS[n](runtime) for n in selected]
+    service_name = selected[0] if len(selected) == 1 else settings.service_name
+    telemetry = setup_telemetry(f"faas-{service_name}" if service_name != "faas" else "faas")
+    return create_service_app(services, runtime, telemetry=telemetry)

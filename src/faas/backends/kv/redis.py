@@ -1,0 +1,124 @@
+"""Redis key/value store (redis-py asyncio, one connection pool)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from faas.backends.kv.base import Entry, Usage
+
+_SCAN_BATCH = 1000
+
+
+def _ms(ttl_s: float | None) -> int | None:
+    return None if ttl_s is None else max(1, int(ttl_s * 1000))
+
+
+class RedisKeyValueStore:
+    backend = "redis"
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def with_url(cls, url: str, *, max_connections: int = 64) -> RedisKeyValueStore:
+        return cls(Redis.from_url(url, max_connections=max_connections, decode_responses=False))
+
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    async def get(self, key: str) -> bytes | None:
+        return cast(bytes | None, await self._client.get(key))
+
+    async def get_entry(self, key: str) -> Entry | None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = await pipe.execute()
+        if value is None:
+            return None
+        return Entry(value, None if pttl is None or pttl < 0 else pttl / 1000)
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        await self._client.set(key, value, px=_ms(ttl_s))
+
+    async def set_if_absent(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
+        return bool(await self._client.set(key, value, px=_ms(ttl_s), nx=True))
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return cast(list[bytes | None], await self._client.mget(list(keys)))
+
+    async def mset(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
+        if not items:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, px=_ms(ttl_s))
+            await pipe.execute()
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        return int(await self._client.delete(*keys))
+
+    async def scan(self, pattern: str) -> list[str]:
+        keys: list[str] = []
+        async for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            keys.append(key.decode() if isinstance(key, bytes) else str(key))
+        return keys
+
+    async def delete_matching(self, pattern: str) -> int:
+        removed = 0
+        batch: list[str] = []
+        async for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(key.decode() if isinstance(key, bytes) else str(key))
+            if len(batch) >= _SCAN_BATCH:
+                removed += await self.delete(*batch)
+                batch = []
+        return removed + await self.delete(*batch)
+
+    async def usage(self, pattern: str) -> Usage:
+        keys = await self.scan(pattern)
+        if not keys:
+            return Usage(0, 0)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.type(key)
+                pipe.strlen(key)
+            replies: list[Any] = await pipe.execute()
+        count = total = 0
+        for kind, length in zip(replies[::2], replies[1::2], strict=True):
+            if kind in (b"string", "string"):
+                count += 1
+                total += int(length)
+        return Usage(count, total)
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        return int(await self._client.incrby(key, amount))
+
+    async def sadd(self, key: str, *members: str) -> None:
+        if members:
+            await self._client.sadd(key, *members)
+
+    async def smembers(self, key: str) -> builtins.set[str]:
+        raw = await self._client.smembers(key)
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
+
+    async def srem(self, key: str, *members: str) -> None:
+        if members:
+            await self._client.srem(key, *members)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,96 @@
+"""What route handlers share: the caller's identity as a dependency, the success envelope,
+pagination parameters, and the service protocol every service implements."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Protocol
+
+import orjson
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from faas.shared.context import Identity, current_context
+from faas.shared.exceptions import Forbidden, Unauthenticated
+
+
+class Service(Protocol):
+    """A faas service: a name, its routes, and start/stop hooks for its own resources."""
+
+    name: str
+
+    def router(self) -> APIRouter: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def require_identity() -> Identity:
+    ctx = current_context()
+    if ctx is None or ctx.identity is None:
+        raise Unauthenticated("this endpoint needs an authenticated caller")
+    return ctx.identity
+
+
+IdentityDep = Annotated[Identity, Depends(require_identity)]
+
+
+def require_scope(scope: str) -> Any:
+    def check(identity: IdentityDep) -> Identity:
+        if not identity.has_scope(scope):
+            raise Forbidden(f"this endpoint needs the '{scope}' scope")
+        return identity
+
+    return Depends(check)
+
+
+class PageParams(BaseModel):
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def envelope(
+    data: Any, *, message: str | None = None, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    ctx = current_context()
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    return {
+        "success": True,
+        "data": data,
+        "message": message,
+        "correlation_id": ctx.correlation_id if ctx else None,
+        "request_id": ctx.request_id if ctx else None,
+        "timestamp": _now_iso(),
+        "metadata": metadata or {},
+    }
+
+
+def _now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat()
+
+
+def respond(
+    data: Any,
+    *,
+    status_code: int = 200,
+    message: str | None = None,
+    headers: dict[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Response:
+    """A `ServiceResponse` envelope, encoded once (routes declare the model for OpenAPI)."""
+    body = orjson.dumps(envelope(data, message=message, metadata=metadata))
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")

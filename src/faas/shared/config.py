@@ -1,0 +1,120 @@
+"""Settings from the environment (prefix FAAS_). Built by `load_settings()`, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES: tuple[str, ...] = (
+    "gateway",
+    "cache",
+    "rag",
+    "agent",
+    "prompt",
+    "ml",
+    "ingestion",
+    "llmops",
+    "prompt_generator",
+)
+
+DEFAULT_PORTS: dict[str, int] = {name: 8001 + i for i, name in enumerate(SERVICE_NAMES)}
+
+# Secrets that appear in examples and tutorials; production refuses them.
+WEAK_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "development", "faas"})
+
+
+class ConfigError(ValueError):
+    """The configuration cannot run; the message names the variable to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FAAS_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".faas")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    service_name: str = "faas"
+    log_level: str = "INFO"
+    log_requests: bool = True
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    nats_url: str | None = None
+    nats_prefix: str = ""
+    codec: str = "application/json"
+
+    auth: Literal["jwt", "trusted-headers", "none"] = "jwt"
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = 30.0
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_page_size: int = 200
+    shutdown_grace_s: float = 10.0
+
+    gateway_url: str | None = None
+    cache_url: str | None = None
+    rag_url: str | None = None
+    agent_url: str | None = None
+    prompt_url: str | None = None
+    ml_url: str | None = None
+    ingestion_url: str | None = None
+    llmops_url: str | None = None
+    prompt_generator_url: str | None = None
+
+    client_timeout_s: float = 30.0
+    client_retries: int = 3
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 10.0
+
+    cache_max_entries: int = 100_000
+    cache_max_bytes: int = 256 * 1024 * 1024
+    cache_max_value_bytes: int = 1024 * 1024
+    cache_default_ttl_s: float | None = None
+
+    gateway_models: Path | None = None
+    trace_content: bool = False
+    services: list[str] = Field(default_factory=lambda: list(SERVICE_NAMES))
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split_services(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'faas.db'}"
+
+    def service_url(self, name: str) -> str | None:
+        value = getattr(self, f"{name}_url", None)
+        return value if isinstance(value, str) and value else None
+
+    def check_runnable(self) -> None:
+        """Refuse configurations that are unsafe to serve; each message names what to set."""
+        if self.auth == "none" and self.env != "development":
+            raise ConfigError("FAAS_AUTH=none is allowed only with FAAS_ENV=development")
+        if self.env != "production" or self.auth != "jwt":
+            return
+        if self.jwt_public_key or self.jwks_url:
+            return
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if secret.lower() in WEAK_SECRETS or len(secret) < 32:
+            raise ConfigError(
+                "production needs a JWT key: set FAAS_JWT_SECRET to a random string of at least "
+                "32 characters, or FAAS_JWT_PUBLIC_KEY / FAAS_JWKS_URL"
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,176 @@
+"""Async SQLAlchemy engine and sessions (SQLite or PostgreSQL by URL), Alembic migrations,
+and a tenant-scoped repository so that a query without a tenant filter is hard to write."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy import MetaData, Select, event, func, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class TenantOwned:
+    """Mixin for rows that belong to a tenant."""
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[str]:
+        from sqlalchemy import String
+        from sqlalchemy.orm import mapped_column
+
+        return mapped_column(String(64), index=True, nullable=False)
+
+
+M = TypeVar("M", bound=TenantOwned)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite and ":///" in url:
+            path = url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if not self.is_sqlite:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgres"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def migrate(self, revision: str = "head") -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade, revision)
+
+    async def current_revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_current_revision)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate_sync(url: str) -> None:
+    """Apply every migration (the `faas migrate` command)."""
+
+    async def run() -> None:
+        db = Database(url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+class TenantRepository(Generic[M]):
+    """Reads and writes rows of one model, always within one tenant."""
+
+    def __init__(self, session: AsyncSession, model: type[M], tenant_id: str) -> None:
+        self.session = session
+        self.model = model
+        self.tenant_id = tenant_id
+
+    def select(self, *where: Any) -> Select[Any]:
+        return select(self.model).where(self.model.tenant_id == self.tenant_id, *where)
+
+    async def get(self, id_: Any) -> M | None:
+        pk = self.model.id  # type: ignore[attr-defined]
+        result = await self.session.execute(self.select(pk == id_))
+        return cast(M | None, result.scalar_one_or_none())
+
+    async def page(
+        self, *where: Any, order_by: Any = None, limit: int = 50, offset: int = 0
+    ) -> tuple[Sequence[M], int]:
+        query = self.select(*where)
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        if order_by is not None:
+            query = query.order_by(order_by)
+        rows = (await self.session.execute(query.limit(limit).offset(offset))).scalars().all()
+        return cast(Sequence[M], rows), int(total or 0)
+
+    def add(self, **values: Any) -> M:
+        row = self.model(tenant_id=self.tenant_id, **values)  # type: ignore[call-arg]
+        self.session.add(row)
+        return row
+
+    async def delete(self, id_: Any) -> bool:
+        row = await self.get(id_)
+        if row is None:
+            return False
+        await self.session.delete(row)
+        return True

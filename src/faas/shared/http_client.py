@@ -1,0 +1,309 @@
+"""Service-to-service HTTP: identity and trace forwarding, safe retries, a circuit breaker.
+
+One `ServiceClient` per target service holds one pooled `httpx.AsyncClient`. In-process targets
+(an ASGI app) go through `httpx.ASGITransport`, so tests and single-process deployments exercise
+the same code path as the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from opentelemetry import propagate, trace
+from starlette.types import ASGIApp
+
+from faas.shared.context import current_context, new_id
+from faas.shared.exceptions import DependencyUnavailable, UpstreamError, UpstreamTimeout
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Only errors raised before the request reached the server; anything later may have had effects.
+RETRY_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+RETRY_AFTER_MAX_S = 30.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker. Admission returns a ticket (the breaker's epoch), so results
+    of requests admitted before the last state change cannot flip the current state."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        cooldown_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._epoch = 0
+        self._probe_taken = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown_s:
+            self._move(BreakerState.HALF_OPEN)
+        return self._state
+
+    @property
+    def retry_after_s(self) -> float:
+        if self.state is BreakerState.OPEN:
+            return max(0.0, self._opened_at + self.cooldown_s - self._clock())
+        return 0.0
+
+    def acquire(self) -> int | None:
+        """A ticket if a request may go now, None to fail fast. Half-open admits one probe."""
+        state = self.state
+        if state is BreakerState.OPEN:
+            return None
+        if state is BreakerState.HALF_OPEN:
+            if self._probe_taken:
+                return None
+            self._probe_taken = True
+        return self._epoch
+
+    def record(self, ticket: int, *, ok: bool) -> None:
+        if ticket != self._epoch:
+            return
+        if ok:
+            self._failures = 0
+            if self._state is not BreakerState.CLOSED:
+                self._move(BreakerState.CLOSED)
+        elif self._state is BreakerState.HALF_OPEN:
+            self._move(BreakerState.OPEN)
+        else:
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._move(BreakerState.OPEN)
+
+    def release(self, ticket: int) -> None:
+        """The admitted request ended without a verdict (e.g. cancelled): free the probe slot."""
+        if ticket == self._epoch and self._state is BreakerState.HALF_OPEN:
+            self._probe_taken = False
+
+    def _move(self, state: BreakerState) -> None:
+        self._state = state
+        self._epoch += 1
+        self._probe_taken = False
+        if state is BreakerState.OPEN:
+            self._opened_at = self._clock()
+        elif state is BreakerState.CLOSED:
+            self._failures = 0
+
+
+class ServiceClient:
+    """Calls one faas service. `retries` counts extra attempts after the first."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | None = None,
+        asgi_app: ASGIApp | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        breaker: CircuitBreaker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        sleep: Sleep = asyncio.sleep,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        if asgi_app is not None:
+            if base_url is not None or transport is not None:
+                raise ValueError("asgi_app excludes base_url and transport")
+            transport = httpx.ASGITransport(app=asgi_app)
+            base_url = f"http://{name}.inprocess"
+        elif base_url is None:
+            raise ValueError(f"{name}: give base_url (optionally with transport) or asgi_app")
+        self.name = name
+        self.retries = max(0, retries)
+        self.breaker = breaker or CircuitBreaker()
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._sleep = sleep
+        self._tracer = tracer or trace.get_tracer("faas.http_client")
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | str | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        """Send with retries; returns the last response even if it is an error status."""
+        method = method.upper()
+        retryable = method in IDEMPOTENT_METHODS or idempotency_key is not None
+        last_attempt = self.retries if retryable else 0
+        base_headers = self._base_headers(headers, idempotency_key)
+        for attempt in range(last_attempt + 1):
+            ticket = self.breaker.acquire()
+            if ticket is None:
+                raise self._circuit_open()
+            request = self._client.build_request(
+                method,
+                path,
+                json=json,
+                content=content,
+                params=params,
+                headers=base_headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
+            )
+            try:
+                response = await self._send(request)
+            except httpx.TransportError as exc:
+                self.breaker.record(ticket, ok=False)
+                if attempt < last_attempt and isinstance(exc, RETRY_ERRORS):
+                    await self._sleep(self._backoff(attempt))
+                    continue
+                raise self._translate(exc) from exc
+            except BaseException:
+                self.breaker.release(ticket)
+                raise
+            self.breaker.record(ticket, ok=response.status_code < 500)
+            if attempt < last_attempt and response.status_code in RETRY_STATUSES:
+                await self._sleep(self._retry_delay(attempt, response))
+                continue
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        with self._tracer.start_as_current_span(
+            f"{request.method} {self.name}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "http.request.method": request.method,
+                "server.address": self.name,
+                "url.path": request.url.path,
+            },
+        ) as span:
+            # Inside the span so the downstream server parents its span to this one.
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            ctx = current_context()
+            if "traceparent" not in carrier and ctx is not None and ctx.traceparent:
+                # Tracing is off here: pass the caller's trace through rather than break it.
+                carrier["traceparent"] = ctx.traceparent
+            request.headers.update(carrier)
+            request.headers["X-Request-ID"] = new_id()
+            response = await self._client.send(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                span.set_attribute("error.type", str(response.status_code))
+                span.set_status(trace.StatusCode.ERROR)
+            return response
+
+    def _base_headers(
+        self, given: Mapping[str, str] | None, idempotency_key: str | None
+    ) -> httpx.Headers:
+        headers = httpx.Headers(given)
+        ctx = current_context()
+        if ctx is not None:
+            headers["X-Correlation-ID"] = ctx.correlation_id
+        elif "X-Correlation-ID" not in headers:
+            headers["X-Correlation-ID"] = new_id()
+        identity = ctx.identity if ctx else None
+        if identity is not None:
+            # The context's identity wins whole: a caller cannot add or swap tenant, user or token.
+            for name in ("Authorization", "X-Tenant-ID", "X-User-ID"):
+                headers.pop(name, None)
+            headers["X-Tenant-ID"] = identity.tenant_id
+            if identity.user_id:
+                headers["X-User-ID"] = identity.user_id
+            if identity.token:
+                headers["Authorization"] = f"Bearer {identity.token}"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: spreads retries of many callers so they do not hit the service in step.
+        cap = min(self._backoff_max_s, self._backoff_base_s * 2**attempt)
+        return random.uniform(0.0, cap)
+
+    def _retry_delay(self, attempt: int, response: httpx.Response) -> float:
+        if response.status_code in (429, 503):
+            try:
+                seconds = float(response.headers.get("Retry-After", ""))
+            except ValueError:
+                seconds = math.nan  # absent or the HTTP-date form: fall back to backoff
+            if math.isfinite(seconds) and seconds >= 0:
+                return min(seconds, RETRY_AFTER_MAX_S)
+        return self._backoff(attempt)
+
+    def _circuit_open(self) -> DependencyUnavailable:
+        wait = self.breaker.retry_after_s
+        return DependencyUnavailable(
+            f"{self.name} circuit open",
+            details={"service": self.name, "retry_after_s": round(wait, 3)},
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+    def _translate(self, exc: httpx.TransportError) -> Exception:
+        details = {"service": self.name}
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout(f"{self.name} timed out", details=details)
+        if isinstance(exc, httpx.ConnectError):
+            return DependencyUnavailable(f"{self.name} is unreachable", details=details)
+        return UpstreamError(f"{self.name} transport error: {type(exc).__name__}", details=details)

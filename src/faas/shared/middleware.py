@@ -1,0 +1,240 @@
+"""Pure ASGI middleware: request context + logging + last-resort errors, body limit, auth.
+
+Pure ASGI (not BaseHTTPMiddleware) keeps contextvars flowing into the endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faas.shared.auth import TokenVerifier, check_tenant_header, valid_tenant
+from faas.shared.config import Settings
+from faas.shared.context import (
+    Identity,
+    RequestContext,
+    current_context,
+    new_id,
+    reset_context,
+    set_context,
+)
+from faas.shared.contracts import ErrorBody, ErrorResponse
+from faas.shared.exceptions import FaaSError, Forbidden, PayloadTooLarge, Unauthenticated
+
+log = logging.getLogger("faas.request")
+
+PUBLIC_PATHS = frozenset(
+    {"/livez", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+ErrorRenderer = Callable[[Scope, FaaSError], tuple[bytes, str]]
+
+
+def error_payload(exc: FaaSError) -> ErrorResponse:
+    ctx = current_context()
+    return ErrorResponse(
+        error=ErrorBody(code=exc.code, message=exc.message, details=exc.details),
+        correlation_id=ctx.correlation_id if ctx else None,
+        request_id=ctx.request_id if ctx else None,
+    )
+
+
+def json_error_renderer(scope: Scope, exc: FaaSError) -> tuple[bytes, str]:
+    return orjson.dumps(error_payload(exc).model_dump(mode="json")), "application/json"
+
+
+async def send_error(
+    scope: Scope, send: Send, exc: FaaSError, renderer: ErrorRenderer = json_error_renderer
+) -> None:
+    body, content_type = renderer(scope, exc)
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContextMiddleware:
+    """Creates the request context, echoes the ids, logs one line, renders escaped errors."""
+
+    def __init__(
+        self, app: ASGIApp, *, log_requests: bool = True, renderer: ErrorRenderer | None = None
+    ) -> None:
+        self.app = app
+        self.log_requests = log_requests
+        self.renderer = renderer or json_error_renderer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-correlation-id")
+        ctx = RequestContext(
+            correlation_id=given if given and _ID_RE.match(given) else new_id(),
+            request_id=new_id(),
+            traceparent=_header(scope, b"traceparent"),
+        )
+        token = set_context(ctx)
+        scope.setdefault("state", {})["faas_started"] = start = time.perf_counter()
+        id_headers = [
+            (b"x-correlation-id", ctx.correlation_id.encode()),
+            (b"x-request-id", ctx.request_id.encode()),
+        ]
+        status = 500
+        started = False
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = list(message.get("headers", [])) + id_headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        except Exception as exc:
+            error = exc if isinstance(exc, FaaSError) else FaaSError("Internal server error")
+            if isinstance(exc, FaaSError):
+                status = exc.status_code
+            log.exception("unhandled error", extra={"path": scope.get("path")})
+            if not started:
+                status = error.status_code
+                await send_error(scope, send_with_ids, error, self.renderer)
+        finally:
+            if self.log_requests:
+                identity = scope["state"].get("faas_identity")
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope.get("method"),
+                        "path": scope.get("path"),
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                        "tenant_id": identity.tenant_id if identity else None,
+                    },
+                )
+            reset_context(token)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit with 413: at once by Content-Length, else while streaming."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = scope.get("state", {}).get("faas_body_limit", self.max_bytes)
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_error(scope, send, self._too_large(limit))
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # HTTPException passes through FastAPI's body parsing untouched.
+                    raise HTTPException(413, self._too_large(limit).message)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    @staticmethod
+    def _too_large(limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {limit} bytes", details={"max_bytes": limit})
+
+
+class AuthMiddleware:
+    """Resolves the caller's identity according to FAAS_AUTH and stores it in the context."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        verifier: TokenVerifier | None,
+        public_paths: Iterable[str] = PUBLIC_PATHS,
+        public_prefixes: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self.mode = settings.auth
+        self.verifier = verifier
+        self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        try:
+            identity = await self._identify(scope)
+        except FaaSError as exc:
+            await send_error(scope, send, exc)
+            return
+        ctx = current_context()
+        if ctx is None:
+            ctx = RequestContext(correlation_id=new_id(), request_id=new_id())
+        scope.setdefault("state", {})["faas_identity"] = identity
+        token = set_context(ctx.with_identity(identity))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_context(token)
+
+    def _is_public(self, path: str) -> bool:
+        return path in self.public_paths or path.startswith(self.public_prefixes)
+
+    async def _identify(self, scope: Scope) -> Identity:
+        header_tenant = _header(scope, b"x-tenant-id")
+        header_user = _header(scope, b"x-user-id")
+        if self.mode == "jwt":
+            token = self._bearer(scope)
+            assert self.verifier is not None
+            identity = await self.verifier.verify(token)
+            check_tenant_header(identity, header_tenant)
+            return identity
+        if not header_tenant:
+            raise Unauthenticated("X-Tenant-ID header is required")
+        if not valid_tenant(header_tenant):
+            raise Forbidden("X-Tenant-ID is not a valid tenant id")
+        scopes = _header(scope, b"x-scopes") if self.mode == "trusted-headers" else None
+        return Identity(
+            tenant_id=header_tenant,
+            user_id=header_user,
+            scopes=frozenset(scopes.split()) if scopes else frozenset(),
+            token=None,
+        )
+
+    @staticmethod
+    def _bearer(scope: Scope) -> str:
+        value = _header(scope, b"authorization")
+        if not value:
+            raise Unauthenticated("missing bearer token")
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Authorization header must be 'Bearer <token>'")
+        return token.strip()
