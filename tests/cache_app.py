@@ -12,8 +12,10 @@ from faas.services.cache_service.service import CacheService
 from faas.shared.config import Settings
 
 
-def build_cache_app(settings: Settings) -> FastAPI:
-    runtime = Runtime.build(settings)
-    telemetry = setup_telemetry("faas-test", span_exporter=InMemorySpanExporter())
-    service = CacheService(settings, runtime.kv)
-    return create_service_app([service], runtime, telemetry=telemetry)
+def build_cache_app(settings: Settings, exporter: InMemorySpanExporter | None = None) -> FastAPI:
+    telemetry = setup_telemetry(
+        "faas-test", span_exporter=exporter or InMemorySpanExporter(), set_global=False
+    )
+    runtime = Runtime.build(settings, telemetry=telemetry)
+    service = CacheService(settings, runtime.kv, runtime.events)
+    return create_service_app([service], runtime)

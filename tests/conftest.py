@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -99,3 +100,11 @@ async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://faas.test") as client:
             yield client
+
+
+async def drop_streams(bus: Any) -> None:
+    """Delete the JetStream streams a test's NatsBus created (each test uses its own prefix)."""
+    js = bus.client.jetstream()
+    for name in (bus.jobs_stream, bus.dlq_stream):
+        with contextlib.suppress(Exception):  # the stream may never have been created
+            await js.delete_stream(name)

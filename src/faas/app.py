@@ -19,10 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from faas import __version__
-from faas.integrations.otel import Telemetry, TracingMiddleware, setup_telemetry
+from faas.integrations.codec import default_registry
+from faas.integrations.codec_http import CodecMiddleware, make_error_renderer
+from faas.integrations.otel import TracingMiddleware
+from faas.jobs.routes import build_jobs_router
 from faas.runtime import Runtime
 from faas.shared.api import Service
 from faas.shared.exceptions import FaaSError, ValidationFailed, error_for_status
+from faas.shared.logging import RequestLog
 from faas.shared.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -82,15 +86,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
+# NATS being away degrades events (they are buffered) but requests still work, so it is
+# reported without taking the instance out of rotation.
+OPTIONAL_CHECKS = frozenset({"nats"})
+
+
 def create_service_app(
-    services: Sequence[Service],
-    runtime: Runtime,
-    *,
-    telemetry: Telemetry | None = None,
-    title: str = "faas",
+    services: Sequence[Service], runtime: Runtime, *, title: str = "faas"
 ) -> FastAPI:
     settings = runtime.settings
-    telemetry = telemetry or setup_telemetry(settings.service_name)
+    telemetry = runtime.telemetry
+    request_log = RequestLog()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,13 +111,16 @@ def create_service_app(
             for service in reversed(started):
                 await service.stop()
             await runtime.close()
-            telemetry.shutdown()
+            request_log.flush()
 
     app = FastAPI(
         title=title,
         version=__version__,
         lifespan=lifespan,
         description="AI components as independent, scalable services.",
+        # faas traces and measures requests itself (TracingMiddleware); FastAPI's own
+        # instrumentation would add a second server span and duplicate metrics per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     app.state.telemetry = telemetry
@@ -119,6 +128,7 @@ def create_service_app(
     install_error_handlers(app)
     for service in services:
         app.include_router(service.router())
+    app.include_router(build_jobs_router(runtime.jobs))
 
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:
@@ -127,9 +137,10 @@ def create_service_app(
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
         checks = await runtime.readiness()
-        ready = all(checks.values())
+        ready = all(ok for name, ok in checks.items() if name not in OPTIONAL_CHECKS)
+        degraded = not all(checks.values())
         body = {
-            "status": "ready" if ready else "not_ready",
+            "status": ("degraded" if degraded else "ready") if ready else "not_ready",
             "checks": {k: "ok" if v else "down" for k, v in checks.items()},
             "services": sorted(s.name for s in services),
             "backends": runtime.backends,
@@ -143,10 +154,18 @@ def create_service_app(
         )
 
     # Starlette runs the last-added middleware first: tracing → context (ids, the request log
-    # line inside the span, last-resort errors) → body limit → auth.
+    # line inside the span, last-resort errors) → codecs (so every later error reaches the
+    # client in its codec) → body limit → auth.
+    codecs = default_registry()
     app.add_middleware(AuthMiddleware, settings=settings, verifier=runtime.verifier)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, log_requests=settings.log_requests)
+    app.add_middleware(CodecMiddleware, registry=codecs, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        log_requests=settings.log_requests,
+        renderer=make_error_renderer(codecs),
+        request_log=request_log,
+    )
     app.add_middleware(TracingMiddleware, telemetry=telemetry)
     runtime.clients.bind_local(app, frozenset(s.name for s in services))
     return app
@@ -159,6 +178,5 @@ def build_app(settings: Any, names: Sequence[str] | None = None) -> FastAPI:
     runtime = Runtime.build(settings)
     selected = [n for n in (names or settings.services) if n in BUILDERS]
     services = [BUILDERS[n](runtime) for n in selected]
-    service_name = selected[0] if len(selected) == 1 else settings.service_name
-    telemetry = setup_telemetry(f"faas-{service_name}" if service_name != "faas" else "faas")
-    return create_service_app(services, runtime, telemetry=telemetry)
+    runtime.load_job_modules()
+    return create_service_app(services, runtime)

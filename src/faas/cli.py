@@ -133,6 +133,60 @@ def serve(
 
 
 @app.command()
+def worker(
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--kinds", help="job kinds to run; repeatable (default: all)"),
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="jobs run at once")] = None,
+) -> None:
+    """Run jobs from the shared queue (needs FAAS_NATS_URL); start as many as you like."""
+    import asyncio
+
+    overrides: dict[str, object] = {"run_worker": False}
+    if concurrency is not None:
+        overrides["job_concurrency"] = concurrency
+    settings = _settings(**overrides)
+    if not settings.nats_url:
+        console.print(
+            "[red]faas worker needs FAAS_NATS_URL[/red]: without NATS, jobs run in-process"
+        )
+        raise typer.Exit(2)
+    from faas.shared.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    asyncio.run(_work(settings, kinds or None))
+
+
+async def _work(settings: Settings, kinds: list[str] | None) -> None:
+    import asyncio
+
+    from faas.runtime import Runtime
+    from faas.services import BUILDERS
+
+    runtime = Runtime.build(settings)
+    # Services are built for the job kinds they register; their HTTP routes are not served.
+    services = [BUILDERS[name](runtime) for name in settings.services if name in BUILDERS]
+    runtime.load_job_modules()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start(run_worker=False)
+    try:
+        for service in services:
+            await service.start()
+        worker = await runtime.start_worker(kinds)
+        consuming = ", ".join(sorted(kinds or worker.registry.kinds)) or "nothing (no job kinds)"
+        console.print(f"worker {os.getpid()} consuming {consuming}")
+        await stop.wait()
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        await runtime.close()
+
+
+@app.command()
 def token(
     tenant: Annotated[str, typer.Option(help="tenant id")],
     user: Annotated[str, typer.Option(help="user id")] = "dev",

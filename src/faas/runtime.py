@@ -1,14 +1,21 @@
-"""The composition root: builds the shared resources (database, key/value store, service
-clients, telemetry, token verifier) that services are constructed from."""
+"""The composition root: builds the shared resources (database, key/value store, message bus,
+jobs, service clients, telemetry, token verifier) that services are constructed from."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Tracer
 from starlette.types import ASGIApp
 
 from faas.backends.kv import KeyValueStore, build_kv
+from faas.integrations.codec import default_registry
+from faas.integrations.events import EventPublisher
+from faas.integrations.nats import MessageBus, build_bus
+from faas.integrations.otel import Telemetry, setup_telemetry
+from faas.jobs import JobQueue, JobRegistry, JobWorker
 from faas.shared.auth import TokenVerifier
 from faas.shared.config import Settings
 from faas.shared.database import Database
@@ -24,6 +31,7 @@ class ServiceClients:
     in-process through the ASGI app that hosts the target (no socket, same code path)."""
 
     settings: Settings
+    tracer: Tracer | None = None
     local_app: ASGIApp | None = None
     local_services: frozenset[str] = frozenset()
     _clients: dict[str, ServiceClient] = field(default_factory=dict)
@@ -41,15 +49,16 @@ class ServiceClients:
             failure_threshold=self.settings.breaker_failures,
             cooldown_s=self.settings.breaker_cooldown_s,
         )
-        common = {
+        options = {
             "timeout_s": self.settings.client_timeout_s,
             "retries": self.settings.client_retries,
             "breaker": breaker,
+            "tracer": self.tracer,
         }
         if url:
-            client = ServiceClient(name, base_url=url, **common)  # type: ignore[arg-type]
+            client = ServiceClient(name, base_url=url, **options)  # type: ignore[arg-type]
         elif self.local_app is not None and name in self.local_services:
-            client = ServiceClient(name, asgi_app=self.local_app, **common)  # type: ignore[arg-type]
+            client = ServiceClient(name, asgi_app=self.local_app, **options)  # type: ignore[arg-type]
         else:
             raise DependencyUnavailable(
                 f"the {name} service is not reachable: set FAAS_{name.upper()}_URL",
@@ -67,35 +76,78 @@ class ServiceClients:
 @dataclass
 class Runtime:
     settings: Settings
+    telemetry: Telemetry
     db: Database
     kv: KeyValueStore
+    bus: MessageBus
+    events: EventPublisher
+    jobs: JobQueue
     clients: ServiceClients
     verifier: TokenVerifier | None
+    worker: JobWorker | None = None
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(cls, settings: Settings, *, telemetry: Telemetry | None = None) -> Runtime:
         settings.check_runnable()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        name = settings.service_name
+        telemetry = telemetry or setup_telemetry(name if name == "faas" else f"faas-{name}")
+        db = Database(settings.effective_database_url)
+        bus = build_bus(settings, meter=telemetry.meter, tracer=telemetry.tracer)
         return cls(
             settings=settings,
-            db=Database(settings.effective_database_url),
+            telemetry=telemetry,
+            db=db,
             kv=build_kv(settings),
-            clients=ServiceClients(settings),
+            bus=bus,
+            events=EventPublisher(bus, default_registry().get(settings.codec)),
+            jobs=JobQueue(db, bus, JobRegistry()),
+            clients=ServiceClients(settings, tracer=telemetry.tracer),
             verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
         )
 
     @property
     def backends(self) -> dict[str, str]:
-        return {"database": self.db.backend, "kv": self.kv.backend}
+        return {"database": self.db.backend, "kv": self.kv.backend, "bus": self.bus.backend}
 
-    async def start(self) -> None:
+    def load_job_modules(self) -> None:
+        """Import FAAS_JOB_MODULES; each exposes `register(runtime)` to add its job kinds."""
+        for name in self.settings.job_modules:
+            module = importlib.import_module(name)
+            module.register(self)
+
+    async def start(self, *, run_worker: bool | None = None) -> None:
         if self.settings.env == "development":
             await self.db.migrate()
+        await self.bus.start()
+        wanted = self.settings.run_worker if run_worker is None else run_worker
+        if wanted and self.jobs.registry.kinds:
+            await self.start_worker()
+
+    async def start_worker(self, kinds: list[str] | None = None) -> JobWorker:
+        self.worker = JobWorker(
+            self.jobs,
+            self.bus,
+            self.jobs.registry,
+            concurrency=self.settings.job_concurrency,
+            retry_base_s=self.settings.job_retry_base_s,
+            meter=self.telemetry.meter,
+            tracer=self.telemetry.tracer,
+        )
+        await self.worker.start(kinds)
+        return self.worker
 
     async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
         await self.clients.aclose()
+        await self.bus.close()
         await self.kv.close()
         await self.db.close()
+        self.telemetry.shutdown()
 
     async def readiness(self) -> dict[str, bool]:
-        return {"database": await self.db.ping(), "kv": await self.kv.ping()}
+        checks = {"database": await self.db.ping(), "kv": await self.kv.ping()}
+        if self.bus.backend == "nats":
+            checks["nats"] = await self.bus.ping()
+        return checks

@@ -101,7 +101,7 @@ def test_faas_up_serves_the_cache_with_tenant_isolation(
     url, env = combined
     exercise_cache(url, env)
     ready = httpx.get(f"{url}/readyz").json()
-    assert ready["backends"] == {"database": "sqlite", "kv": "memory"}
+    assert ready["backends"] == {"database": "sqlite", "kv": "memory", "bus": "inprocess"}
     assert "cache" in ready["services"]
 
 

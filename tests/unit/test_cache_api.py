@@ -234,4 +234,4 @@ async def test_readyz_reports_backends(client: httpx.AsyncClient) -> None:
     body = (await client.get("/readyz")).json()
     assert body["status"] == "ready"
     assert body["checks"] == {"database": "ok", "kv": "ok"}
-    assert body["backends"] == {"database": "sqlite", "kv": "memory"}
+    assert body["backends"] == {"database": "sqlite", "kv": "memory", "bus": "inprocess"}

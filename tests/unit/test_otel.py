@@ -40,6 +40,7 @@ from faas.integrations.otel import (
     setup_telemetry,
 )
 from faas.shared.config import load_settings
+from faas.shared.context import Identity, RequestContext, reset_context, set_context
 from faas.shared.middleware import AuthMiddleware
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -110,6 +111,7 @@ def build_app(telemetry: Telemetry, seen: Seen | None = None) -> Starlette:
             Route("/boom", boom),
             Route("/livez", ok),
             Mount("/v1", routes=[Route("/things/{thing_id:int}", item)]),
+            Mount("/files", app=PlainTextResponse("file")),
         ],
         middleware=[
             Middleware(TracingMiddleware, telemetry=telemetry),
@@ -151,6 +153,31 @@ async def test_one_server_span_with_route_name_attributes_and_identity(
         "faas.user_id": "u-1",
     }
     assert span.resource.attributes["service.name"] == "test-svc"
+
+
+async def test_identity_from_request_context_when_scope_has_none(
+    make_telemetry: MakeTelemetry,
+) -> None:
+    telemetry, exporter = make_telemetry()
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    inner = TracingMiddleware(Starlette(routes=[Route("/x", endpoint)]), telemetry)
+
+    async def with_context(scope: Any, receive: Any, send: Any) -> None:
+        ctx = RequestContext("c", "r", identity=Identity(tenant_id="t2", user_id=None))
+        token = set_context(ctx)
+        try:
+            await inner(scope, receive, send)
+        finally:
+            reset_context(token)
+
+    async with client(with_context) as c:
+        await c.get("/x")
+    attributes = only_span(exporter).attributes or {}
+    assert attributes["faas.tenant_id"] == "t2"
+    assert "faas.user_id" not in attributes
 
 
 async def test_incoming_traceparent_is_the_parent(make_telemetry: MakeTelemetry) -> None:
@@ -226,6 +253,18 @@ async def test_route_under_mount_includes_mount_path(make_telemetry: MakeTelemet
     assert span.name == "GET /v1/things/{thing_id}"
     assert span.attributes is not None
     assert span.attributes["http.route"] == "/v1/things/{thing_id}"
+
+
+async def test_mounted_app_route_is_the_mount_path(make_telemetry: MakeTelemetry) -> None:
+    telemetry, exporter = make_telemetry()
+    async with client(build_app(telemetry)) as c:
+        response = await c.get("/files/a/b.txt", headers=TENANT)
+    assert response.text == "file"
+    span = only_span(exporter)
+    assert span.name == "GET /files"
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/files"
+    assert span.attributes["url.path"] == "/files/a/b.txt"
 
 
 async def test_fastapi_router_prefix_route(make_telemetry: MakeTelemetry) -> None:

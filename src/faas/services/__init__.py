@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def _cache(runtime: Runtime) -> Service:
     from faas.services.cache_service.service import CacheService
 
-    return CacheService(runtime.settings, runtime.kv)
+    return CacheService(runtime.settings, runtime.kv, runtime.events)
 
 
 BUILDERS: dict[str, Callable[[Runtime], Service]] = {

@@ -3,6 +3,7 @@ pagination parameters, and the service protocol every service implements."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import orjson
@@ -26,7 +27,8 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-def require_identity() -> Identity:
+async def require_identity() -> Identity:
+    # async: a sync dependency would cost a thread-pool hop on every request.
     ctx = current_context()
     if ctx is None or ctx.identity is None:
         raise Unauthenticated("this endpoint needs an authenticated caller")
@@ -37,12 +39,15 @@ IdentityDep = Annotated[Identity, Depends(require_identity)]
 
 
 def require_scope(scope: str) -> Any:
-    def check(identity: IdentityDep) -> Identity:
+    async def check(identity: IdentityDep) -> Identity:
         if not identity.has_scope(scope):
             raise Forbidden(f"this endpoint needs the '{scope}' scope")
         return identity
 
     return Depends(check)
+
+
+MAX_PAGE_SIZE = 200
 
 
 class PageParams(BaseModel):
@@ -51,7 +56,7 @@ class PageParams(BaseModel):
 
 
 def page_params(
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
@@ -78,8 +83,6 @@ def envelope(
 
 
 def _now_iso() -> str:
-    from datetime import UTC, datetime
-
     return datetime.now(UTC).isoformat()
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICE_NAMES: tuple[str, ...] = (
     "gateway",
@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     jwt_leeway_s: float = 30.0
 
     max_body_bytes: int = 10 * 1024 * 1024
-    max_page_size: int = 200
     shutdown_grace_s: float = 10.0
 
     gateway_url: str | None = None
@@ -79,11 +78,18 @@ class Settings(BaseSettings):
     cache_max_value_bytes: int = 1024 * 1024
     cache_default_ttl_s: float | None = None
 
+    run_worker: bool = True
+    job_concurrency: int = 4
+    job_ack_wait_s: float = 30.0
+    job_max_attempts: int = 5
+    job_retry_base_s: float = 1.0
+    job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     gateway_models: Path | None = None
     trace_content: bool = False
-    services: list[str] = Field(default_factory=lambda: list(SERVICE_NAMES))
+    services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_NAMES))
 
-    @field_validator("services", mode="before")
+    @field_validator("services", "job_modules", mode="before")
     @classmethod
     def _split_services(cls, value: object) -> object:
         if isinstance(value, str):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex characters (the shape of a uuid4 hex, at a fifth of the cost)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)

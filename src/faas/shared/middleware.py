@@ -26,6 +26,7 @@ from faas.shared.context import (
 )
 from faas.shared.contracts import ErrorBody, ErrorResponse
 from faas.shared.exceptions import FaaSError, Forbidden, PayloadTooLarge, Unauthenticated
+from faas.shared.logging import RequestLog
 
 log = logging.getLogger("faas.request")
 
@@ -74,11 +75,17 @@ class RequestContextMiddleware:
     """Creates the request context, echoes the ids, logs one line, renders escaped errors."""
 
     def __init__(
-        self, app: ASGIApp, *, log_requests: bool = True, renderer: ErrorRenderer | None = None
+        self,
+        app: ASGIApp,
+        *,
+        log_requests: bool = True,
+        renderer: ErrorRenderer | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.app = app
         self.log_requests = log_requests
         self.renderer = renderer or json_error_renderer
+        self.request_log = request_log or RequestLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,17 +125,16 @@ class RequestContextMiddleware:
                 status = error.status_code
                 await send_error(scope, send_with_ids, error, self.renderer)
         finally:
-            if self.log_requests:
+            if self.log_requests and self.request_log.enabled():
                 identity = scope["state"].get("faas_identity")
-                log.info(
-                    "request",
-                    extra={
+                self.request_log.write(
+                    {
                         "method": scope.get("method"),
                         "path": scope.get("path"),
                         "status": status,
                         "duration_ms": round((time.perf_counter() - start) * 1000, 3),
                         "tenant_id": identity.tenant_id if identity else None,
-                    },
+                    }
                 )
             reset_context(token)
 

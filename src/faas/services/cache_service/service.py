@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter
 
 from faas.backends.kv import KeyValueStore
+from faas.integrations.events import EventPublisher
 from faas.services.cache_service.models import (
     CacheInvalidateRequest,
     CacheItem,
@@ -58,8 +59,9 @@ def counter_key(tenant: str, which: str) -> str:
 class CacheService:
     name = "cache"
 
-    def __init__(self, settings: Settings, kv: KeyValueStore) -> None:
+    def __init__(self, settings: Settings, kv: KeyValueStore, events: EventPublisher) -> None:
         self.kv = kv
+        self.events = events
         self.max_value_bytes = settings.cache_max_value_bytes
         self.default_ttl_s = settings.cache_default_ttl_s
         # Hit/miss counts are batched in memory and flushed, so a GET costs one round trip.
@@ -140,11 +142,23 @@ class CacheService:
             if own:
                 removed += await self.kv.delete(*own)
             await self.kv.delete(tag_key(tenant, tag))
+        await self.events.publish(
+            "cache",
+            "invalidated",
+            tenant,
+            {
+                "namespace": request.namespace,
+                "pattern": request.pattern,
+                "tags": request.tags or [],
+                "removed": removed,
+            },
+        )
         return removed
 
     async def clear(self, tenant: str) -> int:
         removed = await self.kv.delete_matching(f"faas:{tenant}:*")
         await self.kv.delete_matching(tag_key(tenant, "*"))
+        await self.events.publish("cache", "invalidated", tenant, {"all": True, "removed": removed})
         return removed
 
     async def stats(self, tenant: str) -> CacheStats:

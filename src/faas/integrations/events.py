@@ -1,0 +1,55 @@
+"""Domain events on the bus: subject `{service}.{event}.{tenant}`, identity and codec headers,
+an event id for de-duplication. Publishing never fails a request: the bus buffers while NATS
+is away, and anything else is logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from faas.integrations.codec import Codec
+from faas.integrations.nats import MessageBus
+from faas.shared.context import current_context, new_id
+from faas.shared.contracts import utcnow
+
+log = logging.getLogger("faas.events")
+
+
+def event_subject(service: str, event: str, tenant_id: str) -> str:
+    return f"{service}.{event}.{tenant_id}"
+
+
+class EventPublisher:
+    def __init__(self, bus: MessageBus, codec: Codec) -> None:
+        self.bus = bus
+        self.codec = codec
+
+    async def publish(
+        self, service: str, event: str, tenant_id: str, data: Mapping[str, Any]
+    ) -> str:
+        """Publish an event and return its id."""
+        event_id = new_id()
+        ctx = current_context()
+        headers = {
+            "Content-Type": self.codec.content_type,
+            "X-Tenant-ID": tenant_id,
+            "X-Correlation-ID": ctx.correlation_id if ctx else event_id,
+            "X-Request-ID": new_id(),
+            "Nats-Msg-Id": event_id,
+        }
+        if ctx is not None and ctx.user_id:
+            headers["X-User-ID"] = ctx.user_id
+        body = {
+            "id": event_id,
+            "type": f"{service}.{event}",
+            "tenant_id": tenant_id,
+            "occurred_at": utcnow(),
+            "data": dict(data),
+        }
+        subject = event_subject(service, event, tenant_id)
+        try:
+            await self.bus.publish(subject, self.codec.encode(body), headers)
+        except Exception:
+            log.warning("event publish failed", exc_info=True, extra={"subject": subject})
+        return event_id

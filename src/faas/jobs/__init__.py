@@ -1,0 +1,16 @@
+"""Jobs: long work submitted over HTTP, run by workers that consume the job queue."""
+
+from faas.jobs.models import JobStatus, JobView
+from faas.jobs.queue import JobCancelled, JobContext, JobHandler, JobQueue, JobRegistry
+from faas.jobs.worker import JobWorker
+
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JobHandler",
+    "JobQueue",
+    "JobRegistry",
+    "JobStatus",
+    "JobView",
+    "JobWorker",
+]

@@ -1,0 +1,93 @@
+"""The job record (table `jobs`, migration 0001) and its wire model."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from faas.shared.database import Base, TenantOwned
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobRecord(TenantOwned, Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    service: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[Any | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    traceparent: Mapped[str | None] = mapped_column(String(128))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobView(BaseModel):
+    job_id: str
+    kind: str
+    service: str
+    status: JobStatus
+    stage: str | None
+    progress: float
+    attempts: int
+    result: Any | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: JobRecord) -> JobView:
+        def aware(value: datetime | None) -> datetime | None:
+            # SQLite hands back naive datetimes; every stored time is UTC.
+            return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+        return cls(
+            job_id=row.id,
+            kind=row.kind,
+            service=row.service,
+            status=JobStatus(row.status),
+            stage=row.stage,
+            progress=row.progress,
+            attempts=row.attempts,
+            result=row.result,
+            error=row.error,
+            created_at=aware(row.created_at) or row.created_at,
+            updated_at=aware(row.updated_at) or row.updated_at,
+            started_at=aware(row.started_at),
+            finished_at=aware(row.finished_at),
+        )
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    location: str

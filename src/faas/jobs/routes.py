@@ -1,0 +1,45 @@
+"""`/api/v1/jobs`: read, list and cancel the caller's jobs; `accepted()` answers a submission."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from faas.jobs.models import JobAccepted, JobStatus, JobView
+from faas.jobs.queue import JobQueue
+from faas.shared.api import IdentityDep, PageDep, respond
+from faas.shared.contracts import Page, ServiceResponse
+
+
+def accepted(view: JobView) -> Response:
+    location = f"/api/v1/jobs/{view.job_id}"
+    body = JobAccepted(job_id=view.job_id, status=view.status, location=location)
+    return respond(body, status_code=202, headers={"Location": location})
+
+
+def build_jobs_router(queue: JobQueue) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+    @router.get("", response_model=ServiceResponse[Page[JobView]])
+    async def list_jobs(
+        identity: IdentityDep,
+        page: PageDep,
+        status: Annotated[JobStatus | None, Query()] = None,
+        kind: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> Response:
+        result = await queue.list(
+            identity.tenant_id, status=status, kind=kind, limit=page.limit, offset=page.offset
+        )
+        return respond(result)
+
+    @router.get("/{job_id}", response_model=ServiceResponse[JobView])
+    async def get_job(job_id: str, identity: IdentityDep) -> Response:
+        return respond(await queue.get(identity.tenant_id, job_id))
+
+    @router.post("/{job_id}/cancel", response_model=ServiceResponse[JobView])
+    async def cancel_job(job_id: str, identity: IdentityDep) -> Response:
+        return respond(await queue.cancel(identity.tenant_id, job_id))
+
+    return router

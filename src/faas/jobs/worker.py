@@ -1,0 +1,187 @@
+"""Runs jobs from the queue: claim the record, run the handler, record the outcome, ack.
+
+A delivery whose record is already finished is acked without running (a worker that died after
+finishing but before acking); a worker that dies mid-run stops heartbeating and JetStream
+redelivers the job to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import httpx
+import orjson
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Link
+
+from faas.integrations.nats import JobDelivery, MessageBus, Subscription
+from faas.integrations.otel import link_from_headers
+from faas.jobs.models import JobRecord, JobStatus, JobView
+from faas.jobs.queue import JobCancelled, JobContext, JobQueue, JobRegistry
+from faas.shared.context import RequestContext, reset_context, set_context
+
+log = logging.getLogger("faas.jobs.worker")
+
+CALLBACK_ATTEMPTS = 4
+DEPTH_REFRESH_S = 5.0
+
+
+class JobWorker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        bus: MessageBus,
+        registry: JobRegistry,
+        *,
+        concurrency: int = 4,
+        retry_base_s: float = 1.0,
+        meter: metrics.Meter | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self.queue = queue
+        self.bus = bus
+        self.registry = registry
+        self.concurrency = concurrency
+        self.retry_base_s = retry_base_s
+        self._tracer = tracer or trace.get_tracer("faas.jobs")
+        self._subscription: Subscription | None = None
+        self._depth = 0
+        self._depth_task: asyncio.Task[None] | None = None
+        self._callbacks: set[asyncio.Task[None]] = set()
+        meter = meter or metrics.get_meter("faas.jobs")
+        self._duration = meter.create_histogram(
+            "faas.jobs.duration", unit="s", description="Job run time by kind and outcome"
+        )
+        meter.create_observable_gauge(
+            "faas.jobs.queue_depth",
+            callbacks=[lambda _: [metrics.Observation(self._depth)]],
+            description="Jobs waiting in the queue",
+        )
+
+    async def start(self, kinds: list[str] | None = None) -> None:
+        selected = kinds or sorted(self.registry.kinds)
+        if not selected:
+            return
+        for kind in selected:
+            self.registry.get(kind)
+        self._subscription = await self.bus.consume(
+            selected, self._on_delivery, concurrency=self.concurrency
+        )
+        self._depth_task = asyncio.create_task(self._refresh_depth(), name="jobs-depth")
+        log.info("job worker consuming", extra={"kinds": selected})
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+            self._subscription = None
+        if self._depth_task is not None:
+            self._depth_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._depth_task
+        if self._callbacks:
+            await asyncio.wait(self._callbacks, timeout=5)
+
+    async def _refresh_depth(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._depth = await self.bus.queue_depth()
+            await asyncio.sleep(DEPTH_REFRESH_S)
+
+    async def _on_delivery(self, delivery: JobDelivery) -> None:
+        job_id = orjson.loads(delivery.data)["job_id"]
+        record = await self.queue.claim(job_id, delivery.attempt)
+        if record is None:
+            await delivery.ack()
+            return
+        ctx = RequestContext(
+            correlation_id=record.correlation_id or job_id, request_id=job_id, identity=None
+        )
+        token = set_context(ctx)
+        try:
+            await self._run(record, delivery)
+        finally:
+            reset_context(token)
+
+    async def _run(self, record: JobRecord, delivery: JobDelivery) -> None:
+        registered = self.registry.get(record.kind)
+        link = link_from_headers(delivery.headers)
+        links: list[Link] = [link] if link is not None else []
+        context = JobContext(
+            job_id=record.id,
+            kind=record.kind,
+            tenant_id=record.tenant_id,
+            user_id=record.user_id,
+            payload=dict(record.payload or {}),
+            attempt=delivery.attempt,
+            queue=self.queue,
+        )
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            f"job {record.kind}",
+            links=links,
+            attributes={
+                "faas.job.id": record.id,
+                "faas.job.kind": record.kind,
+                "faas.job.attempt": delivery.attempt,
+                "faas.tenant_id": record.tenant_id,
+            },
+        ) as span:
+            try:
+                result = await registered.handler(context)
+            except JobCancelled:
+                await self._finish(record, delivery, JobStatus.CANCELLED, started)
+                return
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, reason)
+                if delivery.attempt >= delivery.max_attempts:
+                    log.warning("job failed for good", extra={"job_id": record.id, "error": reason})
+                    await self._finish(record, delivery, JobStatus.FAILED, started, error=reason)
+                    await delivery.fail(reason)
+                else:
+                    log.info("job attempt failed; will retry", extra={"job_id": record.id})
+                    await self.queue.finish(record.id, JobStatus.QUEUED, error=reason)
+                    await delivery.retry_later(
+                        min(60.0, self.retry_base_s * 2.0 ** (delivery.attempt - 1))
+                    )
+                return
+            await self._finish(record, delivery, JobStatus.SUCCEEDED, started, result=result)
+
+    async def _finish(
+        self,
+        record: JobRecord,
+        delivery: JobDelivery,
+        status: JobStatus,
+        started: float,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        finished = await self.queue.finish(record.id, status, result=result, error=error)
+        if status is not JobStatus.FAILED:
+            await delivery.ack()
+        self._duration.record(
+            time.perf_counter() - started, {"kind": record.kind, "status": status.value}
+        )
+        if finished is not None and finished.callback_url:
+            task = asyncio.create_task(self._callback(finished.callback_url, JobView.of(finished)))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _callback(self, url: str, view: JobView) -> None:
+        body = view.model_dump(mode="json")
+        async with httpx.AsyncClient(timeout=10) as client:
+            for attempt in range(CALLBACK_ATTEMPTS):
+                try:
+                    response = await client.post(url, json=body)
+                    if response.status_code < 500:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5 * 2**attempt)
+        log.warning("job callback failed", extra={"job_id": view.job_id, "url": url})
