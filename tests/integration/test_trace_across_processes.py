@@ -30,7 +30,7 @@ from faas.app import create_service_app
 from faas.integrations.otel import setup_telemetry
 from faas.runtime import Runtime
 from faas.services.cache_service.service import CacheService
-from faas.shared.api import IdentityDep, respond
+from faas.shared.api import caller, respond
 from faas.shared.config import Settings
 from tests.conftest import TEST_SECRET, auth, drop_streams
 
@@ -116,7 +116,8 @@ def build_app(settings: Settings, exporter: InMemorySpanExporter) -> tuple[FastA
     app = create_service_app([CacheService(settings, runtime.kv, runtime.events)], runtime)
 
     @app.post("/test/chain")
-    async def chain(identity: IdentityDep) -> Any:
+    async def chain() -> Any:
+        identity = caller()
         cache = runtime.clients.get("cache")
         stored = await cache.post("/api/v1/cache", json={"key": "traced", "value": 1})
         assert stored.status_code == 201, stored.text

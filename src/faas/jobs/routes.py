@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from faas.jobs.models import JobAccepted, JobStatus, JobView
 from faas.jobs.queue import JobQueue
-from faas.shared.api import IdentityDep, PageDep, respond
+from faas.shared.api import PageDep, caller, respond
 from faas.shared.contracts import Page, ServiceResponse
 
 
@@ -24,22 +24,21 @@ def build_jobs_router(queue: JobQueue) -> APIRouter:
 
     @router.get("", response_model=ServiceResponse[Page[JobView]])
     async def list_jobs(
-        identity: IdentityDep,
         page: PageDep,
         status: Annotated[JobStatus | None, Query()] = None,
         kind: Annotated[str | None, Query(max_length=128)] = None,
     ) -> Response:
         result = await queue.list(
-            identity.tenant_id, status=status, kind=kind, limit=page.limit, offset=page.offset
+            caller().tenant_id, status=status, kind=kind, limit=page.limit, offset=page.offset
         )
         return respond(result)
 
     @router.get("/{job_id}", response_model=ServiceResponse[JobView])
-    async def get_job(job_id: str, identity: IdentityDep) -> Response:
-        return respond(await queue.get(identity.tenant_id, job_id))
+    async def get_job(job_id: str) -> Response:
+        return respond(await queue.get(caller().tenant_id, job_id))
 
     @router.post("/{job_id}/cancel", response_model=ServiceResponse[JobView])
-    async def cancel_job(job_id: str, identity: IdentityDep) -> Response:
-        return respond(await queue.cancel(identity.tenant_id, job_id))
+    async def cancel_job(job_id: str) -> Response:
+        return respond(await queue.cancel(caller().tenant_id, job_id))
 
     return router

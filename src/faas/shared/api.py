@@ -27,24 +27,24 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def require_identity() -> Identity:
-    # async: a sync dependency would cost a thread-pool hop on every request.
+def caller() -> Identity:
+    """The authenticated caller of the current request, as AuthMiddleware resolved it.
+
+    A plain call rather than a FastAPI dependency: dependency resolution costs ~16 us a
+    request, a contextvar read well under one.
+    """
     ctx = current_context()
     if ctx is None or ctx.identity is None:
         raise Unauthenticated("this endpoint needs an authenticated caller")
     return ctx.identity
 
 
-IdentityDep = Annotated[Identity, Depends(require_identity)]
-
-
-def require_scope(scope: str) -> Any:
-    async def check(identity: IdentityDep) -> Identity:
-        if not identity.has_scope(scope):
-            raise Forbidden(f"this endpoint needs the '{scope}' scope")
-        return identity
-
-    return Depends(check)
+def require_scope(scope: str) -> Identity:
+    """The caller, who must hold `scope` (or `admin`)."""
+    identity = caller()
+    if not identity.has_scope(scope):
+        raise Forbidden(f"this endpoint needs the '{scope}' scope")
+    return identity
 
 
 MAX_PAGE_SIZE = 200
