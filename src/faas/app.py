@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Scope
 
 from faas import __version__
 from faas.integrations.codec import default_registry
@@ -28,18 +29,19 @@ from faas.shared.api import Service
 from faas.shared.exceptions import FaaSError, ValidationFailed, error_for_status
 from faas.shared.logging import RequestLog
 from faas.shared.middleware import (
+    OPENAI_PREFIX,
     AuthMiddleware,
     BodyLimitMiddleware,
     RequestContextMiddleware,
-    error_payload,
+    json_error_renderer,
 )
 
 log = logging.getLogger("faas.app")
 
 
-def error_response(exc: FaaSError) -> Response:
-    body = error_payload(exc).model_dump(mode="json")
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+def error_response(exc: FaaSError, path: str = "") -> Response:
+    body, media_type = json_error_renderer({"path": path}, exc)
+    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=media_type)
 
 
 def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
@@ -52,33 +54,34 @@ def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_faas_error(_: Request, exc: Exception) -> Response:
+    async def on_faas_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FaaSError)
         if exc.status_code >= 500:
             log.error("request failed: %s", exc.message, extra={"code": exc.code})
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = (
             f"invalid request: {where}: {first.get('msg', '')}" if first else "invalid request"
         )
-        return error_response(ValidationFailed(message, details=_validation_details(exc)))
+        details = _validation_details(exc)
+        return error_response(ValidationFailed(message, details=details), request.url.path)
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         cls = error_for_status(exc.status_code)
         error = cls(str(exc.detail), headers=dict(exc.headers or {}))
         error.status_code = exc.status_code
         if exc.status_code == 405:
             error.code = "method_not_allowed"
-        return error_response(error)
+        return error_response(error, request.url.path)
 
-    async def on_unexpected(_: Request, exc: Exception) -> Response:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error", exc_info=exc)
-        return error_response(FaaSError("Internal server error"))
+        return error_response(FaaSError("Internal server error"), request.url.path)
 
     app.add_exception_handler(FaaSError, on_faas_error)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -187,13 +190,22 @@ def create_service_app(
     # line inside the span, last-resort errors) → codecs (so every later error reaches the
     # client in its codec) → body limit → auth.
     codecs = default_registry()
-    app.add_middleware(AuthMiddleware, settings=settings, verifier=runtime.verifier)
+    codec_renderer = make_error_renderer(codecs)
+
+    def render_error(scope: Scope, exc: FaaSError) -> tuple[bytes, str]:
+        if scope.get("path", "").startswith(OPENAI_PREFIX):
+            return json_error_renderer(scope, exc)
+        return codec_renderer(scope, exc)
+
+    app.add_middleware(
+        AuthMiddleware, settings=settings, verifier=runtime.verifier, renderer=render_error
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CodecMiddleware, registry=codecs, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestContextMiddleware,
         log_requests=settings.log_requests,
-        renderer=make_error_renderer(codecs),
+        renderer=render_error,
         request_log=request_log,
     )
     app.add_middleware(TracingMiddleware, telemetry=telemetry)

@@ -86,7 +86,21 @@ log = logging.getLogger("faas.bus")
 
 DLQ_MAX_AGE_S: Final = 7 * 24 * 3600.0
 DROP_WARN_EVERY: Final = 1000
+CONFIRM_TIMEOUT_S: Final = 5  # nats-py's flush() takes whole seconds
 _STREAM_CONFIG_CHANGED: Final = 10058  # JetStream: name in use with a different configuration
+
+
+async def server_barrier(client: Client, timeout_s: int = CONFIRM_TIMEOUT_S) -> None:
+    """Return once the server has processed every command this client sent before the call
+    (a SUB, say, so that messages anyone publishes afterwards reach it).
+
+    One `flush()` is not enough: nats-py writes its PING straight to the socket, ahead of the
+    commands still queued for its flusher task, so the PONG can come back before the server
+    has read a SUB sent just before. The first round trip lets the flusher hand the queue to
+    the socket; the second PING goes out behind it, and the server answers in order.
+    """
+    await client.flush(timeout=timeout_s)
+    await client.flush(timeout=timeout_s)
 
 
 class NatsBus:
@@ -197,7 +211,10 @@ class NatsBus:
         url = client.connected_url
         log.info("connected to NATS at %s", f"{url.hostname}:{url.port}" if url else "?")
         for sub in list(self._subs):
-            await sub.attach(client)
+            try:
+                await sub.attach(client)
+            except DependencyUnavailable as exc:  # nats-py subscribes again on reconnect
+                log.warning("%s", exc)
         self._schedule_flush()
         return True
 
@@ -359,7 +376,11 @@ class NatsBus:
         sub = _NatsSubscription(self, subject, queue, handler, concurrency)
         self._subs.add(sub)
         if self.client is not None:  # else attached on the first connect
-            await sub.attach(self.client)
+            try:
+                await sub.attach(self.client)
+            except BaseException:
+                await sub.unsubscribe()
+                raise
         return sub
 
     async def request(
@@ -530,9 +551,15 @@ class _NatsSubscription:
             return
         self._attached = True
         self._sub = await client.subscribe(self._wire, queue=self._queue, cb=self._on_msg)
-        if client.is_connected:  # the server knows the interest before we return
-            with contextlib.suppress(Exception):
-                await client.flush(timeout=2)
+        if not client.is_connected:
+            return  # nats-py sends the SUB when it reconnects
+        try:  # the server knows the interest before we return
+            await server_barrier(client)
+        except (TimeoutError, nats.errors.Error) as exc:
+            if client.is_connected:
+                raise DependencyUnavailable(
+                    f"NATS did not confirm the subscription to {self._wire}: {exc!r}"
+                ) from exc
 
     async def _on_msg(self, msg: Msg) -> None:
         bus = self._bus
@@ -623,6 +650,7 @@ class _JobConsumer:
             queue=f"faas-dlq-{self.durable}",
             cb=self._on_max_deliveries,
         )
+        await server_barrier(bus._require_client())
 
     async def _drop_subscriptions(self) -> None:
         psub, advisories, self._psub, self._advisories = self._psub, self._advisories, None, None
@@ -757,6 +785,7 @@ async def register_micro_service(bus: NatsBus, name: str, version: str, descript
         await request.respond(b"pong")
 
     await service.add_endpoint(name="ping", subject=bus.prefixer.wire(f"{name}.ping"), handler=pong)
+    await server_barrier(client)  # discoverable and callable once this returns
     return service
 
 

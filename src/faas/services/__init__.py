@@ -16,7 +16,20 @@ def _cache(runtime: Runtime) -> Service:
     return CacheService(runtime.settings, runtime.kv, runtime.events)
 
 
+def _gateway(runtime: Runtime) -> Service:
+    from faas.services.gateway_service.service import GatewayService
+
+    return GatewayService(
+        runtime.settings,
+        kv=runtime.kv,
+        db=runtime.db,
+        events=runtime.events,
+        meter=runtime.telemetry.meter,
+    )
+
+
 BUILDERS: dict[str, Callable[[Runtime], Service]] = {
+    "gateway": _gateway,
     "cache": _cache,
 }
 

@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     gateway_models: Path | None = None
+    gateway_cache_ttl_s: float = 3600.0
+    gateway_default_rpm: int | None = None
+    gateway_default_tpm: int | None = None
+    gateway_default_daily_budget_usd: float | None = None
+    gateway_default_monthly_budget_usd: float | None = None
+    gateway_limits_on_store_error: Literal["open", "closed"] = "closed"
+    gateway_completion_estimate_tokens: int = 256
+    gateway_breaker_failures: int = 3
+    gateway_breaker_cooldown_s: float = 30.0
+    gateway_reload_poll_s: float = 2.0
     trace_content: bool = False
     services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_NAMES))
 

@@ -47,7 +47,35 @@ def error_payload(exc: FaaSError) -> ErrorResponse:
     )
 
 
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(exc: FaaSError) -> dict[str, object]:
+    """OpenAI's error shape, for the OpenAI-compatible routes (its clients parse it)."""
+    if exc.status_code >= 500:
+        kind = "api_error"
+    else:
+        kind = _OPENAI_TYPES.get(exc.status_code, "invalid_request_error")
+    return {
+        "error": {
+            "message": exc.message,
+            "type": kind,
+            "param": exc.details.get("param"),
+            "code": exc.code,
+        }
+    }
+
+
 def json_error_renderer(scope: Scope, exc: FaaSError) -> tuple[bytes, str]:
+    if scope.get("path", "").startswith(OPENAI_PREFIX):
+        return orjson.dumps(openai_error_body(exc)), "application/json"
     return orjson.dumps(error_payload(exc).model_dump(mode="json")), "application/json"
 
 
@@ -185,8 +213,10 @@ class AuthMiddleware:
         verifier: TokenVerifier | None,
         public_paths: Iterable[str] = PUBLIC_PATHS,
         public_prefixes: Iterable[str] = (),
+        renderer: ErrorRenderer | None = None,
     ) -> None:
         self.app = app
+        self.renderer = renderer or json_error_renderer
         self.mode = settings.auth
         self.verifier = verifier
         self.public_paths = frozenset(public_paths)
@@ -196,15 +226,18 @@ class AuthMiddleware:
         if scope["type"] != "http" or self._is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         try:
             identity = await self._identify(scope)
         except FaaSError as exc:
-            await send_error(scope, send, exc)
+            await send_error(scope, send, exc, self.renderer)
             return
+        state = scope.setdefault("state", {})
+        state["faas_auth_ms"] = (time.perf_counter() - started) * 1000
         ctx = current_context()
         if ctx is None:
             ctx = RequestContext(correlation_id=new_id(), request_id=new_id())
-        scope.setdefault("state", {})["faas_identity"] = identity
+        state["faas_identity"] = identity
         token = set_context(ctx.with_identity(identity))
         try:
             await self.app(scope, receive, send)

@@ -1,0 +1,1 @@
+"""Gateway service: one OpenAI-compatible door to every chat and embedding model."""

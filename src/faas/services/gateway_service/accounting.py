@@ -1,0 +1,144 @@
+"""Usage you can trust: provider-reported tokens when present, else counted with an offline
+tokenizer (and marked `estimated`); cost from the deployment's price table; one
+`gateway.usage.{tenant}` event per call and GenAI metrics — nothing on the hot path touches SQL."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opentelemetry import metrics
+
+from faas.integrations.events import EventPublisher
+from faas.services.gateway_service.config import Deployment
+from faas.services.gateway_service.providers.base import Usage
+from faas.shared.context import Identity, current_context
+
+Operation = Literal["chat", "embeddings"]
+CacheHit = Literal[False, "exact", "semantic"]
+
+
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A cheap upper-leaning guess for admission (about 4 characters a token)."""
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(
+                len(str(part.get("text", ""))) for part in content if isinstance(part, dict)
+            )
+        chars += 16
+    return chars // 4 + 3
+
+
+def counted_usage(
+    messages: list[dict[str, Any]], completion_text: str, tools: list[Any] | None = None
+) -> Usage:
+    from faas.services.gateway_service.providers.tokens import count_chat_tokens, count_tokens
+
+    return Usage(
+        prompt_tokens=count_chat_tokens(messages, tools),
+        completion_tokens=count_tokens(completion_text) if completion_text else 0,
+        source="estimated",
+    )
+
+
+def completion_text(body: dict[str, Any]) -> str:
+    choices = body.get("choices") or []
+    if not choices:
+        return ""
+    message = choices[0].get("message") or {}
+    content = message.get("content")
+    text = content if isinstance(content, str) else ""
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        text += str(function.get("name", "")) + str(function.get("arguments", ""))
+    return text
+
+
+@dataclass
+class CallRecord:
+    """Everything known about one gateway call, for the event, metrics and headers."""
+
+    operation: Operation
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+    deployment: Deployment | None = None
+    usage: Usage | None = None
+    cached: CacheHit = False
+    status: str = "ok"
+    error_code: str | None = None
+    stream: bool = False
+    upstream_s: float = 0.0
+    first_token_added_ms: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        if self.deployment is None or self.usage is None or self.cached:
+            return 0.0
+        u = self.usage
+        return self.deployment.price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+
+    def mark(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + (now - since)
+        return now
+
+
+class UsageRecorder:
+    def __init__(self, events: EventPublisher, meter: metrics.Meter) -> None:
+        self.events = events
+        self._tokens = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Tokens per LLM call"
+        )
+        self._cost = meter.create_counter(
+            "faas.gateway.cost", unit="USD", description="Cost of LLM calls"
+        )
+        self._calls = meter.create_counter("faas.gateway.calls", description="Gateway calls")
+
+    async def record(self, identity: Identity, call: CallRecord) -> None:
+        deployment = call.deployment
+        usage = call.usage or Usage(source="estimated")
+        attrs = {
+            "gen_ai.operation.name": call.operation,
+            "gen_ai.request.model": call.model,
+            "faas.status": call.status,
+        }
+        self._calls.add(1, attrs)
+        if call.usage is not None and not call.cached:
+            self._tokens.record(usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+            self._tokens.record(usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+            self._cost.add(call.cost_usd, attrs)
+        ctx = current_context()
+        await self.events.publish(
+            "gateway",
+            "usage",
+            identity.tenant_id,
+            {
+                "operation": call.operation,
+                "model": call.model,
+                "deployment": deployment.id if deployment else None,
+                "provider": deployment.provider if deployment else None,
+                "upstream_model": deployment.model if deployment else None,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "usage_source": usage.source,
+                "cost_usd": call.cost_usd,
+                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
+                "upstream_ms": round(call.upstream_s * 1000, 3),
+                "status": call.status,
+                "error_code": call.error_code,
+                "cached": call.cached,
+                "stream": call.stream,
+                "user_id": identity.user_id,
+                "correlation_id": ctx.correlation_id if ctx else None,
+                "request_id": ctx.request_id if ctx else None,
+            },
+        )

@@ -1,0 +1,148 @@
+"""Wire models of the gateway's native API (`/api/v1/gateway/...`). The OpenAI-compatible
+routes (`/v1/...`) take and return OpenAI's own shapes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from faas.services.gateway_service.limits import TenantLimits
+
+MAX_MESSAGES = 2048
+MAX_EMBED_TEXTS = 2048
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class CacheOptions(BaseModel):
+    """Per-request cache control: `exact` defaults to on for deterministic requests."""
+
+    exact: bool | None = None
+    semantic: bool | None = None
+    threshold: float = Field(0.92, ge=0.5, le=1.0)
+    force: bool = False
+
+
+class GenerateRequest(BaseModel):
+    prompt: str | None = Field(None, max_length=2_000_000)
+    messages: list[Message] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
+    model: str | None = None
+    max_tokens: int | None = Field(None, gt=0, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    cache: CacheOptions | None = None
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        return self
+
+    def openai_body(self) -> dict[str, Any]:
+        messages = (
+            [m.model_dump(exclude_none=True) for m in self.messages]
+            if self.messages is not None
+            else [{"role": "user", "content": self.prompt}]
+        )
+        body: dict[str, Any] = {"messages": messages}
+        for name in (
+            "model",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "tools",
+            "tool_choice",
+            "response_format",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        return body
+
+
+class UsageView(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    cost_usd: float
+    usage_source: Literal["provider", "estimated"]
+
+
+class GenerateResponse(BaseModel):
+    text: str | None
+    message: dict[str, Any]
+    model: str
+    deployment: str
+    usage: UsageView
+    finish_reason: str | None
+    cached: Literal[False, "exact", "semantic"] = False
+
+
+class EmbeddingsRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, max_length=MAX_EMBED_TEXTS)
+    model: str | None = None
+
+
+class EmbeddingsResponse(BaseModel):
+    model: str
+    deployment: str
+    dimensions: int
+    vectors: list[list[float]]
+    usage: UsageView
+
+
+class DeploymentView(BaseModel):
+    id: str
+    provider: str
+    model: str
+    timeout_s: float
+    rpm: int | None
+    tpm: int | None
+    weight: float
+    context_window: int | None
+    price: dict[str, float | None]
+
+
+class ModelView(BaseModel):
+    name: str
+    kind: Literal["chat", "embedding"]
+    description: str
+    deployments: list[DeploymentView]
+
+
+class ModelsView(BaseModel):
+    source: str
+    models: list[ModelView]
+
+
+class ProviderHealth(BaseModel):
+    model: str
+    deployment: str
+    provider: str
+    healthy: bool
+    breaker: str
+
+
+class RateLimitsView(BaseModel):
+    tenant_id: str
+    limits: TenantLimits
+    remaining: dict[str, float | int | None]
+    used: dict[str, float]
+
+
+class LimitsUpdate(TenantLimits):
+    pass

@@ -1,0 +1,139 @@
+"""OpenAI-compatible routes (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`): OpenAI's
+request and response shapes, and its error shape with the right statuses."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from faas.services.gateway_service.http import SSE_HEADERS, gateway_headers
+from faas.services.gateway_service.models import MAX_EMBED_TEXTS, MAX_MESSAGES, CacheOptions
+from faas.shared.api import caller
+from faas.shared.exceptions import UndecodableBody, ValidationFailed
+
+if TYPE_CHECKING:
+    from faas.services.gateway_service.service import GatewayService
+
+
+class ChatCompletionBody(BaseModel):
+    """What the gateway checks itself; every other OpenAI parameter passes through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=128)
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=1, description="one choice per request")
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
+    cache: CacheOptions | None = Field(None, description="faas extension: response caching")
+
+
+class EmbeddingBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=128)
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
+
+
+def _validate(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise ValidationFailed(f"{param}: {first['msg']}", details={"param": param}) from exc
+
+
+def build_openai_router(service: GatewayService) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+    pipeline = service.pipeline
+
+    @router.post("/chat/completions")
+    async def chat_completions(
+        request: Request, idempotency_key: str | None = Header(None, max_length=255)
+    ) -> Response:
+        identity = caller()
+        parsed: ChatCompletionBody = _validate(ChatCompletionBody, await _json(request))
+        body = parsed.model_dump(exclude_none=True, exclude={"cache"})
+        limits = await service.tenant_limits.get(identity.tenant_id)
+        if parsed.stream:
+            include_usage = bool((parsed.stream_options or {}).get("include_usage"))
+            chunks, call = await pipeline.open_stream(
+                identity, body, limits, include_usage=include_usage
+            )
+            headers = gateway_headers(request, call) | SSE_HEADERS
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+        completion = await pipeline.complete(
+            identity, body, limits, cache=parsed.cache, idempotency_key=idempotency_key
+        )
+        headers = gateway_headers(request, completion.call, replayed=completion.replayed)
+        return Response(
+            orjson.dumps(completion.body), media_type="application/json", headers=headers
+        )
+
+    @router.post("/embeddings")
+    async def embeddings(request: Request) -> Response:
+        identity = caller()
+        parsed: EmbeddingBody = _validate(EmbeddingBody, await _json(request))
+        texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
+        if len(texts) > MAX_EMBED_TEXTS:
+            raise ValidationFailed(
+                f"at most {MAX_EMBED_TEXTS} inputs per request", details={"param": "input"}
+            )
+        limits = await service.tenant_limits.get(identity.tenant_id)
+        result, call = await pipeline.embed(identity, texts, parsed.model, limits)
+        data = []
+        for index, vector in enumerate(result.vectors):
+            embedding: Any = vector
+            if parsed.encoding_format == "base64":
+                embedding = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        usage = call.usage
+        body = {
+            "object": "list",
+            "data": data,
+            "model": call.model,
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "total_tokens": usage.total_tokens if usage else 0,
+            },
+        }
+        return Response(
+            orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+            media_type="application/json",
+            headers=gateway_headers(request, call),
+        )
+
+    @router.get("/models")
+    async def list_models() -> Response:
+        caller()
+        data = [
+            {"id": m.name, "object": "model", "created": 0, "owned_by": "faas", "kind": m.kind}
+            for m in service.model_router.table.models
+        ]
+        return Response(
+            orjson.dumps({"object": "list", "data": data}), media_type="application/json"
+        )
+
+    return router

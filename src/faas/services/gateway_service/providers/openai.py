@@ -1,0 +1,319 @@
+"""Any OpenAI-compatible HTTP endpoint: OpenAI, vLLM, Ollama, llama.cpp server, LM Studio...
+
+Bodies pass through untouched; stream payloads are forwarded as the upstream's own bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import time
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from faas.services.gateway_service.config import Deployment
+from faas.services.gateway_service.providers.base import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingResult,
+    ProviderError,
+    StreamEvent,
+    Usage,
+)
+
+_HTTP2 = importlib.util.find_spec("h2") is not None
+_HEALTH_TIMEOUT_S = 5.0
+_DRAIN_TIMEOUT_S = 1.0
+_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30)
+
+
+class SSEDecoder:
+    """Incremental `text/event-stream` decoder yielding each event's data payload."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._data: list[bytes] | None = None
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        end = self._buffer.rfind(b"\n")
+        if end < 0:
+            return []
+        complete = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return self._lines(complete.split(b"\n"))
+
+    def close(self) -> list[bytes]:
+        """Payloads still pending when the stream ends without a final blank line."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return self._lines([rest, b""])
+
+    def _lines(self, lines: list[bytes]) -> list[bytes]:
+        payloads: list[bytes] = []
+        for raw in lines:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not line:
+                if self._data is not None:
+                    payloads.append(b"\n".join(self._data))
+                    self._data = None
+            elif line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b"data: ") else line[5:]
+                if self._data is None:
+                    self._data = [value]
+                else:
+                    self._data.append(value)
+            # Comments (":...") and the event/id/retry fields carry nothing we forward.
+        return payloads
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _redact(text: str, deployment: Deployment) -> str:
+    key = deployment.api_key.get_secret_value() if deployment.api_key else ""
+    return text.replace(key, "[redacted]") if key and len(key) >= 4 else text
+
+
+def _error_body(response: httpx.Response, deployment: Deployment) -> dict[str, Any]:
+    text = _redact(response.text, deployment)
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    return {"error": {"message": text[:2000]}}
+
+
+def _status_error(response: httpx.Response, deployment: Deployment) -> ProviderError:
+    status = response.status_code
+    where = f"deployment {deployment.id}: HTTP {status}"
+    if status in (401, 403):
+        # The upstream body may echo the key: keep it out of messages and logs.
+        return ProviderError("auth", f"{where}: upstream rejected the credentials", status=status)
+    body = _error_body(response, deployment)
+    error = body.get("error")
+    detail = error.get("message") if isinstance(error, dict) else error
+    message = f"{where}: {str(detail)[:300]}" if detail else where
+    if status == 429:
+        retry = _retry_after(response.headers)
+        return ProviderError("rate_limited", message, status=status, retry_after_s=retry, body=body)
+    if status == 408:
+        return ProviderError("timeout", message, status=status, body=body)
+    if 400 <= status < 500:
+        return ProviderError("bad_request", message, status=status, body=body)
+    return ProviderError("server", message, status=status, body=body)
+
+
+def _transport_error(exc: httpx.HTTPError, deployment: Deployment) -> ProviderError:
+    where = f"deployment {deployment.id}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ProviderError("connect", f"{where}: cannot connect: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError("timeout", f"{where}: timed out after {deployment.timeout_s}s")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
+        return ProviderError("server", f"{where}: broken response: {exc}")
+    if isinstance(exc, httpx.TransportError):
+        return ProviderError("connect", f"{where}: connection failed: {exc}")
+    return ProviderError("server", f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _json_object(content: bytes, deployment: Deployment) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ProviderError("server", f"deployment {deployment.id}: upstream sent invalid JSON")
+    return parsed
+
+
+def _event(payload: bytes, deployment: Deployment) -> StreamEvent:
+    chunk = _json_object(payload, deployment)
+    if "error" in chunk and "choices" not in chunk:
+        error = chunk["error"]
+        detail = error.get("message") if isinstance(error, dict) else error
+        raise ProviderError(
+            "server", f"deployment {deployment.id}: upstream error mid-stream: {detail}", body=chunk
+        )
+    has_content = False
+    finish_reason = None
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls"):
+            has_content = True
+        finish_reason = choice.get("finish_reason") or finish_reason
+    usage = Usage.from_openai(chunk.get("usage"))
+    return StreamEvent(payload, has_content=has_content, usage=usage, finish_reason=finish_reason)
+
+
+class OpenAICompatibleProvider:
+    name = "openai"
+
+    def __init__(self) -> None:
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def _base(self, deployment: Deployment) -> str:
+        if not deployment.api_base:
+            raise ProviderError("bad_request", f"deployment {deployment.id} has no api_base")
+        return deployment.api_base.rstrip("/")
+
+    def _client(self, base: str) -> httpx.AsyncClient:
+        client = self._clients.get(base)
+        if client is None:
+            client = httpx.AsyncClient(
+                http2=_HTTP2 and base.startswith("https://"), limits=_LIMITS, trust_env=False
+            )
+            self._clients[base] = client
+        return client
+
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        headers = {"content-type": "application/json", **deployment.headers}
+        if deployment.api_key is not None:
+            headers["authorization"] = f"Bearer {deployment.api_key.get_secret_value()}"
+        return headers
+
+    def _timeout(self, deployment: Deployment) -> httpx.Timeout:
+        return httpx.Timeout(deployment.timeout_s, connect=min(deployment.timeout_s, 10.0))
+
+    async def _post(self, path: str, body: dict[str, Any], deployment: Deployment) -> bytes:
+        base = self._base(deployment)
+        try:
+            response = await self._client(base).post(
+                base + path,
+                content=orjson.dumps(body),
+                headers=self._headers(deployment),
+                timeout=self._timeout(deployment),
+            )
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, deployment) from exc
+        if response.status_code >= 300:
+            raise _status_error(response, deployment)
+        return response.content
+
+    async def chat(self, request: ChatRequest, deployment: Deployment) -> ChatResult:
+        payload = {
+            **request.params,
+            "messages": request.messages,
+            "model": deployment.model,
+            "stream": False,
+        }
+        payload.pop("stream_options", None)
+        body = _json_object(await self._post("/chat/completions", payload, deployment), deployment)
+        return ChatResult(body=body, usage=Usage.from_openai(body.get("usage")))
+
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncIterator[StreamEvent]:
+        options = request.params.get("stream_options") or {}
+        payload = {
+            **request.params,
+            "messages": request.messages,
+            "model": deployment.model,
+            "stream": True,
+            "stream_options": {**options, "include_usage": True},
+        }
+        base = self._base(deployment)
+        finished = False
+        try:
+            async with self._client(base).stream(
+                "POST",
+                base + "/chat/completions",
+                content=orjson.dumps(payload),
+                headers=self._headers(deployment),
+                timeout=self._timeout(deployment),
+            ) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise _status_error(response, deployment)
+                decoder = SSEDecoder()
+                chunks = response.aiter_bytes()
+                done = False
+                while not done:
+                    raw = await anext(chunks, None)
+                    payloads = decoder.feed(raw) if raw is not None else decoder.close()
+                    for data in payloads:
+                        if data.strip() == b"[DONE]":
+                            done = finished = True
+                            break
+                        event = _event(data, deployment)
+                        finished = finished or event.finish_reason is not None
+                        yield event
+                    done = done or raw is None
+                # Reading to the end returns the connection to the pool instead of closing it;
+                # a slow or broken tail after [DONE] only costs that connection.
+                with contextlib.suppress(httpx.HTTPError, TimeoutError):
+                    async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                        async for _ in chunks:
+                            pass
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, deployment) from exc
+        if not finished:
+            raise ProviderError(
+                "server", f"deployment {deployment.id}: stream ended before it was complete"
+            )
+
+    async def embed(self, texts: list[str], deployment: Deployment) -> EmbeddingResult:
+        payload: dict[str, Any] = {"model": deployment.model, "input": texts}
+        if deployment.dimensions:
+            payload["dimensions"] = deployment.dimensions
+        body = _json_object(await self._post("/embeddings", payload, deployment), deployment)
+        try:
+            rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
+            vectors: list[list[float]] = [row["embedding"] for row in rows]
+            if not all(isinstance(v, list) for v in vectors):
+                raise TypeError("embedding is not a list of floats")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProviderError(
+                "server", f"deployment {deployment.id}: malformed embeddings response"
+            ) from exc
+        if len(vectors) != len(texts):
+            raise ProviderError(
+                "server",
+                f"deployment {deployment.id}: {len(vectors)} embeddings for {len(texts)} inputs",
+            )
+        return EmbeddingResult(
+            vectors=vectors,
+            usage=Usage.from_openai(body.get("usage")),
+            model=str(body.get("model") or deployment.model),
+        )
+
+    async def health(self, deployment: Deployment) -> bool:
+        try:
+            base = self._base(deployment)
+            response = await self._client(base).get(
+                base + "/models",
+                headers=self._headers(deployment),
+                timeout=min(_HEALTH_TIMEOUT_S, deployment.timeout_s),
+            )
+        except (httpx.HTTPError, ProviderError):
+            return False
+        return 200 <= response.status_code < 300
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()

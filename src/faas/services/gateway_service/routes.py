@@ -1,0 +1,137 @@
+"""The gateway's native API: `/api/v1/gateway/...` in faas' envelopes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Header, Path
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from faas.services.gateway_service.http import SSE_HEADERS, gateway_headers
+from faas.services.gateway_service.limits import TenantLimits
+from faas.services.gateway_service.models import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ModelsView,
+    ProviderHealth,
+    RateLimitsView,
+    UsageView,
+)
+from faas.services.gateway_service.pipeline import Completion
+from faas.shared.api import caller, require_scope, respond
+from faas.shared.auth import TENANT_RE
+from faas.shared.contracts import ServiceResponse
+
+if TYPE_CHECKING:
+    from faas.services.gateway_service.service import GatewayService
+
+
+def generate_view(completion: Completion) -> GenerateResponse:
+    body, call = completion.body, completion.call
+    choice = (body.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    usage = call.usage
+    content = message.get("content")
+    return GenerateResponse(
+        text=content if isinstance(content, str) else None,
+        message=message,
+        model=call.model,
+        deployment=call.deployment.id if call.deployment else "",
+        usage=UsageView(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            cost_usd=call.cost_usd,
+            usage_source=usage.source if usage else "estimated",
+        ),
+        finish_reason=choice.get("finish_reason"),
+        cached=call.cached,
+    )
+
+
+def build_router(service: GatewayService) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
+    pipeline = service.pipeline
+
+    @router.post("/generate", response_model=ServiceResponse[GenerateResponse])
+    async def generate(
+        body: GenerateRequest,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> Response:
+        identity = caller()
+        limits = await service.tenant_limits.get(identity.tenant_id)
+        completion = await pipeline.complete(
+            identity, body.openai_body(), limits, cache=body.cache, idempotency_key=idempotency_key
+        )
+        headers = gateway_headers(request, completion.call, replayed=completion.replayed)
+        return respond(generate_view(completion), headers=headers)
+
+    @router.post("/generate/stream", response_class=StreamingResponse)
+    async def generate_stream(body: GenerateRequest, request: Request) -> Response:
+        """Server-sent events in OpenAI's `chat.completion.chunk` format, ending `[DONE]`."""
+        identity = caller()
+        limits = await service.tenant_limits.get(identity.tenant_id)
+        chunks, call = await pipeline.open_stream(
+            identity, body.openai_body(), limits, include_usage=True
+        )
+        headers = gateway_headers(request, call) | SSE_HEADERS
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+
+    @router.post("/embeddings", response_model=ServiceResponse[EmbeddingsResponse])
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+        identity = caller()
+        limits = await service.tenant_limits.get(identity.tenant_id)
+        result, call = await pipeline.embed(identity, body.texts, body.model, limits)
+        usage = call.usage
+        view = EmbeddingsResponse(
+            model=call.model,
+            deployment=call.deployment.id if call.deployment else "",
+            dimensions=len(result.vectors[0]) if result.vectors else 0,
+            vectors=result.vectors,
+            usage=UsageView(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=0,
+                total_tokens=usage.total_tokens if usage else 0,
+                cost_usd=call.cost_usd,
+                usage_source=usage.source if usage else "estimated",
+            ),
+        )
+        return respond(view, headers=gateway_headers(request, call))
+
+    @router.get("/models", response_model=ServiceResponse[ModelsView])
+    async def models() -> Response:
+        caller()
+        return respond(service.models())
+
+    @router.get("/providers", response_model=ServiceResponse[list[ProviderHealth]])
+    async def providers() -> Response:
+        caller()
+        health = await service.provider_health()
+        return respond([h.model_dump() for h in health])
+
+    @router.get("/rate-limits", response_model=ServiceResponse[RateLimitsView])
+    async def rate_limits() -> Response:
+        return respond(await service.rate_limits(caller().tenant_id))
+
+    @router.put("/limits/{tenant_id}", response_model=ServiceResponse[TenantLimits])
+    async def set_limits(
+        tenant_id: Annotated[str, Path(pattern=TENANT_RE.pattern)], body: TenantLimits
+    ) -> Response:
+        """Set a tenant's limits and budgets (admin scope)."""
+        admin = require_scope("admin")
+        saved = await service.tenant_limits.set(tenant_id, body, by=admin.user_id)
+        return respond(saved)
+
+    @router.post("/reload", response_model=ServiceResponse[dict[str, Any]])
+    async def reload() -> Response:
+        """Re-read the model routing file now (admin scope)."""
+        require_scope("admin")
+        table = service.reload()
+        return respond({"source": table.source, "models": [m.name for m in table.models]})
+
+    return router

@@ -1,0 +1,258 @@
+"""The gateway service: model routing table (hot-reloaded), providers, limits and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from opentelemetry import metrics
+
+from faas.backends.kv import KeyValueStore
+from faas.integrations.events import EventPublisher
+from faas.services.gateway_service.accounting import UsageRecorder
+from faas.services.gateway_service.cache import ResponseCache
+from faas.services.gateway_service.config import (
+    Deployment,
+    ModelConfig,
+    RoutingTable,
+    load_routing,
+)
+from faas.services.gateway_service.limits import (
+    LimitStore,
+    MemoryLimitStore,
+    RedisLimitStore,
+    TenantLimits,
+)
+from faas.services.gateway_service.models import (
+    DeploymentView,
+    ModelsView,
+    ModelView,
+    ProviderHealth,
+    RateLimitsView,
+)
+from faas.services.gateway_service.pipeline import ChatPipeline, Providers
+from faas.services.gateway_service.routing import ModelRouter
+from faas.services.gateway_service.tenant_limits import TenantLimitsStore
+from faas.shared.config import Settings
+from faas.shared.database import Database
+
+log = logging.getLogger("faas.gateway")
+
+
+def default_routing() -> RoutingTable:
+    """Offline defaults: the local model when installed, else the labelled mock; MiniLM
+    embeddings when installed, else feature hashing."""
+    from faas.services.gateway_service.providers import provider_available
+
+    local = provider_available("llamacpp")
+    minilm = provider_available("minilm")
+    chat = (
+        Deployment(provider="llamacpp", model="smollm2-135m", context_window=2048)
+        if local
+        else Deployment(provider="mock", model="faas-mock")
+    )
+    embed = (
+        Deployment(provider="minilm", model="all-MiniLM-L6-v2")
+        if minilm
+        else Deployment(provider="hash", model="hash-384", dimensions=384)
+    )
+    return RoutingTable(
+        models=[
+            ModelConfig(
+                name="chat-default",
+                kind="chat",
+                deployments=[chat],
+                description="local SmolLM2-135M" if local else "mock (offline demo)",
+            ),
+            ModelConfig(
+                name="embed-default",
+                kind="embedding",
+                deployments=[embed],
+                description="all-MiniLM-L6-v2" if minilm else "feature hashing",
+            ),
+        ],
+        source="built-in defaults",
+    )
+
+
+def build_limit_store(settings: Settings, kv: KeyValueStore) -> LimitStore:
+    client = getattr(kv, "client", None)
+    if kv.backend == "redis" and client is not None:
+        return RedisLimitStore(client, on_error=settings.gateway_limits_on_store_error)
+    return MemoryLimitStore()
+
+
+class GatewayService:
+    name = "gateway"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kv: KeyValueStore,
+        db: Database,
+        events: EventPublisher,
+        meter: metrics.Meter,
+        limit_store: LimitStore | None = None,
+        routing: RoutingTable | None = None,
+    ) -> None:
+        self.settings = settings
+        self.routing_path: Path | None = settings.gateway_models
+        table = routing or (load_routing(self.routing_path) if self.routing_path else None)
+        self.model_router = ModelRouter(
+            table or default_routing(),
+            breaker_failures=settings.gateway_breaker_failures,
+            breaker_cooldown_s=settings.gateway_breaker_cooldown_s,
+        )
+        self.providers = Providers()
+        self.tenant_limits = TenantLimitsStore(
+            db,
+            TenantLimits(
+                rpm=settings.gateway_default_rpm,
+                tpm=settings.gateway_default_tpm,
+                daily_budget_usd=settings.gateway_default_daily_budget_usd,
+                monthly_budget_usd=settings.gateway_default_monthly_budget_usd,
+            ),
+        )
+        self.limits = limit_store or build_limit_store(settings, kv)
+        self.pipeline = ChatPipeline(
+            router=self.model_router,
+            providers=self.providers,
+            limits=self.limits,
+            cache=ResponseCache(kv, ttl_s=settings.gateway_cache_ttl_s),
+            kv=kv,
+            recorder=UsageRecorder(events, meter),
+            completion_estimate_tokens=settings.gateway_completion_estimate_tokens,
+        )
+        self._watcher: asyncio.Task[None] | None = None
+        self._mtime: float | None = None
+
+    def router(self) -> APIRouter:
+        from faas.services.gateway_service.openai_routes import build_openai_router
+        from faas.services.gateway_service.routes import build_router
+
+        combined = APIRouter()
+        combined.routes.extend(build_router(self).routes)
+        combined.routes.extend(build_openai_router(self).routes)
+        return combined
+
+    async def start(self) -> None:
+        if self.routing_path is not None:
+            self._mtime = self._stat()
+            self._watcher = asyncio.create_task(self._watch(), name="gateway-routing-reload")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.providers.aclose()
+
+    # -- routing table ---------------------------------------------------------------------
+
+    def reload(self) -> RoutingTable:
+        """Re-read FAAS_GATEWAY_MODELS; an invalid file leaves the current table in place."""
+        if self.routing_path is None:
+            return self.model_router.table
+        table = load_routing(self.routing_path)
+        self.model_router.table = table
+        log.info("model routing reloaded", extra={"source": str(self.routing_path)})
+        return table
+
+    def _stat(self) -> float | None:
+        try:
+            return self.routing_path.stat().st_mtime if self.routing_path else None
+        except OSError:
+            return None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gateway_reload_poll_s)
+            mtime = self._stat()
+            if mtime is None or mtime == self._mtime:
+                continue
+            self._mtime = mtime
+            try:
+                self.reload()
+            except Exception:
+                log.warning(
+                    "model routing file is invalid; keeping the previous one", exc_info=True
+                )
+
+    # -- views -----------------------------------------------------------------------------
+
+    def models(self) -> ModelsView:
+        table = self.model_router.table
+        return ModelsView(
+            source=table.source,
+            models=[
+                ModelView(
+                    name=m.name,
+                    kind=m.kind,
+                    description=m.description,
+                    deployments=[_deployment_view(d) for d in m.deployments],
+                )
+                for m in table.models
+            ],
+        )
+
+    async def provider_health(self) -> list[ProviderHealth]:
+        checks: list[tuple[ModelConfig, int, Deployment, Any]] = []
+        for model in self.model_router.table.models:
+            for index, deployment in enumerate(model.deployments):
+                checks.append((model, index, deployment, self._health(model, deployment)))
+        results = await asyncio.gather(*(c[3] for c in checks))
+        return [
+            ProviderHealth(
+                model=model.name,
+                deployment=deployment.id,
+                provider=deployment.provider,
+                healthy=healthy,
+                breaker=str(self.model_router.breaker_state(model, index)),
+            )
+            for (model, index, deployment, _), healthy in zip(checks, results, strict=True)
+        ]
+
+    async def _health(self, model: ModelConfig, deployment: Deployment) -> bool:
+        try:
+            provider: Any = (
+                self.providers.chat(deployment.provider)
+                if model.kind == "chat"
+                else self.providers.embedding(deployment.provider)
+            )
+            return bool(await asyncio.wait_for(provider.health(deployment), timeout=5))
+        except Exception:
+            return False
+
+    async def rate_limits(self, tenant_id: str) -> RateLimitsView:
+        limits = await self.tenant_limits.get(tenant_id)
+        remaining = await self.limits.remaining(tenant_id, limits)
+        return RateLimitsView(
+            tenant_id=tenant_id,
+            limits=limits,
+            remaining={
+                "requests_this_minute": remaining.requests,
+                "tokens_this_minute": remaining.tokens,
+                "daily_budget_usd": remaining.daily_budget_usd,
+                "monthly_budget_usd": remaining.monthly_budget_usd,
+            },
+            used=remaining.used,
+        )
+
+
+def _deployment_view(d: Deployment) -> DeploymentView:
+    return DeploymentView(
+        id=d.id,
+        provider=d.provider,
+        model=d.model,
+        timeout_s=d.timeout_s,
+        rpm=d.rpm,
+        tpm=d.tpm,
+        weight=d.weight,
+        context_window=d.context_window,
+        price=d.price.model_dump(),
+    )

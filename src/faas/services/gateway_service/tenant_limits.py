@@ -1,0 +1,61 @@
+"""Per-tenant limit overrides: defaults from settings, overrides in the database, read through
+a short in-process cache so the request path never waits on SQL."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from faas.services.gateway_service.limits import TenantLimits
+from faas.shared.database import Base, Database
+
+
+class TenantLimitsRow(Base):
+    __tablename__ = "gateway_tenant_limits"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TenantLimitsStore:
+    def __init__(self, db: Database, defaults: TenantLimits, *, ttl_s: float = 10.0) -> None:
+        self.db = db
+        self.defaults = defaults
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, TenantLimits]] = {}
+
+    async def get(self, tenant_id: str) -> TenantLimits:
+        cached = self._cache.get(tenant_id)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self.db.session() as session:
+            row = await session.get(TenantLimitsRow, tenant_id)
+            limits = self.defaults if row is None else TenantLimits.model_validate(row.limits)
+        self._cache[tenant_id] = (now + self.ttl_s, limits)
+        return limits
+
+    async def set(self, tenant_id: str, limits: TenantLimits, *, by: str | None) -> TenantLimits:
+        async with self.db.session() as session:
+            row = await session.get(TenantLimitsRow, tenant_id)
+            values = limits.model_dump(mode="json")
+            if row is None:
+                session.add(
+                    TenantLimitsRow(
+                        tenant_id=tenant_id, limits=values, updated_by=by, updated_at=_now()
+                    )
+                )
+            else:
+                row.limits, row.updated_by, row.updated_at = values, by, _now()
+        self._cache[tenant_id] = (time.monotonic() + self.ttl_s, limits)
+        return limits
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

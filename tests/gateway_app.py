@@ -1,0 +1,59 @@
+"""Builds a gateway app for API tests, with a collector of its usage events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI
+
+from faas.app import create_service_app
+from faas.integrations.nats import Message
+from faas.integrations.otel import setup_telemetry
+from faas.runtime import Runtime
+from faas.services.gateway_service.config import RoutingTable
+from faas.services.gateway_service.service import GatewayService
+from faas.shared.config import Settings
+
+
+@dataclass
+class GatewayEnv:
+    app: FastAPI
+    runtime: Runtime
+    service: GatewayService
+    client: httpx.AsyncClient
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def routing(*models: dict[str, Any]) -> RoutingTable:
+    return RoutingTable.model_validate({"models": list(models), "source": "test"})
+
+
+@asynccontextmanager
+async def gateway_env(
+    settings: Settings, table: RoutingTable | None = None
+) -> AsyncIterator[GatewayEnv]:
+    runtime = Runtime.build(settings, telemetry=setup_telemetry("faas-test", set_global=False))
+    service = GatewayService(
+        settings,
+        kv=runtime.kv,
+        db=runtime.db,
+        events=runtime.events,
+        meter=runtime.telemetry.meter,
+        routing=table,
+    )
+    app = create_service_app([service], runtime)
+    async with app.router.lifespan_context(app):
+        events: list[dict[str, Any]] = []
+
+        async def collect(message: Message) -> None:
+            events.append(orjson.loads(message.data))
+
+        await runtime.bus.subscribe("gateway.usage.>", collect)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            yield GatewayEnv(app, runtime, service, client, events)
