@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -20,9 +21,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -122,14 +124,20 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None
 
 @contextmanager
 def server(
-    cmd: Sequence[str], env: dict[str, str], ready_url: str, log_path: Path
+    cmd: Sequence[str],
+    env: dict[str, str],
+    ready_url: str,
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    ready_timeout_s: float = 30.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start `cmd`, wait for `ready_url` to answer 200, stop it on exit. Output goes to
     `log_path` (a file, as a real deployment's log sink would be), shown if it fails."""
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         try:
-            wait_http_ok(ready_url, proc)
+            wait_http_ok(ready_url, proc, timeout_s=ready_timeout_s)
             yield proc
         except Exception:
             stop_process(proc)
@@ -138,6 +146,39 @@ def server(
             raise
         finally:
             stop_process(proc)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / 1024 / 1024
+
+
+def wait_for_quiet(max_load: float, timeout_s: float, poll_s: float = 15.0) -> float:
+    """Wait until the 1-minute load average is below `max_load` (others share the machine),
+    at most `timeout_s`; returns the load average it started with."""
+    deadline = time.monotonic() + timeout_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        print(f"  load average {load:.2f} >= {max_load:.2f}: waiting for a quieter machine")
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        load = os.getloadavg()[0]
+    return load
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, `q` in [0, 100]."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
 
 
 # -- load generation ---------------------------------------------------------------------------
@@ -167,7 +208,8 @@ def _wrk_ms(text: str) -> float:
 
 
 def parse_wrk(output: str) -> LoadResult:
-    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", output, re.MULTILINE))
+    # wrk pads seconds ("1.03s "): allow trailing blanks.
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", output, re.MULTILINE))
     done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", output)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if not (done and rps and "50" in percentiles and "99" in percentiles):
@@ -210,41 +252,106 @@ def load_tool() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
+def wrk_script(body: bytes | None = None, max_requests: int | None = None) -> str:
+    """A wrk Lua script: POST `body` as JSON, and/or stop after `max_requests` responses
+    (count it with one wrk thread, `-t1`, as `run_load` does)."""
+    lines: list[str] = []
+    if body is not None:
+        text = body.decode()
+        if "]==]" in text:
+            raise ValueError("the body cannot hold the Lua long-string delimiter ]==]")
+        lines += [
+            'wrk.method = "POST"',
+            f"wrk.body = [==[{text}]==]",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
+    if max_requests is not None:
+        lines += [
+            f"local limit = {int(max_requests)}",
+            "local seen = 0",
+            "function response(status, headers, body)",
+            "  seen = seen + 1",
+            "  if seen >= limit then wrk.thread:stop() end",
+            "end",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def run_load(
-    url: str, *, connections: int, duration_s: float, headers: dict[str, str] | None = None
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    max_requests: int | None = None,
+    timeout_s: float | None = None,
 ) -> LoadResult:
-    """GET `url` over `connections` keep-alive connections for `duration_s`, from a separate
-    process pinned to the load core: wrk when installed, else the asyncio generator below."""
+    """GET `url` (or POST `body` as JSON) over `connections` keep-alive connections for
+    `duration_s`, or until `max_requests` answers if that comes first, from a separate process
+    pinned to the load core: wrk when installed (with a Lua script for POST or a request
+    count), else the asyncio generator below. `timeout_s`: wrk's per-request timeout (2 s by
+    default; a timed-out request counts as an error)."""
     header_args: list[str] = []
     for name, value in (headers or {}).items():
         header_args += ["-H", f"{name}: {value}"]
     seconds = max(1, round(duration_s))
     if load_tool() == "wrk":
         cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *header_args]
-        out = subprocess.run(
-            pinned([*cmd, url], LOAD_CPU), capture_output=True, text=True, check=True
-        )
+        if timeout_s is not None:
+            cmd += ["--timeout", f"{max(1, round(timeout_s))}s"]
+        if body is None and max_requests is None:
+            out = subprocess.run(
+                pinned([*cmd, url], LOAD_CPU), capture_output=True, text=True, check=True
+            )
+            return parse_wrk(out.stdout)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="wrk-") as script:
+            script.write(wrk_script(body, max_requests))
+            script.flush()
+            out = subprocess.run(
+                pinned([*cmd, "-s", script.name, url], LOAD_CPU),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         return parse_wrk(out.stdout)
     cmd = [PYTHON, str(Path(__file__).resolve()), "loadgen", url]
     cmd += ["--connections", str(connections), "--duration", str(seconds)]
     for name, value in (headers or {}).items():
         cmd += ["--header", f"{name}: {value}"]
-    out = subprocess.run(pinned(cmd, LOAD_CPU), capture_output=True, text=True, check=True)
+    if max_requests is not None:
+        cmd += ["--max-requests", str(max_requests)]
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", prefix="loadgen-") as body_file:
+        if body is not None:
+            body_file.write(body)
+            body_file.flush()
+            cmd += ["--body-file", body_file.name]
+        out = subprocess.run(pinned(cmd, LOAD_CPU), capture_output=True, text=True, check=True)
     fields = json.loads(out.stdout)
     fields["rps_range"] = None
     return LoadResult(**fields)
 
 
 async def _loadgen(
-    url: str, connections: int, duration_s: float, headers: dict[str, str]
+    url: str,
+    connections: int,
+    duration_s: float,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    max_requests: int | None = None,
 ) -> LoadResult:
-    """Minimal HTTP/1.1 keep-alive GET loop on raw asyncio streams (httpx would be the
-    bottleneck on one core). Expects Content-Length framed responses."""
+    """Minimal HTTP/1.1 keep-alive GET (or JSON POST) loop on raw asyncio streams (httpx would
+    be the bottleneck on one core). Expects Content-Length framed responses."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
+    if body is None:
+        request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
+    else:
+        extra += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        request = f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
+        request += body
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration_s
@@ -253,7 +360,9 @@ async def _loadgen(
         nonlocal errors
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            while time.perf_counter() < stop_at:
+            while time.perf_counter() < stop_at and (
+                max_requests is None or len(latencies) < max_requests
+            ):
                 t0 = time.perf_counter()
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -370,9 +479,12 @@ def _main(argv: Sequence[str] | None = None) -> None:
     gen.add_argument("--connections", type=int, default=32)
     gen.add_argument("--duration", type=float, default=10.0)
     gen.add_argument("--header", action="append", default=[])
+    gen.add_argument("--body-file", type=Path, default=None, help="POST this file as JSON")
+    gen.add_argument("--max-requests", type=int, default=None)
     args = parser.parse_args(argv)
     headers = dict(h.split(": ", 1) for h in args.header)
-    coro = _loadgen(args.url, args.connections, args.duration, headers)
+    body = args.body_file.read_bytes() if args.body_file else None
+    coro = _loadgen(args.url, args.connections, args.duration, headers, body, args.max_requests)
     try:
         import uvloop
 

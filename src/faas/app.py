@@ -92,6 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
 # NATS being away degrades events (they are buffered) but requests still work, so it is
 # reported without taking the instance out of rotation.
 OPTIONAL_CHECKS = frozenset({"nats"})
+MAX_FILES_PER_UPLOAD = 10
 
 
 def install_bearer_security(app: FastAPI) -> None:
@@ -200,7 +201,11 @@ def create_service_app(
     app.add_middleware(
         AuthMiddleware, settings=settings, verifier=runtime.verifier, renderer=render_error
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides={"/api/v1/ingestion/upload": settings.max_upload_bytes * MAX_FILES_PER_UPLOAD},
+    )
     app.add_middleware(CodecMiddleware, registry=codecs, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestContextMiddleware,

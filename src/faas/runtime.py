@@ -16,8 +16,9 @@ from faas.integrations.events import EventPublisher
 from faas.integrations.nats import MessageBus, build_bus
 from faas.integrations.otel import Telemetry, setup_telemetry
 from faas.jobs import JobQueue, JobRegistry, JobWorker
-from faas.shared.auth import TokenVerifier
+from faas.shared.auth import TokenVerifier, mint_token, signing_secret
 from faas.shared.config import Settings
+from faas.shared.context import Identity
 from faas.shared.database import Database
 from faas.shared.exceptions import DependencyUnavailable
 from faas.shared.http_client import CircuitBreaker, ServiceClient
@@ -145,6 +146,28 @@ class Runtime:
         await self.kv.close()
         await self.db.close()
         self.telemetry.shutdown()
+
+    def service_identity(self, tenant_id: str, user_id: str | None) -> Identity:
+        """The identity background work uses to call other services for a tenant: a short-lived
+        token signed with the deployment's secret (JWT mode), or headers alone otherwise."""
+        if self.settings.auth != "jwt":
+            return Identity(tenant_id=tenant_id, user_id=user_id)
+        secret = signing_secret(self.settings)
+        if secret is None:
+            raise DependencyUnavailable(
+                "background jobs need FAAS_JWT_SECRET to call other services "
+                "(asymmetric keys can verify tokens but not sign them)"
+            )
+        token = mint_token(
+            secret,
+            tenant_id=tenant_id,
+            user_id=user_id or "faas-worker",
+            ttl_s=900,
+            scopes=["service"],
+        )
+        return Identity(
+            tenant_id=tenant_id, user_id=user_id, scopes=frozenset({"service"}), token=token
+        )
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"database": await self.db.ping(), "kv": await self.kv.ping()}

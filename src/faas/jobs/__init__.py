@@ -1,7 +1,14 @@
 """Jobs: long work submitted over HTTP, run by workers that consume the job queue."""
 
 from faas.jobs.models import JobStatus, JobView
-from faas.jobs.queue import JobCancelled, JobContext, JobHandler, JobQueue, JobRegistry
+from faas.jobs.queue import (
+    JobCancelled,
+    JobContext,
+    JobHandler,
+    JobQueue,
+    JobRegistry,
+    PermanentJobError,
+)
 from faas.jobs.worker import JobWorker
 
 __all__ = [
@@ -13,4 +20,5 @@ __all__ = [
     "JobStatus",
     "JobView",
     "JobWorker",
+    "PermanentJobError",
 ]

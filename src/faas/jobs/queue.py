@@ -29,6 +29,11 @@ class JobCancelled(Exception):
     """Raised inside a handler when the job was cancelled while running."""
 
 
+class PermanentJobError(Exception):
+    """Raised by a handler when retrying cannot help (an unreadable file, say): the job fails
+    at once with this message instead of being retried."""
+
+
 JobHandler = Callable[["JobContext"], Awaitable[Any]]
 
 

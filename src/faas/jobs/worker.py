@@ -21,7 +21,13 @@ from opentelemetry.trace import Link
 from faas.integrations.nats import JobDelivery, MessageBus, Subscription
 from faas.integrations.otel import link_from_headers
 from faas.jobs.models import JobRecord, JobStatus, JobView
-from faas.jobs.queue import JobCancelled, JobContext, JobQueue, JobRegistry
+from faas.jobs.queue import (
+    JobCancelled,
+    JobContext,
+    JobQueue,
+    JobRegistry,
+    PermanentJobError,
+)
 from faas.shared.context import RequestContext, reset_context, set_context
 
 log = logging.getLogger("faas.jobs.worker")
@@ -134,6 +140,12 @@ class JobWorker:
                 result = await registered.handler(context)
             except JobCancelled:
                 await self._finish(record, delivery, JobStatus.CANCELLED, started)
+                return
+            except PermanentJobError as exc:
+                reason = str(exc)
+                span.set_status(trace.StatusCode.ERROR, reason)
+                await self._finish(record, delivery, JobStatus.FAILED, started, error=reason)
+                await delivery.fail(reason)
                 return
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"

@@ -28,9 +28,32 @@ def _gateway(runtime: Runtime) -> Service:
     )
 
 
+def _rag(runtime: Runtime) -> Service:
+    from faas.backends.vectors import build_vector_index
+    from faas.services.rag_service.service import RagService
+
+    return RagService(
+        db=runtime.db,
+        index=build_vector_index(runtime.settings),
+        kv=runtime.kv,
+        events=runtime.events,
+        clients=runtime.clients,
+        embedding_model=runtime.settings.rag_embedding_model,
+        chat_model=runtime.settings.rag_chat_model,
+    )
+
+
+def _ingestion(runtime: Runtime) -> Service:
+    from faas.services.ingestion_service.service import IngestionService
+
+    return IngestionService(runtime.settings, db=runtime.db, jobs=runtime.jobs, runtime=runtime)
+
+
 BUILDERS: dict[str, Callable[[Runtime], Service]] = {
     "gateway": _gateway,
     "cache": _cache,
+    "rag": _rag,
+    "ingestion": _ingestion,
 }
 
 

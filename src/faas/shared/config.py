@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     job_retry_base_s: float = 1.0
     job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    vector_url: str | None = None
+    rag_embedding_model: str | None = None
+    rag_chat_model: str | None = None
+    max_upload_bytes: int = 50 * 1024 * 1024
+    ingestion_url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ingestion_fetch_timeout_s: float = 20.0
+
     gateway_models: Path | None = None
     gateway_cache_ttl_s: float = 3600.0
     gateway_default_rpm: int | None = None
@@ -99,7 +106,7 @@ class Settings(BaseSettings):
     trace_content: bool = False
     services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_NAMES))
 
-    @field_validator("services", "job_modules", mode="before")
+    @field_validator("services", "job_modules", "ingestion_url_allowlist", mode="before")
     @classmethod
     def _split_services(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,7 +11,8 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
@@ -21,7 +22,12 @@ from opentelemetry import propagate, trace
 from starlette.types import ASGIApp
 
 from faas.shared.context import current_context, new_id
-from faas.shared.exceptions import DependencyUnavailable, UpstreamError, UpstreamTimeout
+from faas.shared.exceptions import (
+    DependencyUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    error_for_status,
+)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -113,6 +119,33 @@ class CircuitBreaker:
             self._opened_at = self._clock()
         elif state is BreakerState.CLOSED:
             self._failures = 0
+
+
+def raise_for_error(response: httpx.Response, service: str) -> None:
+    """Turn another faas service's error answer into the same FaaSError here (status, code and
+    message kept), so a 404 from RAG stays a 404 for the agent's caller."""
+    if response.status_code < 400:
+        return
+    code, message, details = "", f"{service} answered {response.status_code}", {}
+    try:
+        body = response.json()
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or "")
+            message = str(error.get("message") or message)
+            raw_details = error.get("details")
+            details = raw_details if isinstance(raw_details, dict) else {}
+    except ValueError:
+        pass
+    error_cls = error_for_status(response.status_code)
+    exc = error_cls(message, details={**details, "service": service})
+    exc.status_code = response.status_code
+    if code:
+        exc.code = code
+    retry_after = response.headers.get("Retry-After")
+    if retry_after:
+        exc.headers["Retry-After"] = retry_after
+    raise exc
 
 
 class ServiceClient:
@@ -228,7 +261,43 @@ class ServiceClient:
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed response (e.g. server-sent events). Never retried: a stream may already
+        have been partly consumed when it fails."""
+        ticket = self.breaker.acquire()
+        if ticket is None:
+            raise self._circuit_open()
+        request = self._client.build_request(
+            method.upper(),
+            path,
+            json=json,
+            headers=self._base_headers(headers, None),
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
+        )
+        try:
+            response = await self._send(request, stream=True)
+        except httpx.TransportError as exc:
+            self.breaker.record(ticket, ok=False)
+            raise self._translate(exc) from exc
+        except BaseException:
+            self.breaker.release(ticket)
+            raise
+        self.breaker.record(ticket, ok=response.status_code < 500)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         with self._tracer.start_as_current_span(
             f"{request.method} {self.name}",
             kind=trace.SpanKind.CLIENT,
@@ -247,7 +316,7 @@ class ServiceClient:
                 carrier["traceparent"] = ctx.traceparent
             request.headers.update(carrier)
             request.headers["X-Request-ID"] = new_id()
-            response = await self._client.send(request)
+            response = await self._client.send(request, stream=stream)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 400:
                 span.set_attribute("error.type", str(response.status_code))

@@ -170,15 +170,23 @@ class RequestContextMiddleware:
 class BodyLimitMiddleware:
     """Refuses bodies over the limit with 413: at once by Content-Length, else while streaming."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Path prefixes with their own cap (uploads), longest prefix first.
+        self.overrides = sorted((overrides or {}).items(), key=lambda kv: -len(kv[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = scope.get("state", {}).get("faas_body_limit", self.max_bytes)
+        limit = self.max_bytes
+        for prefix, cap in self.overrides:
+            if scope["path"].startswith(prefix):
+                limit = cap
+                break
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await send_error(scope, send, self._too_large(limit))

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from faas.backends.kv.base import Entry, Usage
+from faas.shared.exceptions import DependencyUnavailable
 
 _SCAN_BATCH = 1000
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unavailable_on_connection_error(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Redis being unreachable is a 503 for the caller, not an unexpected 500."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise DependencyUnavailable("the key/value store (Redis) is unreachable") from exc
+
+    return wrapper
 
 
 def _ms(ttl_s: float | None) -> int | None:
@@ -31,9 +52,11 @@ class RedisKeyValueStore:
     def client(self) -> Redis:
         return self._client
 
+    @unavailable_on_connection_error
     async def get(self, key: str) -> bytes | None:
         return cast(bytes | None, await self._client.get(key))
 
+    @unavailable_on_connection_error
     async def get_entry(self, key: str) -> Entry | None:
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.get(key)
@@ -43,17 +66,21 @@ class RedisKeyValueStore:
             return None
         return Entry(value, None if pttl is None or pttl < 0 else pttl / 1000)
 
+    @unavailable_on_connection_error
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         await self._client.set(key, value, px=_ms(ttl_s))
 
+    @unavailable_on_connection_error
     async def set_if_absent(self, key: str, value: bytes, ttl_s: float | None = None) -> bool:
         return bool(await self._client.set(key, value, px=_ms(ttl_s), nx=True))
 
+    @unavailable_on_connection_error
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
         return cast(list[bytes | None], await self._client.mget(list(keys)))
 
+    @unavailable_on_connection_error
     async def mset(self, items: Mapping[str, bytes], ttl_s: float | None = None) -> None:
         if not items:
             return
@@ -62,17 +89,20 @@ class RedisKeyValueStore:
                 pipe.set(key, value, px=_ms(ttl_s))
             await pipe.execute()
 
+    @unavailable_on_connection_error
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
         return int(await self._client.delete(*keys))
 
+    @unavailable_on_connection_error
     async def scan(self, pattern: str) -> list[str]:
         keys: list[str] = []
         async for key in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
             keys.append(key.decode() if isinstance(key, bytes) else str(key))
         return keys
 
+    @unavailable_on_connection_error
     async def delete_matching(self, pattern: str) -> int:
         removed = 0
         batch: list[str] = []
@@ -83,6 +113,7 @@ class RedisKeyValueStore:
                 batch = []
         return removed + await self.delete(*batch)
 
+    @unavailable_on_connection_error
     async def usage(self, pattern: str) -> Usage:
         keys = await self.scan(pattern)
         if not keys:
@@ -99,17 +130,21 @@ class RedisKeyValueStore:
                 total += int(length)
         return Usage(count, total)
 
+    @unavailable_on_connection_error
     async def incr(self, key: str, amount: int = 1) -> int:
         return int(await self._client.incrby(key, amount))
 
+    @unavailable_on_connection_error
     async def sadd(self, key: str, *members: str) -> None:
         if members:
             await self._client.sadd(key, *members)
 
+    @unavailable_on_connection_error
     async def smembers(self, key: str) -> builtins.set[str]:
         raw = await self._client.smembers(key)
         return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
 
+    @unavailable_on_connection_error
     async def srem(self, key: str, *members: str) -> None:
         if members:
             await self._client.srem(key, *members)

@@ -5,6 +5,7 @@ model, with the index held in this process and the responses in the key/value ba
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,9 @@ import numpy as np
 import orjson
 
 from faas.backends.kv import KeyValueStore
+from faas.shared.exceptions import DependencyUnavailable
+
+log = logging.getLogger("faas.gateway.cache")
 
 NAMESPACE = "gateway-cache"
 
@@ -104,8 +108,16 @@ class ResponseCache:
         self.semantic = SemanticIndex()
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self.kv.get(key)
+        # The cache only saves work: an unreachable store is a miss, not a failed request.
+        try:
+            raw = await self.kv.get(key)
+        except DependencyUnavailable:
+            log.warning("response cache unavailable; serving without it")
+            return None
         return None if raw is None else dict(orjson.loads(raw))
 
     async def put(self, key: str, body: dict[str, Any]) -> None:
-        await self.kv.set(key, orjson.dumps(body), self.ttl_s)
+        try:
+            await self.kv.set(key, orjson.dumps(body), self.ttl_s)
+        except DependencyUnavailable:
+            log.warning("response cache unavailable; the answer is not cached")

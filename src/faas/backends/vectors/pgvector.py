@@ -1,0 +1,332 @@
+"""PostgreSQL + pgvector search index over asyncpg.
+
+An HNSW index needs a fixed dimension, so there is one table per dimension (`faas_vectors_d384`),
+created on first use: `vector(D)` with HNSW (cosine), a generated english `tsvector` with GIN,
+jsonb metadata with GIN, and btree indexes for the tenant-scoped deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from faas.backends.vectors.base import FloatArray, Hit, IndexedChunk, normalised, query_terms
+from faas.shared.config import ConfigError
+from faas.shared.exceptions import DependencyUnavailable
+
+_TABLE_PREFIX = "faas_vectors_d"
+_HNSW_MAX_DIM = 2000  # pgvector's limit for HNSW on `vector`; larger ones are searched exactly
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('faas_vectors_schema'))"
+_COLUMNS = "chunk_id, document_id, collection_id, text, metadata"
+
+
+def _encode(value: Any) -> bytes:
+    # pgvector's binary format: uint16 dimensions, uint16 unused, float4 values, big-endian.
+    array = np.asarray(value, dtype=">f4").reshape(-1)
+    return struct.pack(">HH", array.size, 0) + array.tobytes()
+
+
+def _decode(data: bytes) -> npt.NDArray[np.float32]:
+    (dim,) = struct.unpack_from(">H", data)
+    return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
+
+
+def asyncpg_dsn(url: str) -> str:
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    if scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise ConfigError(f"FAAS_VECTOR_URL must be a postgresql:// URL, not {scheme or url!r}")
+    return f"postgresql://{rest}"
+
+
+def redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _table(dim: int) -> str:
+    return f"{_TABLE_PREFIX}{int(dim)}"
+
+
+def _ddl(dim: int) -> list[str]:
+    t = _table(dim)
+    statements = [
+        f"""CREATE TABLE IF NOT EXISTS {t} (
+            tenant_id text NOT NULL,
+            chunk_id text NOT NULL,
+            collection_id text NOT NULL,
+            document_id text NOT NULL,
+            text text NOT NULL,
+            metadata jsonb NOT NULL DEFAULT '{{}}',
+            embedding vector({int(dim)}) NOT NULL,
+            tsv tsvector GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED,
+            PRIMARY KEY (tenant_id, chunk_id))""",
+        f"CREATE INDEX IF NOT EXISTS {t}_tsv ON {t} USING gin (tsv)",
+        f"CREATE INDEX IF NOT EXISTS {t}_meta ON {t} USING gin (metadata jsonb_path_ops)",
+        f"CREATE INDEX IF NOT EXISTS {t}_collection ON {t} (tenant_id, collection_id)",
+        f"CREATE INDEX IF NOT EXISTS {t}_document ON {t} (tenant_id, document_id)",
+    ]
+    if dim <= _HNSW_MAX_DIM:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {t}_hnsw ON {t} USING hnsw (embedding vector_cosine_ops)"
+        )
+    return statements
+
+
+def _filters_sql(
+    params: list[Any], collection_ids: Sequence[str] | None, filters: Mapping[str, Any] | None
+) -> str:
+    sql = ""
+    if collection_ids is not None:
+        params.append(list(collection_ids))
+        sql += f" AND collection_id = ANY(${len(params)}::text[])"
+    if filters:
+        params.append(orjson.dumps(dict(filters)).decode())
+        sql += f" AND metadata @> ${len(params)}::jsonb"
+    return sql
+
+
+def _hit(row: asyncpg.Record, score: float) -> Hit:
+    meta = orjson.loads(row["metadata"])
+    return Hit(row["chunk_id"], row["document_id"], row["collection_id"], score, row["text"], meta)
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PgVectorIndex:
+    backend = "pgvector"
+
+    def __init__(self, url: str, *, max_scan_tuples: int = 20_000, pool_size: int = 10) -> None:
+        self.url = url
+        self._dsn = asyncpg_dsn(url)
+        self.max_scan_tuples = max_scan_tuples
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._schema = "public"
+        self._iterative = True
+        self._dims: set[int] = set()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PgVectorIndex.start() was not awaited")
+        return self._pool
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            conn = await asyncpg.connect(self._dsn)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise DependencyUnavailable(
+                f"PostgreSQL at {redacted(self.url)} is unreachable: {exc}"
+            ) from exc
+        try:
+            await self._ensure_extension(conn)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=1, max_size=self.pool_size, init=self._init_connection
+        )
+
+    async def _ensure_extension(self, conn: asyncpg.Connection) -> None:
+        # Not installed, or no right to create it: the check below decides.
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        row = await conn.fetchrow(
+            "SELECT e.extversion, n.nspname FROM pg_extension e "
+            "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+        )
+        if row is None:
+            raise DependencyUnavailable(
+                f"PostgreSQL at {redacted(self.url)} has no pgvector extension: "
+                "install pgvector or set FAAS_VECTOR_URL"
+            )
+        self._schema = row["nspname"]
+        version = tuple(int(p) for p in row["extversion"].split(".")[:2] if p.isdigit())
+        self._iterative = version >= (0, 8)
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec(
+            "vector", schema=self._schema, encoder=_encode, decoder=_decode, format="binary"
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                return bool(await conn.fetchval("SELECT 1") == 1)
+        except Exception:
+            return False
+
+    async def _tables(self, conn: asyncpg.Connection) -> list[int]:
+        # Read from the catalog every time: another process may have added a dimension.
+        names = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' "
+            "AND relnamespace = current_schema()::regnamespace AND relname ~ $1",
+            f"^{_TABLE_PREFIX}[0-9]+$",
+        )
+        self._dims = {int(r["relname"][len(_TABLE_PREFIX) :]) for r in names}
+        return sorted(self._dims)
+
+    async def _ensure_table(self, conn: asyncpg.Connection, dim: int) -> None:
+        if dim in self._dims:
+            return
+        async with conn.transaction():
+            await conn.execute(_SCHEMA_LOCK)  # concurrent CREATE ... IF NOT EXISTS can collide
+            for statement in _ddl(dim):
+                await conn.execute(statement)
+        self._dims.add(dim)
+
+    async def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        groups: dict[int, list[tuple[Any, ...]]] = {}
+        for c in chunks:
+            vector = normalised(c.vector)
+            meta = orjson.dumps(c.metadata).decode()
+            text = c.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+            row = (c.tenant_id, c.chunk_id, c.collection_id, c.document_id, text, meta, vector)
+            groups.setdefault(vector.size, []).append(row)
+        if not groups:
+            return
+        async with self.pool.acquire() as conn:
+            for dim in groups:
+                await self._ensure_table(conn, dim)
+            async with conn.transaction():
+                for dim, rows in groups.items():
+                    rows.sort(key=lambda r: (r[0], r[1]))  # one lock order across writers
+                    await conn.executemany(
+                        f"INSERT INTO {_table(dim)} AS t (tenant_id, chunk_id, collection_id, "
+                        "document_id, text, metadata, embedding) "
+                        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) "
+                        "ON CONFLICT (tenant_id, chunk_id) DO UPDATE SET "
+                        "collection_id = EXCLUDED.collection_id, "
+                        "document_id = EXCLUDED.document_id, text = EXCLUDED.text, "
+                        "metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding",
+                        rows,
+                    )
+                    # A chunk re-embedded at another dimension must leave its old table.
+                    for other in await self._tables(conn):
+                        if other != dim:
+                            await conn.execute(
+                                f"DELETE FROM {_table(other)} WHERE (tenant_id, chunk_id) IN "
+                                "(SELECT * FROM unnest($1::text[], $2::text[]))",
+                                [r[0] for r in rows],
+                                [r[1] for r in rows],
+                            )
+
+    async def _delete(self, tenant_id: str, where: str, value: Any) -> int:
+        removed = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for dim in await self._tables(conn):
+                status = await conn.execute(
+                    f"DELETE FROM {_table(dim)} WHERE tenant_id = $1 AND {where}", tenant_id, value
+                )
+                removed += _count(status)
+        return removed
+
+    async def delete_chunks(self, tenant_id: str, chunk_ids: Sequence[str]) -> int:
+        if not chunk_ids:
+            return 0
+        return await self._delete(tenant_id, "chunk_id = ANY($2::text[])", list(chunk_ids))
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> int:
+        return await self._delete(tenant_id, "document_id = $2", document_id)
+
+    async def delete_collection(self, tenant_id: str, collection_id: str) -> int:
+        return await self._delete(tenant_id, "collection_id = $2", collection_id)
+
+    async def count(self, tenant_id: str) -> int:
+        total = 0
+        async with self.pool.acquire() as conn:
+            for dim in await self._tables(conn):
+                sql = f"SELECT count(*) FROM {_table(dim)} WHERE tenant_id = $1"
+                total += int(await conn.fetchval(sql, tenant_id))
+        return total
+
+    async def search_vector(
+        self,
+        tenant_id: str,
+        vector: FloatArray,
+        k: int,
+        *,
+        collection_ids: Sequence[str] | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        query = normalised(vector)
+        if k <= 0 or (collection_ids is not None and not collection_ids):
+            return []
+        params: list[Any] = [query, tenant_id]
+        where = _filters_sql(params, collection_ids, filters)
+        params.append(k)
+        sql = (
+            f"SELECT {_COLUMNS}, embedding <=> $1 AS distance FROM {_table(query.size)} "
+            f"WHERE tenant_id = $2{where} ORDER BY embedding <=> $1 LIMIT ${len(params)}"
+        )
+        async with self.pool.acquire() as conn:
+            if query.size not in self._dims and query.size not in await self._tables(conn):
+                return []
+            async with conn.transaction():
+                # Iterative scan: keep walking the HNSW graph until k rows pass the filters.
+                settings = "SELECT set_config('hnsw.ef_search', $1, true)"
+                if self._iterative:
+                    settings += (
+                        ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+                        ", set_config('hnsw.max_scan_tuples', $2, true)"
+                    )
+                args = [str(max(40, min(k, 1000))), str(self.max_scan_tuples)]
+                await conn.execute(settings, *args[: 2 if self._iterative else 1])
+                rows = await conn.fetch(sql, *params)
+                if len(rows) < k:
+                    # The scan hit its tuple budget (or the tenant has < k matches): rank the
+                    # filtered rows exactly, as SQLite does.
+                    await conn.execute("SET LOCAL enable_indexscan = off")
+                    rows = await conn.fetch(sql, *params)
+        # relaxed_order may return rows slightly out of order.
+        ordered = sorted(rows, key=lambda r: float(r["distance"]))
+        return [_hit(r, 1.0 - float(r["distance"])) for r in ordered]
+
+    async def search_keyword(
+        self,
+        tenant_id: str,
+        query: str,
+        k: int,
+        *,
+        collection_ids: Sequence[str] | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        terms = query_terms(query)
+        if k <= 0 or not terms or (collection_ids is not None and not collection_ids):
+            return []
+        # Terms are letters and digits only, so quoting makes each a plain lexeme; OR of all
+        # terms ranks chunks matching more of them higher, as BM25 over FTS5 does.
+        params: list[Any] = [tenant_id, " | ".join(f"'{t}'" for t in terms)]
+        where = _filters_sql(params, collection_ids, filters)
+        params.append(k)
+        hits: list[Hit] = []
+        async with self.pool.acquire() as conn:
+            for dim in await self._tables(conn):
+                sql = (
+                    f"SELECT {_COLUMNS}, ts_rank(tsv, q, 1) AS score "
+                    f"FROM {_table(dim)}, to_tsquery('english', $2) AS q "
+                    f"WHERE tenant_id = $1 AND tsv @@ q{where} ORDER BY score DESC "
+                    f"LIMIT ${len(params)}"
+                )
+                hits.extend(_hit(r, float(r["score"])) for r in await conn.fetch(sql, *params))
+        hits.sort(key=lambda h: -h.score)
+        return hits[:k]

@@ -1,0 +1,1 @@
+"""Data ingestion service: uploads and URLs parsed, cleaned and indexed as jobs."""

@@ -1,0 +1,1 @@
+"""RAG service: collections, documents, hybrid retrieval and grounded answers with citations."""

@@ -1,0 +1,228 @@
+"""`/rag/query`: optional query rewrite, hybrid retrieval, a numbered-sources prompt, generation
+through the gateway, citations, sources and a grounding score per answer sentence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from faas.services.rag_service.models import (
+    Citation,
+    QueryRequest,
+    QueryResponse,
+    SearchHit,
+    SearchRequest,
+    SentenceSupport,
+    Source,
+)
+from faas.services.rag_service.retrieval import (
+    REWRITE_TEMPLATE,
+    build_prompt,
+    cited_numbers,
+    sentence_support,
+    sentences,
+)
+from faas.shared.context import Identity
+from faas.shared.http_client import raise_for_error
+
+if TYPE_CHECKING:
+    from faas.services.rag_service.service import RagService
+
+SNIPPET_CHARS = 280
+PASSAGE_CHARS = 2000
+SUPPORTED = 0.5
+NO_SOURCES = "I could not find anything about this in the documents."
+
+
+@dataclass
+class Prepared:
+    query: str
+    rewritten: str | None
+    hits: list[SearchHit]
+    prompt: str | None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        total[key] = total.get(key, 0) + int((usage or {}).get(key) or 0)
+
+
+class Answerer:
+    def __init__(self, rag: RagService) -> None:
+        self.rag = rag
+
+    async def _chat(
+        self, prompt: str, body: QueryRequest, max_tokens: int
+    ) -> tuple[str, dict[str, Any]]:
+        gateway = self.rag.clients.get("gateway")
+        response = await gateway.post(
+            "/v1/chat/completions", json=self._chat_body(prompt, body, max_tokens)
+        )
+        raise_for_error(response, "gateway")
+        data = response.json()
+        content = data["choices"][0]["message"].get("content") or ""
+        return str(content), dict(data.get("usage") or {})
+
+    def _chat_body(self, prompt: str, body: QueryRequest, max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": body.model or self.rag.chat_model or "chat-default",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": body.temperature,
+        }
+
+    async def prepare(self, identity: Identity, body: QueryRequest) -> Prepared:
+        usage: dict[str, int] = {}
+        rewritten = None
+        search_text = body.query
+        if body.enable_rewrite:
+            text, rewrite_usage = await self._chat(
+                REWRITE_TEMPLATE.format(question=body.query), body, 64
+            )
+            _add_usage(usage, rewrite_usage)
+            first_line = text.strip().splitlines()[0].strip() if text.strip() else ""
+            if first_line:
+                rewritten = search_text = first_line[:500]
+        found = await self.rag.search(
+            identity,
+            SearchRequest(
+                query_text=search_text,
+                top_k=body.top_k,
+                mode="hybrid",
+                filters=body.filters,
+                collection=body.collection,
+            ),
+        )
+        hits = found.results
+        prompt = None
+        if hits:
+            passages = [(n, h.title, h.text[:PASSAGE_CHARS]) for n, h in enumerate(hits, 1)]
+            prompt = build_prompt(body.query, passages)
+        return Prepared(body.query, rewritten, hits, prompt, usage)
+
+    def finish(
+        self, prepared: Prepared, answer: str, body: QueryRequest, usage: dict[str, int]
+    ) -> QueryResponse:
+        cited = cited_numbers(answer)
+        citations = [
+            Citation(
+                n=n,
+                document_id=h.document_id,
+                chunk_id=h.chunk_id,
+                title=h.title,
+                snippet=h.text[:SNIPPET_CHARS],
+                page=h.metadata.get("page"),
+                score=h.score,
+                cited_in_answer=n in cited,
+            )
+            for n, h in enumerate(prepared.hits, 1)
+        ]
+        sources: dict[str, Source] = {}
+        for h in prepared.hits:
+            source = sources.setdefault(
+                h.document_id,
+                Source(
+                    document_id=h.document_id,
+                    title=h.title,
+                    source=h.metadata.get("source"),
+                    pages=[],
+                ),
+            )
+            pages = h.metadata.get("pages") or [h.metadata.get("page")]
+            for page in pages:
+                if isinstance(page, int) and page not in source.pages:
+                    source.pages.append(page)
+        texts = [h.text for h in prepared.hits]
+        support = [
+            SentenceSupport(sentence=s, support=round(v, 3), supported=v >= SUPPORTED)
+            for s in sentences(answer)
+            for v in [sentence_support(s, texts)]
+        ]
+        confidence = (
+            0.0
+            if not prepared.hits
+            else round(sum(x.support for x in support) / len(support), 3)
+            if support
+            else 0.0
+        )
+        return QueryResponse(
+            answer=answer,
+            query=prepared.query,
+            rewritten_query=prepared.rewritten,
+            citations=citations,
+            sources=list(sources.values()),
+            confidence=confidence,
+            usage=usage,
+            grounding=support if body.enable_grounding_check else None,
+            unsupported_sentences=(
+                [x.sentence for x in support if not x.supported]
+                if body.enable_grounding_check
+                else None
+            ),
+        )
+
+    async def answer(self, identity: Identity, body: QueryRequest) -> QueryResponse:
+        key = await self.rag.cache_key(identity.tenant_id, body.model_dump(exclude={"stream"}))
+        cached = await self.rag.kv.get(key)
+        if cached is not None:
+            return QueryResponse.model_validate({**orjson.loads(cached), "cached": True})
+        prepared = await self.prepare(identity, body)
+        usage = dict(prepared.usage)
+        if prepared.prompt is None:
+            answer = NO_SOURCES
+        else:
+            answer, chat_usage = await self._chat(prepared.prompt, body, body.max_tokens)
+            _add_usage(usage, chat_usage)
+        result = self.finish(prepared, answer, body, usage)
+        await self.rag.kv.set(key, result.model_dump_json().encode(), self.rag.query_cache_ttl_s)
+        return result
+
+    async def stream(self, identity: Identity, body: QueryRequest) -> AsyncIterator[bytes]:
+        """SSE: a `citations` event, `delta` events with answer text, then `done` with the
+        whole result (citations marked as cited or not, grounding, usage), then `[DONE]`."""
+        prepared = await self.prepare(identity, body)
+
+        async def events() -> AsyncIterator[bytes]:
+            preview = self.finish(prepared, "", body, prepared.usage)
+            yield _sse(
+                {"type": "citations", "citations": [c.model_dump() for c in preview.citations]}
+            )
+            usage = dict(prepared.usage)
+            parts: list[str] = []
+            if prepared.prompt is None:
+                parts.append(NO_SOURCES)
+                yield _sse({"type": "delta", "content": NO_SOURCES})
+            else:
+                chat = self._chat_body(prepared.prompt, body, body.max_tokens)
+                chat |= {"stream": True, "stream_options": {"include_usage": True}}
+                gateway = self.rag.clients.get("gateway")
+                async with gateway.stream("POST", "/v1/chat/completions", json=chat) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise_for_error(response, "gateway")
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        chunk = orjson.loads(line[6:])
+                        if "error" in chunk:
+                            yield _sse({"type": "error", "error": chunk["error"]})
+                            continue
+                        _add_usage(usage, chunk.get("usage"))
+                        for choice in chunk.get("choices") or []:
+                            text = (choice.get("delta") or {}).get("content")
+                            if text:
+                                parts.append(text)
+                                yield _sse({"type": "delta", "content": text})
+            result = self.finish(prepared, "".join(parts), body, usage)
+            yield _sse({"type": "done", **result.model_dump(mode="json")})
+            yield b"data: [DONE]\n\n"
+
+        return events()
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

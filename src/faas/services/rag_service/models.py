@@ -1,0 +1,168 @@
+"""Wire models of the RAG service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MAX_CONTENT_CHARS = 20_000_000
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field("", max_length=2000)
+
+
+class CollectionView(BaseModel):
+    id: str
+    name: str
+    description: str
+    documents: int
+    created_at: datetime
+
+
+class PageSpanIn(BaseModel):
+    page: int = Field(ge=1)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class DocumentCreate(BaseModel):
+    title: str = Field(min_length=1, max_length=512)
+    content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    source: str | None = Field(None, max_length=4096)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    collection: str = Field("default", pattern=NAME_PATTERN)
+    chunk_size: int = Field(400, ge=32, le=4000, description="tokens per chunk")
+    chunk_overlap: int = Field(60, ge=0, le=1000)
+    pages: list[PageSpanIn] | None = Field(
+        None, description="page spans of `content`, for page-level citations"
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> DocumentCreate:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class DocumentUpdate(BaseModel):
+    title: str | None = Field(None, min_length=1, max_length=512)
+    content: str | None = Field(None, min_length=1, max_length=MAX_CONTENT_CHARS)
+    source: str | None = None
+    metadata: dict[str, Any] | None = None
+    chunk_size: int = Field(400, ge=32, le=4000)
+    chunk_overlap: int = Field(60, ge=0, le=1000)
+    pages: list[PageSpanIn] | None = None
+
+
+class DocumentIndexed(BaseModel):
+    document_id: str
+    collection_id: str
+    chunks: int
+    version: int
+    duplicate: bool = False
+    chunks_embedded: int = Field(description="chunks whose text was new and had to be embedded")
+
+
+class DocumentView(BaseModel):
+    id: str
+    title: str
+    source: str | None
+    collection_id: str
+    metadata: dict[str, Any]
+    version: int
+    status: str
+    chunk_count: int
+    token_count: int
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchRequest(BaseModel):
+    query_text: str | None = Field(None, min_length=1, max_length=8000)
+    query_embedding: list[float] | None = Field(None, min_length=1, max_length=8192)
+    top_k: int = Field(5, ge=1, le=100)
+    mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
+    threshold: float | None = Field(None, ge=-1, le=1, description="minimum vector score")
+    filters: dict[str, Any] | None = None
+    collection: str | None = Field(None, pattern=NAME_PATTERN)
+    mmr: bool = False
+    mmr_lambda: float = Field(0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _query(self) -> SearchRequest:
+        if self.query_text is None and self.query_embedding is None:
+            raise ValueError("give query_text or query_embedding")
+        if self.query_text is None and self.mode != "vector":
+            raise ValueError("keyword and hybrid search need query_text")
+        return self
+
+
+class SearchHit(BaseModel):
+    chunk_id: str
+    document_id: str
+    collection_id: str
+    title: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    mode: str
+    results: list[SearchHit]
+
+
+class QueryRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=8000)
+    top_k: int = Field(5, ge=1, le=50)
+    filters: dict[str, Any] | None = None
+    collection: str | None = Field(None, pattern=NAME_PATTERN)
+    model: str | None = None
+    stream: bool = False
+    enable_rewrite: bool = False
+    enable_grounding_check: bool = False
+    max_tokens: int = Field(512, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0, le=2)
+
+
+class Citation(BaseModel):
+    n: int
+    document_id: str
+    chunk_id: str
+    title: str
+    snippet: str
+    page: int | None = None
+    score: float
+    cited_in_answer: bool
+
+
+class Source(BaseModel):
+    document_id: str
+    title: str
+    source: str | None
+    pages: list[int]
+
+
+class SentenceSupport(BaseModel):
+    sentence: str
+    support: float
+    supported: bool
+
+
+class QueryResponse(BaseModel):
+    answer: str
+    query: str
+    rewritten_query: str | None = None
+    citations: list[Citation]
+    sources: list[Source]
+    confidence: float
+    usage: dict[str, Any]
+    grounding: list[SentenceSupport] | None = None
+    unsupported_sentences: list[str] | None = None
+    cached: bool = False

@@ -1,0 +1,565 @@
+"""RAG use cases: documents in (chunk, embed through the gateway, index), hybrid retrieval out,
+and answers generated through the gateway that cite their sources."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter
+from sqlalchemy import delete, func, select
+
+from faas.backends.kv import KeyValueStore
+from faas.backends.vectors import Hit, IndexedChunk, VectorIndex
+from faas.integrations.events import EventPublisher
+from faas.services.rag_service.models import (
+    CollectionCreate,
+    CollectionView,
+    DocumentCreate,
+    DocumentIndexed,
+    DocumentUpdate,
+    DocumentView,
+    PageSpanIn,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
+from faas.services.rag_service.retrieval import mmr, reciprocal_rank_fusion
+from faas.services.rag_service.tables import ChunkRow, CollectionRow, DocumentRow
+from faas.shared.context import Identity, new_id
+from faas.shared.contracts import Page
+from faas.shared.database import Database, TenantRepository
+from faas.shared.exceptions import Conflict, NotFound, ValidationFailed
+from faas.shared.http_client import raise_for_error
+
+if TYPE_CHECKING:
+    from faas.runtime import ServiceClients
+
+log = logging.getLogger("faas.rag")
+EMBED_BATCH = 256
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    unit: np.ndarray = (vectors / norms).astype(np.float32)
+    return unit
+
+
+class RagService:
+    name = "rag"
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        index: VectorIndex,
+        kv: KeyValueStore,
+        events: EventPublisher,
+        clients: ServiceClients,
+        embedding_model: str | None = None,
+        chat_model: str | None = None,
+        query_cache_ttl_s: float = 600.0,
+    ) -> None:
+        self.db = db
+        self.index = index
+        self.kv = kv
+        self.events = events
+        self.clients = clients
+        self.embedding_model = embedding_model
+        self.chat_model = chat_model
+        self.query_cache_ttl_s = query_cache_ttl_s
+
+    def router(self) -> APIRouter:
+        from faas.services.rag_service.routes import build_router
+
+        return build_router(self)
+
+    async def start(self) -> None:
+        await self.index.start()
+
+    async def stop(self) -> None:
+        await self.index.close()
+
+    # -- collections -----------------------------------------------------------------------
+
+    async def create_collection(self, tenant: str, body: CollectionCreate) -> CollectionView:
+        async with self.db.session() as session:
+            repo = TenantRepository(session, CollectionRow, tenant)
+            existing = await session.scalar(repo.select(CollectionRow.name == body.name))
+            if existing is not None:
+                raise Conflict(f"collection {body.name!r} already exists")
+            row = repo.add(
+                id=new_id(), name=body.name, description=body.description, created_at=_now()
+            )
+            return _collection_view(row, 0)
+
+    async def list_collections(self, tenant: str) -> list[CollectionView]:
+        async with self.db.session() as session:
+            counts = (
+                select(DocumentRow.collection_id, func.count().label("n"))
+                .where(DocumentRow.tenant_id == tenant)
+                .group_by(DocumentRow.collection_id)
+                .subquery()
+            )
+            rows = await session.execute(
+                select(CollectionRow, counts.c.n)
+                .outerjoin(counts, counts.c.collection_id == CollectionRow.id)
+                .where(CollectionRow.tenant_id == tenant)
+                .order_by(CollectionRow.name)
+            )
+            return [_collection_view(row, n or 0) for row, n in rows.all()]
+
+    async def delete_collection(self, identity: Identity, name: str) -> int:
+        tenant = identity.tenant_id
+        async with self.db.session() as session:
+            repo = TenantRepository(session, CollectionRow, tenant)
+            row = await session.scalar(repo.select(CollectionRow.name == name))
+            if row is None:
+                raise NotFound(f"collection {name!r} not found")
+            documents = (
+                await session.scalars(
+                    select(DocumentRow.id).where(
+                        DocumentRow.tenant_id == tenant, DocumentRow.collection_id == row.id
+                    )
+                )
+            ).all()
+            await session.execute(delete(ChunkRow).where(ChunkRow.document_id.in_(documents)))
+            await session.execute(delete(DocumentRow).where(DocumentRow.collection_id == row.id))
+            await session.delete(row)
+            collection_id = row.id
+        await self.index.delete_collection(tenant, collection_id)
+        await self._bump_generation(tenant)
+        return len(documents)
+
+    async def _collection_id(self, tenant: str, name: str, *, create: bool) -> str:
+        async with self.db.session() as session:
+            repo = TenantRepository(session, CollectionRow, tenant)
+            row = await session.scalar(repo.select(CollectionRow.name == name))
+            if row is not None:
+                return str(row.id)
+            if not create:
+                raise NotFound(f"collection {name!r} not found")
+            row = repo.add(id=new_id(), name=name, description="", created_at=_now())
+            return row.id
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def create_document(self, identity: Identity, body: DocumentCreate) -> DocumentIndexed:
+        tenant = identity.tenant_id
+        collection_id = await self._collection_id(tenant, body.collection, create=True)
+        digest = content_hash(body.content)
+        async with self.db.session() as session:
+            existing = await session.scalar(
+                TenantRepository(session, DocumentRow, tenant).select(
+                    DocumentRow.collection_id == collection_id, DocumentRow.content_hash == digest
+                )
+            )
+            if existing is not None:
+                # Identical content in the same collection is one document: say so, index nothing.
+                return DocumentIndexed(
+                    document_id=existing.id,
+                    collection_id=collection_id,
+                    chunks=existing.chunk_count,
+                    version=existing.version,
+                    duplicate=True,
+                    chunks_embedded=0,
+                )
+        document_id = new_id()
+        chunks, embedded = await self._prepare_chunks(
+            tenant, document_id, body.content, body.pages, body.chunk_size, body.chunk_overlap, {}
+        )
+        now = _now()
+        async with self.db.session() as session:
+            TenantRepository(session, DocumentRow, tenant).add(
+                id=document_id,
+                collection_id=collection_id,
+                title=body.title,
+                source=body.source,
+                content_hash=digest,
+                meta=body.metadata,
+                version=1,
+                status="indexed",
+                chunk_count=len(chunks),
+                token_count=sum(c.token_count for c in chunks),
+                created_at=now,
+                updated_at=now,
+            )
+            await session.flush()
+            session.add_all(chunks)
+        await self._index(tenant, collection_id, document_id, body.metadata, chunks)
+        await self._indexed_event(tenant, document_id, collection_id, len(chunks), 1)
+        return DocumentIndexed(
+            document_id=document_id,
+            collection_id=collection_id,
+            chunks=len(chunks),
+            version=1,
+            chunks_embedded=embedded,
+        )
+
+    async def update_document(
+        self, identity: Identity, document_id: str, body: DocumentUpdate
+    ) -> DocumentIndexed:
+        """New content is re-chunked, and only chunks whose text changed are embedded again;
+        without new content only the title, source or metadata change."""
+        tenant = identity.tenant_id
+        async with self.db.session() as session:
+            row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
+            if row is None:
+                raise NotFound(f"document {document_id} not found")
+            old = (
+                await session.scalars(select(ChunkRow).where(ChunkRow.document_id == document_id))
+            ).all()
+            reusable = {c.text_hash: (c.embedding, c.embedding_model) for c in old}
+            for chunk_row in old:
+                session.expunge(chunk_row)
+            metadata = body.metadata if body.metadata is not None else dict(row.meta)
+            collection_id = row.collection_id
+            version = row.version + 1
+        embedded = 0
+        chunks: Sequence[ChunkRow] = old
+        if body.content is not None:
+            chunks, embedded = await self._prepare_chunks(
+                tenant,
+                document_id,
+                body.content,
+                body.pages,
+                body.chunk_size,
+                body.chunk_overlap,
+                reusable,
+            )
+        async with self.db.session() as session:
+            row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
+            if row is None:
+                raise NotFound(f"document {document_id} not found")
+            if body.content is not None:
+                row.content_hash = content_hash(body.content)
+                await session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
+                session.add_all(chunks)
+            if body.title is not None:
+                row.title = body.title
+            if body.source is not None:
+                row.source = body.source
+            row.meta, row.version, row.updated_at = metadata, version, _now()
+            row.chunk_count = len(chunks)
+            row.token_count = sum(c.token_count for c in chunks)
+        await self.index.delete_document(tenant, document_id)
+        await self._index(tenant, collection_id, document_id, metadata, chunks)
+        await self._indexed_event(tenant, document_id, collection_id, len(chunks), version)
+        return DocumentIndexed(
+            document_id=document_id,
+            collection_id=collection_id,
+            chunks=len(chunks),
+            version=version,
+            chunks_embedded=embedded,
+        )
+
+    async def delete_document(self, identity: Identity, document_id: str) -> None:
+        tenant = identity.tenant_id
+        async with self.db.session() as session:
+            row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
+            if row is None:
+                raise NotFound(f"document {document_id} not found")
+            await session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
+            await session.delete(row)
+        await self.index.delete_document(tenant, document_id)
+        await self._bump_generation(tenant)
+        await self.events.publish("rag", "document_deleted", tenant, {"document_id": document_id})
+
+    async def get_document(self, tenant: str, document_id: str) -> DocumentView:
+        async with self.db.session() as session:
+            row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
+            if row is None:
+                raise NotFound(f"document {document_id} not found")
+            return _document_view(row)
+
+    async def list_documents(
+        self, tenant: str, collection: str | None, limit: int, offset: int
+    ) -> Page[DocumentView]:
+        where = []
+        if collection is not None:
+            where.append(
+                DocumentRow.collection_id
+                == await self._collection_id(tenant, collection, create=False)
+            )
+        async with self.db.session() as session:
+            rows, total = await TenantRepository(session, DocumentRow, tenant).page(
+                *where, order_by=DocumentRow.created_at.desc(), limit=limit, offset=offset
+            )
+            items = [_document_view(r) for r in rows]
+        return Page[DocumentView](items=items, total=total, limit=limit, offset=offset)
+
+    async def _prepare_chunks(
+        self,
+        tenant: str,
+        document_id: str,
+        content: str,
+        pages: list[PageSpanIn] | None,
+        chunk_size: int,
+        chunk_overlap: int,
+        reusable: dict[str, tuple[bytes, str]],
+    ) -> tuple[list[ChunkRow], int]:
+        from faas.documents import text_hash
+
+        pieces = await asyncio.to_thread(
+            _chunk_by_page, content, pages or [], chunk_size, chunk_overlap
+        )
+        if not pieces:
+            raise ValidationFailed("the document has no text to index")
+        hashes = [text_hash(p.text) for p in pieces]
+        missing = [i for i, h in enumerate(hashes) if h not in reusable]
+        vectors: dict[int, tuple[bytes, str]] = {}
+        if missing:
+            matrix, model = await self.embed([pieces[i].text for i in missing])
+            for position, i in enumerate(missing):
+                vectors[i] = (matrix[position].tobytes(), model)
+        rows = []
+        for i, piece in enumerate(pieces):
+            embedding, model = vectors.get(i) or reusable[hashes[i]]
+            rows.append(
+                ChunkRow(
+                    id=new_id(),
+                    tenant_id=tenant,
+                    document_id=document_id,
+                    ordinal=piece.ordinal,
+                    text=piece.text,
+                    text_hash=hashes[i],
+                    token_count=piece.token_count,
+                    meta=dict(piece.metadata),
+                    embedding=embedding,
+                    embedding_model=model,
+                )
+            )
+        return rows, len(missing)
+
+    async def _index(
+        self,
+        tenant: str,
+        collection_id: str,
+        document_id: str,
+        metadata: dict[str, Any],
+        chunks: Sequence[ChunkRow],
+    ) -> None:
+        await self.index.upsert(
+            [
+                IndexedChunk(
+                    chunk_id=c.id,
+                    tenant_id=tenant,
+                    collection_id=collection_id,
+                    document_id=document_id,
+                    text=c.text,
+                    vector=np.frombuffer(c.embedding, dtype=np.float32),
+                    metadata=metadata,
+                )
+                for c in chunks
+            ]
+        )
+        await self._bump_generation(tenant)
+
+    async def _indexed_event(
+        self, tenant: str, document_id: str, collection_id: str, chunks: int, version: int
+    ) -> None:
+        await self.events.publish(
+            "rag",
+            "document_indexed",
+            tenant,
+            {
+                "document_id": document_id,
+                "collection_id": collection_id,
+                "chunks": chunks,
+                "version": version,
+            },
+        )
+
+    # -- retrieval -------------------------------------------------------------------------
+
+    async def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, str]:
+        """Unit vectors for `texts` through the gateway's embeddings API, in batches."""
+        gateway = self.clients.get("gateway")
+        parts: list[np.ndarray] = []
+        model = ""
+        for start in range(0, len(texts), EMBED_BATCH):
+            body: dict[str, Any] = {"texts": list(texts[start : start + EMBED_BATCH])}
+            if self.embedding_model:
+                body["model"] = self.embedding_model
+            response = await gateway.post("/api/v1/gateway/embeddings", json=body)
+            raise_for_error(response, "gateway")
+            data = response.json()["data"]
+            model = str(data["model"])
+            parts.append(np.asarray(data["vectors"], dtype=np.float32))
+        return _unit(np.vstack(parts)), model
+
+    async def search(self, identity: Identity, body: SearchRequest) -> SearchResponse:
+        tenant = identity.tenant_id
+        collection_ids = (
+            [await self._collection_id(tenant, body.collection, create=False)]
+            if body.collection
+            else None
+        )
+        depth = body.top_k * 4 if (body.mmr or body.mode == "hybrid") else body.top_k
+        vector: np.ndarray | None = None
+        vector_hits: list[Hit] = []
+        keyword_hits: list[Hit] = []
+        if body.mode in ("vector", "hybrid"):
+            if body.query_embedding is not None:
+                vector = _unit(np.asarray([body.query_embedding], dtype=np.float32))[0]
+            else:
+                assert body.query_text is not None
+                vector = (await self.embed([body.query_text]))[0][0]
+            vector_hits = await self.index.search_vector(
+                tenant, vector, depth, collection_ids=collection_ids, filters=body.filters
+            )
+            if body.threshold is not None:
+                vector_hits = [h for h in vector_hits if h.score >= body.threshold]
+        if body.mode in ("keyword", "hybrid"):
+            assert body.query_text is not None
+            keyword_hits = await self.index.search_keyword(
+                tenant, body.query_text, depth, collection_ids=collection_ids, filters=body.filters
+            )
+        if body.mode == "hybrid":
+            by_id = {h.chunk_id: h for h in [*keyword_hits, *vector_hits]}
+            fused = reciprocal_rank_fusion(
+                [[h.chunk_id for h in vector_hits], [h.chunk_id for h in keyword_hits]]
+            )
+            hits = [_rescored(by_id[r.chunk_id], r.score) for r in fused]
+        else:
+            hits = vector_hits or keyword_hits
+        if body.mmr and vector is not None and hits:
+            hits = await self._diversify(hits, vector, body.top_k, body.mmr_lambda)
+        return SearchResponse(mode=body.mode, results=await self._views(tenant, hits[: body.top_k]))
+
+    async def _diversify(
+        self, hits: list[Hit], query: np.ndarray, k: int, lambda_: float
+    ) -> list[Hit]:
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(ChunkRow.id, ChunkRow.embedding).where(
+                    ChunkRow.id.in_([h.chunk_id for h in hits])
+                )
+            )
+            embeddings = {cid: np.frombuffer(blob, dtype=np.float32) for cid, blob in rows.all()}
+        usable = [h for h in hits if h.chunk_id in embeddings]
+        if not usable or len({len(v) for v in embeddings.values()} | {len(query)}) > 1:
+            return hits[:k]
+        matrix = np.vstack([embeddings[h.chunk_id] for h in usable])
+        return [usable[i] for i in mmr(query, matrix, k, lambda_)]
+
+    async def _views(self, tenant: str, hits: list[Hit]) -> list[SearchHit]:
+        if not hits:
+            return []
+        async with self.db.session() as session:
+            chunk_rows = await session.execute(
+                select(ChunkRow.id, ChunkRow.meta, DocumentRow.title)
+                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+                .where(ChunkRow.tenant_id == tenant, ChunkRow.id.in_([h.chunk_id for h in hits]))
+            )
+            extra = {cid: (meta, title) for cid, meta, title in chunk_rows.all()}
+        views = []
+        for hit in hits:
+            if hit.chunk_id not in extra:  # deleted between search and lookup
+                continue
+            meta, title = extra[hit.chunk_id]
+            views.append(
+                SearchHit(
+                    chunk_id=hit.chunk_id,
+                    document_id=hit.document_id,
+                    collection_id=hit.collection_id,
+                    title=title,
+                    text=hit.text,
+                    score=round(hit.score, 6),
+                    metadata={**hit.metadata, **meta},
+                )
+            )
+        return views
+
+    # -- query cache -----------------------------------------------------------------------
+
+    async def _bump_generation(self, tenant: str) -> None:
+        await self.kv.incr(f"faas-meta:{tenant}:rag:generation")
+
+    async def cache_key(self, tenant: str, payload: dict[str, Any]) -> str:
+        generation = await self.kv.get(f"faas-meta:{tenant}:rag:generation") or b"0"
+        digest = hashlib.sha256(
+            orjson.dumps([generation.decode(), payload], option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+        return f"faas:{tenant}:rag-query:{digest}"
+
+
+def _chunk_by_page(
+    content: str, pages: list[PageSpanIn], chunk_size: int, chunk_overlap: int
+) -> list[Any]:
+    """Chunks that never straddle a page, so every citation can name its page; without page
+    spans, the document is chunked as a whole."""
+    from dataclasses import replace
+
+    from faas.documents import PageSpan, ParsedDocument, chunk
+
+    spans = [(p.page, p.start, min(p.end, len(content))) for p in pages if p.end > p.start]
+    if not spans:
+        spans = [(0, 0, len(content))]
+    pieces: list[Any] = []
+    for page, start, end in spans:
+        text = content[start:end]
+        if not text.strip():
+            continue
+        page_spans = [PageSpan(page, 0, len(text))] if page else []
+        doc = ParsedDocument(text=text, format="text", title=None, pages=page_spans, metadata={})
+        for piece in chunk(doc, chunk_size=chunk_size, chunk_overlap=chunk_overlap):
+            metadata = dict(piece.metadata)
+            metadata["start"] = piece.start + start
+            metadata["end"] = piece.end + start
+            pieces.append(
+                replace(
+                    piece,
+                    ordinal=len(pieces),
+                    start=piece.start + start,
+                    end=piece.end + start,
+                    metadata=metadata,
+                )
+            )
+    return pieces
+
+
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(hit.chunk_id, hit.document_id, hit.collection_id, score, hit.text, hit.metadata)
+
+
+def _collection_view(row: CollectionRow, documents: int) -> CollectionView:
+    return CollectionView(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        documents=documents,
+        created_at=row.created_at,
+    )
+
+
+def _document_view(row: DocumentRow) -> DocumentView:
+    return DocumentView(
+        id=row.id,
+        title=row.title,
+        source=row.source,
+        collection_id=row.collection_id,
+        metadata=row.meta,
+        version=row.version,
+        status=row.status,
+        chunk_count=row.chunk_count,
+        token_count=row.token_count,
+        content_hash=row.content_hash,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
