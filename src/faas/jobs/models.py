@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from faas.shared.database import Base, TenantOwned
+from faas.shared.database import Base, TenantOwned, UTCDateTime
 
 
 class JobStatus(enum.StrEnum):
@@ -43,10 +43,10 @@ class JobRecord(TenantOwned, Base):
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     traceparent: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class JobView(BaseModel):
@@ -66,9 +66,6 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, row: JobRecord) -> JobView:
-        def aware(value: datetime | None) -> datetime | None:
-            # SQLite hands back naive datetimes; every stored time is UTC.
-            return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
 
         return cls(
             job_id=row.id,
@@ -80,10 +77,10 @@ class JobView(BaseModel):
             attempts=row.attempts,
             result=row.result,
             error=row.error,
-            created_at=aware(row.created_at) or row.created_at,
-            updated_at=aware(row.updated_at) or row.updated_at,
-            started_at=aware(row.started_at),
-            finished_at=aware(row.finished_at),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
         )
 
 

@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String
+from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from faas.services.gateway_service.limits import TenantLimits
-from faas.shared.database import Base, Database
+from faas.shared.database import Base, Database, UTCDateTime
 
 
 class TenantLimitsRow(Base):
@@ -20,7 +20,7 @@ class TenantLimitsRow(Base):
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     limits: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_by: Mapped[str | None] = mapped_column(String(128))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TenantLimitsStore:

@@ -463,16 +463,16 @@ class RagService:
             return []
         async with self.db.session() as session:
             chunk_rows = await session.execute(
-                select(ChunkRow.id, ChunkRow.meta, DocumentRow.title)
+                select(ChunkRow.id, ChunkRow.meta, DocumentRow.title, DocumentRow.source)
                 .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
                 .where(ChunkRow.tenant_id == tenant, ChunkRow.id.in_([h.chunk_id for h in hits]))
             )
-            extra = {cid: (meta, title) for cid, meta, title in chunk_rows.all()}
+            extra = {cid: (meta, title, source) for cid, meta, title, source in chunk_rows.all()}
         views = []
         for hit in hits:
             if hit.chunk_id not in extra:  # deleted between search and lookup
                 continue
-            meta, title = extra[hit.chunk_id]
+            meta, title, source = extra[hit.chunk_id]
             views.append(
                 SearchHit(
                     chunk_id=hit.chunk_id,
@@ -481,7 +481,7 @@ class RagService:
                     title=title,
                     text=hit.text,
                     score=round(hit.score, 6),
-                    metadata={**hit.metadata, **meta},
+                    metadata={**hit.metadata, **meta, "source": source},
                 )
             )
         return views
