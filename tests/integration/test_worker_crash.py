@@ -93,7 +93,7 @@ async def test_killed_worker_job_is_redelivered_and_runs_its_effect_once(
         view = await runtime.jobs.submit(
             Identity(tenant_id="acme", user_id="u1"),
             "testjobs.slow_effect",
-            {"dir": str(tmp_path), "sleep_s": 6},
+            {"dir": str(tmp_path), "sleep_s": 10},
         )
         marker = tmp_path / f"{view.job_id}.started-{first.pid}"
         for _ in range(300):

@@ -41,12 +41,14 @@ async def env(tmp_path: Any, make_settings: Callable[..., Settings]) -> AsyncIte
 
 
 async def wait_file(env: Platform, file_id: str, headers: dict[str, str] = A) -> dict[str, Any]:
-    for _ in range(500):
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
         data = (await env.client.get(f"/api/v1/ingestion/files/{file_id}", headers=headers)).json()
         if data["data"]["status"] in ("indexed", "failed", "extracted"):
             return dict(data["data"])
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"file {file_id} stayed {data['data']['status']}")
         await asyncio.sleep(0.02)
-    raise AssertionError(f"file {file_id} stayed {data['data']['status']}")
 
 
 async def upload(env: Platform, files: list[tuple[str, bytes, str]], **form: str) -> Any:

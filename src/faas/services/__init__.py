@@ -49,11 +49,32 @@ def _ingestion(runtime: Runtime) -> Service:
     return IngestionService(runtime.settings, db=runtime.db, jobs=runtime.jobs, runtime=runtime)
 
 
+def _agent(runtime: Runtime) -> Service:
+    from faas.services.agent_service.service import AgentService
+
+    return AgentService(
+        db=runtime.db,
+        kv=runtime.kv,
+        events=runtime.events,
+        jobs=runtime.jobs,
+        runtime=runtime,
+        http_allowlist=runtime.settings.agent_http_allowlist,
+    )
+
+
+def _prompt(runtime: Runtime) -> Service:
+    from faas.services.prompt_service.service import PromptService
+
+    return PromptService(db=runtime.db, kv=runtime.kv, clients=runtime.clients)
+
+
 BUILDERS: dict[str, Callable[[Runtime], Service]] = {
     "gateway": _gateway,
     "cache": _cache,
     "rag": _rag,
     "ingestion": _ingestion,
+    "prompt": _prompt,
+    "agent": _agent,
 }
 
 

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024
     ingestion_url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ingestion_fetch_timeout_s: float = 20.0
+    agent_http_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     gateway_models: Path | None = None
     gateway_cache_ttl_s: float = 3600.0
@@ -106,7 +107,9 @@ class Settings(BaseSettings):
     trace_content: bool = False
     services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_NAMES))
 
-    @field_validator("services", "job_modules", "ingestion_url_allowlist", mode="before")
+    @field_validator(
+        "services", "job_modules", "ingestion_url_allowlist", "agent_http_allowlist", mode="before"
+    )
     @classmethod
     def _split_services(cls, value: object) -> object:
         if isinstance(value, str):

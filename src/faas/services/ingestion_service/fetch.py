@@ -81,7 +81,10 @@ async def fetch_to_file(
             ip_host = f"[{address}]" if address.version == 6 else str(address)
             pinned = parts._replace(netloc=f"{ip_host}:{port}").geturl()
             extensions = {"sni_hostname": host} if scheme == "https" else {}
-            async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+            # trust_env=False: a proxy from the environment would bypass the address pinning.
+            async with httpx.AsyncClient(
+                timeout=timeout_s, follow_redirects=False, trust_env=False
+            ) as client:
                 request = client.build_request(
                     "GET",
                     pinned,

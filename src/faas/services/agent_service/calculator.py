@@ -1,0 +1,157 @@
+"""A safe arithmetic evaluator over Python's `ast`: numbers, + - * / // % **, unary + -,
+parentheses, a fixed set of math functions and the constants pi and e. Everything else (names,
+attributes, subscripts, lambdas, comprehensions, calls to anything not listed) is refused, and
+the size of numbers is bounded so an expression cannot burn CPU or memory. Never eval/exec."""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+MAX_EXPRESSION_CHARS = 500
+MAX_EXPONENT = 1000
+# Intermediate integers stay below this many bits (~10**1233): cheap to multiply, and
+# `10**1000` still works.
+MAX_INT_BITS = 4096
+# Results must fit a JSON number a float can hold; ints beyond 64 bits are returned as floats.
+MAX_RESULT = 1e300
+MAX_JSON_INT = 2**63 - 1
+
+Number = int | float
+
+
+class CalculatorError(ValueError):
+    """The expression is not allowed or cannot be evaluated."""
+
+
+def _check(value: Any) -> Number:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CalculatorError("the result is not a real number")
+    if isinstance(value, int):
+        if value.bit_length() > MAX_INT_BITS:
+            raise CalculatorError("number too large")
+    elif not math.isfinite(value):
+        raise CalculatorError("number too large or undefined")
+    return value
+
+
+def _pow(base: Number, exponent: Number) -> Number:
+    if abs(exponent) > MAX_EXPONENT:
+        raise CalculatorError(f"exponent larger than {MAX_EXPONENT} in magnitude")
+    if (
+        isinstance(base, int)
+        and isinstance(exponent, int)
+        and exponent > 0
+        and (abs(base).bit_length() - 1) * exponent > MAX_INT_BITS
+    ):
+        raise CalculatorError("number too large")
+    return _check(base**exponent)
+
+
+def _round(value: Number, ndigits: int | None = None) -> Number:
+    if ndigits is None:
+        return round(value)
+    if isinstance(ndigits, bool) or not isinstance(ndigits, int):
+        raise CalculatorError("round's second argument must be an integer")
+    return round(value, ndigits)
+
+
+def _log(value: Number, base: Number | None = None) -> float:
+    return math.log(value) if base is None else math.log(value, base)
+
+
+def _least(*values: Number) -> Number:
+    if not values:
+        raise CalculatorError("min needs at least one argument")
+    return min(values)
+
+
+def _most(*values: Number) -> Number:
+    if not values:
+        raise CalculatorError("max needs at least one argument")
+    return max(values)
+
+
+BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: _pow,
+}
+UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.UAdd: operator.pos,
+    ast.USub: operator.neg,
+}
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "sqrt": math.sqrt,
+    "log": _log,
+    "log10": math.log10,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "abs": abs,
+    "round": _round,
+    "min": _least,
+    "max": _most,
+    "floor": math.floor,
+    "ceil": math.ceil,
+}
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+
+
+def _eval(node: ast.AST) -> Number:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body)
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            raise CalculatorError(f"only numbers are allowed, not {node.value!r}")
+        return _check(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+        left, right = _eval(node.left), _eval(node.right)
+        return _check(BINARY[type(node.op)](left, right))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
+        return _check(UNARY[type(node.op)](_eval(node.operand)))
+    if isinstance(node, ast.Name):
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
+        raise CalculatorError(f"unknown name {node.id!r}")
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            raise CalculatorError("only the listed math functions can be called")
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            raise CalculatorError("functions take positional arguments only")
+        args = [_eval(a) for a in node.args]
+        return _check(FUNCTIONS[node.func.id](*args))
+    raise CalculatorError(f"{type(node).__name__} is not allowed in an expression")
+
+
+def evaluate(expression: str) -> Number:
+    """The value of an arithmetic expression, else CalculatorError with a readable reason."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise CalculatorError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except (SyntaxError, ValueError) as exc:
+        raise CalculatorError(f"not a valid expression: {exc}") from exc
+    try:
+        value = _eval(tree)
+    except ZeroDivisionError as exc:
+        raise CalculatorError("division by zero") from exc
+    except (OverflowError, RecursionError) as exc:
+        raise CalculatorError("number too large or expression too deep") from exc
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, CalculatorError):
+            raise
+        raise CalculatorError(f"cannot evaluate: {exc}") from exc
+    if abs(value) > MAX_RESULT:
+        raise CalculatorError(f"result larger than {MAX_RESULT:g} in magnitude")
+    if isinstance(value, int) and abs(value) > MAX_JSON_INT:
+        return float(value)
+    return value

@@ -1,0 +1,131 @@
+"""Wire models of the agent service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}$"
+
+
+class MemorySpec(BaseModel):
+    window: int = Field(20, ge=1, le=500, description="recent messages kept in context")
+    max_context_tokens: int = Field(3000, ge=256, le=200_000)
+    long_term: bool = False
+
+
+class AgentSpec(BaseModel):
+    name: str = Field(pattern=NAME)
+    description: str = Field("", max_length=2000)
+    model: str = Field("chat-default", min_length=1, max_length=128)
+    system_prompt: str | None = Field(None, max_length=100_000)
+    prompt_template: str | None = Field(None, max_length=128)
+    tools: list[str] = Field(default_factory=list, max_length=32)
+    memory: MemorySpec = Field(default_factory=MemorySpec)
+    max_iterations: int = Field(6, ge=1, le=25)
+    temperature: float = Field(0.0, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> AgentSpec:
+        if self.system_prompt is not None and self.prompt_template is not None:
+            raise ValueError("give system_prompt or prompt_template, not both")
+        return self
+
+
+class AgentUpdate(BaseModel):
+    name: str | None = Field(None, pattern=NAME)
+    description: str | None = Field(None, max_length=2000)
+    model: str | None = Field(None, min_length=1, max_length=128)
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    tools: list[str] | None = Field(None, max_length=32)
+    memory: MemorySpec | None = None
+    max_iterations: int | None = Field(None, ge=1, le=25)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class AgentView(AgentSpec):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExecuteRequest(BaseModel):
+    task: str = Field(min_length=1, max_length=100_000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    run_async: bool = Field(False, alias="async")
+
+    model_config = {"populate_by_name": True}
+
+
+class ChatRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=100_000)
+    session_id: str | None = Field(None, max_length=64)
+    stream: bool = False
+
+
+class Step(BaseModel):
+    type: Literal["model", "tool"]
+    index: int
+    duration_ms: float
+    name: str | None = None
+    arguments: Any = None
+    result: Any = None
+    error: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
+
+
+class RunView(BaseModel):
+    id: str
+    agent_id: str
+    session_id: str | None
+    status: Literal["running", "completed", "failed", "max_iterations"]
+    input: str
+    output: str | None
+    steps: list[Step]
+    usage: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    run_id: str
+    reply: str | None
+    status: str
+
+
+class MemoryCreate(BaseModel):
+    text: str = Field(min_length=1, max_length=10_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MemoryView(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    score: float | None = None
+
+
+class WorkflowStep(BaseModel):
+    agent_id: str = Field(min_length=1, max_length=64)
+    task: str | None = Field(
+        None, description="a template; {input} is replaced by the previous step's output"
+    )
+
+
+class WorkflowRequest(BaseModel):
+    mode: Literal["sequence"] = "sequence"
+    input: str = Field(min_length=1, max_length=100_000)
+    steps: list[WorkflowStep] = Field(min_length=1, max_length=20)
+
+
+class WorkflowResponse(BaseModel):
+    output: str | None
+    runs: list[RunView]

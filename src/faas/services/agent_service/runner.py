@@ -1,0 +1,226 @@
+"""The agent loop: call the model through the gateway's chat API (OpenAI tool format), run the
+tool calls it asks for in parallel (each with a timeout, errors fed back to the model), repeat
+until it answers or the iteration limit is reached. Every step is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from faas.services.agent_service.models import AgentSpec, Step
+from faas.services.agent_service.tools import Tool, ToolContext, call_tool, openai_tool_spec
+from faas.shared.http_client import ServiceClient, raise_for_error
+
+EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | max_iterations | failed
+    output: str | None
+    steps: list[Step] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # what the run added
+    error: str | None = None
+    model_s: float = 0.0
+    tools_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def overhead_s(self) -> float:
+        """Time in the framework itself: everything but the model and the tools."""
+        return max(0.0, self.total_s - self.model_s - self.tools_s)
+
+
+def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        total[key] = total.get(key, 0) + int((usage or {}).get(key) or 0)
+
+
+class AgentRunner:
+    def __init__(self, gateway: Callable[[], ServiceClient]) -> None:
+        self._gateway = gateway
+
+    async def run(
+        self,
+        spec: AgentSpec,
+        messages: list[dict[str, Any]],
+        tools: dict[str, Tool],
+        ctx: ToolContext,
+        *,
+        sink: EventSink | None = None,
+    ) -> Outcome:
+        started = time.perf_counter()
+        outcome = Outcome(status="failed", output=None)
+        conversation = list(messages)
+        specs = [openai_tool_spec(t) for t in tools.values()]
+        index = 0
+        try:
+            for _ in range(spec.max_iterations):
+                t0 = time.perf_counter()
+                message, usage = await self._model(spec, conversation, specs, sink)
+                elapsed = time.perf_counter() - t0
+                outcome.model_s += elapsed
+                _add_usage(outcome.usage, usage)
+                calls = message.get("tool_calls") or []
+                outcome.steps.append(
+                    Step(
+                        type="model",
+                        index=index,
+                        duration_ms=round(elapsed * 1000, 3),
+                        content=message.get("content"),
+                        tool_calls=calls or None,
+                        usage=usage,
+                    )
+                )
+                index += 1
+                conversation.append(message)
+                outcome.messages.append(message)
+                if not calls:
+                    outcome.status, outcome.output = "completed", message.get("content") or ""
+                    return outcome
+                t1 = time.perf_counter()
+                results = await asyncio.gather(*(self._tool(c, tools, ctx, sink) for c in calls))
+                outcome.tools_s += time.perf_counter() - t1
+                for call, (step_result, step_error, duration) in zip(calls, results, strict=True):
+                    function = call.get("function") or {}
+                    outcome.steps.append(
+                        Step(
+                            type="tool",
+                            index=index,
+                            duration_ms=round(duration * 1000, 3),
+                            name=function.get("name"),
+                            arguments=function.get("arguments"),
+                            result=step_result,
+                            error=step_error,
+                        )
+                    )
+                    index += 1
+                    content = orjson.dumps(
+                        {"error": step_error} if step_error is not None else step_result
+                    ).decode()
+                    tool_message = {
+                        "role": "tool",
+                        "tool_call_id": call.get("id"),
+                        "content": content,
+                    }
+                    conversation.append(tool_message)
+                    outcome.messages.append(tool_message)
+            outcome.status = "max_iterations"
+            outcome.error = f"stopped after {spec.max_iterations} iterations without an answer"
+            return outcome
+        finally:
+            outcome.total_s = time.perf_counter() - started
+
+    async def _tool(
+        self,
+        call: dict[str, Any],
+        tools: dict[str, Tool],
+        ctx: ToolContext,
+        sink: EventSink | None,
+    ) -> tuple[Any, str | None, float]:
+        function = call.get("function") or {}
+        name = str(function.get("name") or "")
+        arguments = str(function.get("arguments") or "{}")
+        started = time.perf_counter()
+        if sink is not None:
+            await sink(
+                {"type": "tool_call", "id": call.get("id"), "name": name, "arguments": arguments}
+            )
+        tool = tools.get(name)
+        result: Any = None
+        error: str | None
+        if tool is None:
+            error = f"unknown tool {name!r}; available: {sorted(tools)}"
+        else:
+            result, error = await call_tool(tool, arguments, ctx)
+        if sink is not None:
+            await sink(
+                {
+                    "type": "tool_result",
+                    "id": call.get("id"),
+                    "name": name,
+                    "result": result,
+                    "error": error,
+                }
+            )
+        return result, error, time.perf_counter() - started
+
+    async def _model(
+        self,
+        spec: AgentSpec,
+        conversation: list[dict[str, Any]],
+        tool_specs: list[dict[str, Any]],
+        sink: EventSink | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": spec.model,
+            "messages": conversation,
+            "temperature": spec.temperature,
+        }
+        if tool_specs:
+            body["tools"] = tool_specs
+        gateway = self._gateway()
+        if sink is None:
+            response = await gateway.post("/v1/chat/completions", json=body)
+            raise_for_error(response, "gateway")
+            data = response.json()
+            return _clean(dict(data["choices"][0]["message"])), dict(data.get("usage") or {})
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        content: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        usage: dict[str, Any] = {}
+        async with gateway.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise_for_error(response, "gateway")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = orjson.loads(line[6:])
+                if "error" in chunk:
+                    raise_stream_error(chunk["error"])
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        content.append(delta["content"])
+                        await sink({"type": "token", "content": delta["content"]})
+                    for part in delta.get("tool_calls") or []:
+                        _merge_call(calls, part)
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None}
+        if calls:
+            message["tool_calls"] = [calls[i] for i in sorted(calls)]
+        return message, usage
+
+
+def _merge_call(calls: dict[int, dict[str, Any]], part: dict[str, Any]) -> None:
+    """Streamed tool calls arrive in pieces keyed by index: id and name once, arguments in
+    fragments to concatenate."""
+    slot = calls.setdefault(
+        int(part.get("index") or 0),
+        {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+    )
+    if part.get("id"):
+        slot["id"] = part["id"]
+    function = part.get("function") or {}
+    if function.get("name"):
+        slot["function"]["name"] += function["name"]
+    if function.get("arguments"):
+        slot["function"]["arguments"] += function["arguments"]
+
+
+def _clean(message: dict[str, Any]) -> dict[str, Any]:
+    keep = {"role", "content", "tool_calls", "name"}
+    return {k: v for k, v in message.items() if k in keep and v is not None}
+
+
+def raise_stream_error(error: dict[str, Any]) -> None:
+    from faas.shared.exceptions import UpstreamError
+
+    raise UpstreamError(f"the model stream failed: {error.get('message', 'unknown error')}")
