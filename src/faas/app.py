@@ -139,6 +139,7 @@ def create_service_app(
                 started.append(service)
             yield
         finally:
+            await runtime.stop_worker()
             for service in reversed(started):
                 await service.stop()
             await runtime.close()

@@ -181,6 +181,7 @@ async def _work(settings: Settings, kinds: list[str] | None) -> None:
         console.print(f"worker {os.getpid()} consuming {consuming}")
         await stop.wait()
     finally:
+        await runtime.stop_worker()
         for service in reversed(services):
             await service.stop()
         await runtime.close()

@@ -138,9 +138,14 @@ class Runtime:
         await self.worker.start(kinds)
         return self.worker
 
-    async def close(self) -> None:
+    async def stop_worker(self) -> None:
+        """Stop taking jobs and let running ones end, while the services they use still run."""
         if self.worker is not None:
             await self.worker.stop()
+            self.worker = None
+
+    async def close(self) -> None:
+        await self.stop_worker()
         await self.clients.aclose()
         await self.bus.close()
         await self.kv.close()

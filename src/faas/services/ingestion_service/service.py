@@ -266,9 +266,12 @@ class IngestionService:
             await self._stage(ctx, row, "chunking", 0.6)
             indexed = await self._send_to_rag(ctx, row, cleaned)
         except FaaSError as exc:
-            await self._finish(row, "failed", row.stage, error=exc.message)
             if exc.status_code < 500:  # the file is the problem: a retry would fail the same way
+                await self._finish(row, "failed", row.stage, error=exc.message)
                 raise PermanentJobError(exc.message) from exc
+            # A dependency failed: the job is retried, and fails for good after its last attempt.
+            final = ctx.attempt >= self.settings.job_max_attempts
+            await self._finish(row, "failed" if final else "retrying", row.stage, error=exc.message)
             raise
         await self._update(row, chunks=indexed["chunks"], document_id=indexed["document_id"])
         await self._finish(row, "indexed", "indexed")

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from faas.backends.kv import KeyValueStore
 from faas.backends.vectors import Hit, IndexedChunk, VectorIndex
@@ -148,61 +149,64 @@ class RagService:
         return len(documents)
 
     async def _collection_id(self, tenant: str, name: str, *, create: bool) -> str:
-        async with self.db.session() as session:
-            repo = TenantRepository(session, CollectionRow, tenant)
-            row = await session.scalar(repo.select(CollectionRow.name == name))
-            if row is not None:
-                return str(row.id)
-            if not create:
-                raise NotFound(f"collection {name!r} not found")
-            row = repo.add(id=new_id(), name=name, description="", created_at=_now())
-            return row.id
+        for _ in range(2):
+            try:
+                async with self.db.session() as session:
+                    repo = TenantRepository(session, CollectionRow, tenant)
+                    row = await session.scalar(repo.select(CollectionRow.name == name))
+                    if row is not None:
+                        return str(row.id)
+                    if not create:
+                        raise NotFound(f"collection {name!r} not found")
+                    row = repo.add(id=new_id(), name=name, description="", created_at=_now())
+                    return row.id
+            except IntegrityError:
+                continue  # created concurrently by another request: read it
+        raise Conflict(f"collection {name!r} is being created concurrently; retry")
 
     # -- documents -------------------------------------------------------------------------
 
     async def create_document(self, identity: Identity, body: DocumentCreate) -> DocumentIndexed:
+        """Rows are written as `indexing` and marked `indexed` once the search index has them,
+        so a retry after a failed index write repairs the document instead of calling it a
+        duplicate; identical content sent twice at once ends as one document."""
         tenant = identity.tenant_id
         collection_id = await self._collection_id(tenant, body.collection, create=True)
         digest = content_hash(body.content)
-        async with self.db.session() as session:
-            existing = await session.scalar(
-                TenantRepository(session, DocumentRow, tenant).select(
-                    DocumentRow.collection_id == collection_id, DocumentRow.content_hash == digest
-                )
-            )
-            if existing is not None:
-                # Identical content in the same collection is one document: say so, index nothing.
-                return DocumentIndexed(
-                    document_id=existing.id,
-                    collection_id=collection_id,
-                    chunks=existing.chunk_count,
-                    version=existing.version,
-                    duplicate=True,
-                    chunks_embedded=0,
-                )
+        existing = await self._by_hash(tenant, collection_id, digest)
+        if existing is not None:
+            return await self._duplicate(tenant, existing)
         document_id = new_id()
         chunks, embedded = await self._prepare_chunks(
             tenant, document_id, body.content, body.pages, body.chunk_size, body.chunk_overlap, {}
         )
         now = _now()
-        async with self.db.session() as session:
-            TenantRepository(session, DocumentRow, tenant).add(
-                id=document_id,
-                collection_id=collection_id,
-                title=body.title,
-                source=body.source,
-                content_hash=digest,
-                meta=body.metadata,
-                version=1,
-                status="indexed",
-                chunk_count=len(chunks),
-                token_count=sum(c.token_count for c in chunks),
-                created_at=now,
-                updated_at=now,
-            )
-            await session.flush()
-            session.add_all(chunks)
+        try:
+            async with self.db.session() as session:
+                TenantRepository(session, DocumentRow, tenant).add(
+                    id=document_id,
+                    collection_id=collection_id,
+                    title=body.title,
+                    source=body.source,
+                    content_hash=digest,
+                    meta=body.metadata,
+                    version=1,
+                    status="indexing",
+                    chunk_count=len(chunks),
+                    token_count=sum(c.token_count for c in chunks),
+                    created_at=now,
+                    updated_at=now,
+                )
+                await session.flush()
+                session.add_all(chunks)
+        except IntegrityError:
+            # The same content was indexed concurrently: one document, the other one's id.
+            existing = await self._by_hash(tenant, collection_id, digest)
+            if existing is None:
+                raise
+            return await self._duplicate(tenant, existing)
         await self._index(tenant, collection_id, document_id, body.metadata, chunks)
+        await self._mark_indexed(tenant, document_id)
         await self._indexed_event(tenant, document_id, collection_id, len(chunks), 1)
         return DocumentIndexed(
             document_id=document_id,
@@ -211,6 +215,46 @@ class RagService:
             version=1,
             chunks_embedded=embedded,
         )
+
+    async def _by_hash(self, tenant: str, collection_id: str, digest: str) -> DocumentRow | None:
+        async with self.db.session() as session:
+            row: DocumentRow | None = await session.scalar(
+                TenantRepository(session, DocumentRow, tenant).select(
+                    DocumentRow.collection_id == collection_id, DocumentRow.content_hash == digest
+                )
+            )
+            if row is not None:
+                session.expunge(row)
+            return row
+
+    async def _duplicate(self, tenant: str, existing: DocumentRow) -> DocumentIndexed:
+        if existing.status != "indexed":
+            # An earlier attempt stored the rows but did not finish indexing: finish it now.
+            async with self.db.session() as session:
+                chunks = (
+                    await session.scalars(
+                        select(ChunkRow).where(ChunkRow.document_id == existing.id)
+                    )
+                ).all()
+                for chunk_row in chunks:
+                    session.expunge(chunk_row)
+            await self.index.delete_document(tenant, existing.id)
+            await self._index(tenant, existing.collection_id, existing.id, existing.meta, chunks)
+            await self._mark_indexed(tenant, existing.id)
+        return DocumentIndexed(
+            document_id=existing.id,
+            collection_id=existing.collection_id,
+            chunks=existing.chunk_count,
+            version=existing.version,
+            duplicate=True,
+            chunks_embedded=0,
+        )
+
+    async def _mark_indexed(self, tenant: str, document_id: str) -> None:
+        async with self.db.session() as session:
+            row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
+            if row is not None:
+                row.status = "indexed"
 
     async def update_document(
         self, identity: Identity, document_id: str, body: DocumentUpdate
