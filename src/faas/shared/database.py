@@ -106,13 +106,14 @@ class Database:
         except Exception:
             return False
 
-    async def migrate(self, revision: str = "head") -> None:
+    async def migrate(self, revision: str = "heads") -> None:
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade, revision)
 
-    async def current_revision(self) -> str | None:
+    async def current_revisions(self) -> set[str]:
+        """The applied head of every migration branch (services add independent branches)."""
         async with self.engine.connect() as conn:
-            return await conn.run_sync(_current_revision)
+            return await conn.run_sync(_current_revisions)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -133,10 +134,10 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(alembic_config(connection), revision)
 
 
-def _current_revision(connection: Connection) -> str | None:
+def _current_revisions(connection: Connection) -> set[str]:
     from alembic.runtime.migration import MigrationContext
 
-    return MigrationContext.configure(connection).get_current_revision()
+    return set(MigrationContext.configure(connection).get_current_heads())
 
 
 def migrate_sync(url: str) -> None:
