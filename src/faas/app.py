@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -26,10 +27,16 @@ from faas.integrations.otel import TracingMiddleware
 from faas.jobs.routes import build_jobs_router
 from faas.runtime import Runtime
 from faas.shared.api import Service
-from faas.shared.exceptions import FaaSError, ValidationFailed, error_for_status
+from faas.shared.exceptions import (
+    DependencyUnavailable,
+    FaaSError,
+    ValidationFailed,
+    error_for_status,
+)
 from faas.shared.logging import RequestLog
 from faas.shared.middleware import (
     OPENAI_PREFIX,
+    PUBLIC_PATHS,
     AuthMiddleware,
     BodyLimitMiddleware,
     RequestContextMiddleware,
@@ -79,6 +86,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error.code = "method_not_allowed"
         return error_response(error, request.url.path)
 
+    async def on_database(request: Request, exc: Exception) -> Response:
+        # The database refused or lost the operation (SQLite's write lock under heavy write
+        # concurrency, a PostgreSQL restart): retryable, so a 503 rather than a 500.
+        log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        error = DependencyUnavailable(
+            "the database is busy or unreachable; retry shortly", headers={"Retry-After": "1"}
+        )
+        return error_response(error, request.url.path)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error", exc_info=exc)
         return error_response(FaaSError("Internal server error"), request.url.path)
@@ -86,6 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FaaSError, on_faas_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(OperationalError, on_database)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -200,7 +217,12 @@ def create_service_app(
         return codec_renderer(scope, exc)
 
     app.add_middleware(
-        AuthMiddleware, settings=settings, verifier=runtime.verifier, renderer=render_error
+        AuthMiddleware,
+        settings=settings,
+        verifier=runtime.verifier,
+        renderer=render_error,
+        # The dashboard page itself is public; the data it fetches needs the user's token.
+        public_paths=PUBLIC_PATHS | {"/llmops/dashboard"},
     )
     app.add_middleware(
         BodyLimitMiddleware,

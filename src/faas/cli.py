@@ -239,8 +239,14 @@ def _supervise(settings: Settings, host: str, port_offset: int) -> None:
     for name, url in urls.items():
         env.setdefault(f"FAAS_{name.upper()}_URL", url)
     from faas.shared.auth import signing_secret
+    from faas.shared.database import migrate_sync
 
     signing_secret(settings)  # create the development secret once, before children race for it
+    if settings.env == "development" and settings.migrate_on_start:
+        # Once here, not in every child at the same moment (they would race on the schema).
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate_sync(settings.effective_database_url)
+        env["FAAS_MIGRATE_ON_START"] = "false"
 
     def start(name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "faas", "serve", name, "--host", host]

@@ -118,7 +118,7 @@ class Runtime:
             module.register(self)
 
     async def start(self, *, run_worker: bool | None = None) -> None:
-        if self.settings.env == "development":
+        if self.settings.env == "development" and self.settings.migrate_on_start:
             await self.db.migrate()
         await self.bus.start()
         wanted = self.settings.run_worker if run_worker is None else run_worker

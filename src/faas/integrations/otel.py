@@ -102,7 +102,13 @@ class Telemetry:
         for exporter in self.exporters:
             processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
             self.tracer_provider.add_span_processor(processor)
-        self.tracer: Tracer = self.tracer_provider.get_tracer(SCOPE_NAME)
+        # With nothing to export, spans would be built and dropped on every request, publish and
+        # job: hand out the no-op tracer instead (context still propagates).
+        self.tracer: Tracer = (
+            self.tracer_provider.get_tracer(SCOPE_NAME)
+            if self.tracing_enabled
+            else trace.NoOpTracer()
+        )
         self.meter: metrics.Meter = self.meter_provider.get_meter(SCOPE_NAME)
         self.http_server_duration = self.meter.create_histogram(
             "http.server.request.duration",

@@ -68,6 +68,29 @@ def _prompt(runtime: Runtime) -> Service:
     return PromptService(db=runtime.db, kv=runtime.kv, clients=runtime.clients)
 
 
+def _prompt_generator(runtime: Runtime) -> Service:
+    from faas.services.prompt_generator_service.service import PromptGeneratorService
+
+    return PromptGeneratorService(db=runtime.db, clients=runtime.clients)
+
+
+def _llmops(runtime: Runtime) -> Service:
+    from faas.services.llmops_service.service import LlmopsService
+
+    return LlmopsService(
+        db=runtime.db,
+        bus=runtime.bus,
+        events=runtime.events,
+        retention_days=int(getattr(runtime.settings, "llmops_retention_days", 90)),
+    )
+
+
+def _ml(runtime: Runtime) -> Service:
+    from faas.services.ml_service.service import MLService
+
+    return MLService(runtime.settings, db=runtime.db, jobs=runtime.jobs)
+
+
 BUILDERS: dict[str, Callable[[Runtime], Service]] = {
     "gateway": _gateway,
     "cache": _cache,
@@ -75,6 +98,9 @@ BUILDERS: dict[str, Callable[[Runtime], Service]] = {
     "ingestion": _ingestion,
     "prompt": _prompt,
     "agent": _agent,
+    "prompt_generator": _prompt_generator,
+    "llmops": _llmops,
+    "ml": _ml,
 }
 
 

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     cache_max_value_bytes: int = 1024 * 1024
     cache_default_ttl_s: float | None = None
 
+    migrate_on_start: bool = True  # development only; production runs `faas migrate`
     run_worker: bool = True
     job_concurrency: int = 4
     job_ack_wait_s: float = 30.0
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024
     ingestion_url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ingestion_fetch_timeout_s: float = 20.0
+    llmops_retention_days: int = 90
     agent_http_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     gateway_models: Path | None = None

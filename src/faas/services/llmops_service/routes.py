@@ -1,0 +1,127 @@
+"""HTTP routes of the LLMOps service, and the public dashboard page."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import HTMLResponse, Response
+
+from faas.services.llmops_service.dashboard import DASHBOARD_HTML
+from faas.services.llmops_service.models import (
+    NAME,
+    CostAnalysis,
+    GroupBy,
+    IngestResult,
+    MetricsView,
+    OperationIn,
+    OperationView,
+)
+from faas.services.llmops_service.service import time_range
+from faas.shared.api import PageDep, caller, respond
+from faas.shared.context import Identity
+from faas.shared.contracts import Page, ServiceResponse
+from faas.shared.exceptions import Forbidden, ValidationFailed
+
+if TYPE_CHECKING:
+    from faas.services.llmops_service.service import LlmopsService
+
+DASHBOARD_PATH = "/llmops/dashboard"
+MAX_BATCH = 1000
+Name = Annotated[str | None, Query(pattern=NAME)]
+TenantParam = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+From = Annotated[datetime | None, Query(alias="from")]
+To = Annotated[datetime | None, Query(alias="to")]
+
+
+def target_tenant(identity: Identity, tenant_id: str | None) -> str:
+    """The caller's tenant; another tenant only for callers with the admin scope."""
+    if tenant_id is None or tenant_id == identity.tenant_id:
+        return identity.tenant_id
+    if not identity.has_scope("admin"):
+        raise Forbidden("the tenant_id parameter needs the 'admin' scope")
+    return tenant_id
+
+
+def build_router(service: LlmopsService) -> APIRouter:
+    router = APIRouter(tags=["llmops"])
+    api = "/api/v1/llmops"
+
+    @router.post(f"{api}/operations", status_code=201, response_model=ServiceResponse[IngestResult])
+    async def log_operations(body: OperationIn | list[OperationIn]) -> Response:
+        """Log one operation or a list (at most 1,000). An `id` makes a retry idempotent."""
+        identity = caller()
+        ops = body if isinstance(body, list) else [body]
+        if not ops or len(ops) > MAX_BATCH:
+            raise ValidationFailed(f"send between 1 and {MAX_BATCH} operations")
+        result = await service.log_operations(identity.tenant_id, identity.user_id, ops)
+        return respond(result, status_code=201)
+
+    @router.get(f"{api}/operations", response_model=ServiceResponse[Page[OperationView]])
+    async def list_operations(
+        page: PageDep,
+        start: From = None,
+        end: To = None,
+        model: Name = None,
+        operation: Name = None,
+        status: Name = None,
+        user_id: Name = None,
+        agent_id: Name = None,
+        tenant_id: TenantParam = None,
+    ) -> Response:
+        tenant = target_tenant(caller(), tenant_id)
+        result = await service.list_operations(
+            tenant,
+            start=start,
+            end=end,
+            model=model,
+            operation=operation,
+            status=status,
+            user_id=user_id,
+            agent_id=agent_id,
+            limit=page.limit,
+            offset=page.offset,
+        )
+        return respond(result)
+
+    @router.get(f"{api}/metrics", response_model=ServiceResponse[MetricsView])
+    async def metrics(
+        start: From = None,
+        end: To = None,
+        group_by: GroupBy = "hour",
+        model: Name = None,
+        operation: Name = None,
+        tenant_id: TenantParam = None,
+    ) -> Response:
+        """Count, tokens, cost, error rate and latency p50/p95/p99 over every hour that
+        overlaps [from, to) (default: the last 24 hours), in total and per group."""
+        tenant = target_tenant(caller(), tenant_id)
+        lo, hi = time_range(start, end)
+        view = await service.metrics(tenant, lo, hi, group_by, model=model, operation=operation)
+        return respond(view.model_dump(mode="json", by_alias=True))
+
+    @router.get(f"{api}/cost-analysis", response_model=ServiceResponse[CostAnalysis])
+    async def cost_analysis(
+        start: From = None, end: To = None, tenant_id: TenantParam = None
+    ) -> Response:
+        """Cost by model, operation, agent (agent id, else user id) and day; admins also get
+        the cost of every tenant."""
+        identity = caller()
+        tenant = target_tenant(identity, tenant_id)
+        lo, hi = time_range(start, end)
+        view = await service.cost_analysis(tenant, lo, hi, all_tenants=identity.has_scope("admin"))
+        return respond(view.model_dump(mode="json", by_alias=True))
+
+    @router.get(DASHBOARD_PATH, response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard() -> Response:
+        return HTMLResponse(
+            DASHBOARD_HTML,
+            headers={
+                "cache-control": "no-cache",
+                "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; img-src 'self' data:",
+            },
+        )
+
+    return router

@@ -1,0 +1,1 @@
+"""Prompt Generator service: agents and tools from natural-language prompts."""

@@ -1,0 +1,130 @@
+"""Wire models of the prompt generator service and the JSON Schemas the model must follow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Kind = Literal["agent", "tool"]
+Permission = Literal["read", "execute", "admin"]
+# admin implies execute implies read
+LEVELS: dict[str, int] = {"read": 1, "execute": 2, "admin": 3}
+
+AGENT_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {
+            "type": "string",
+            "pattern": r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}$",
+            "description": "short identifier: letters, digits, space, _ . -",
+        },
+        "description": {"type": "string", "maxLength": 2000},
+        "system_prompt": {"type": "string", "minLength": 1, "maxLength": 100_000},
+        "tools": {
+            "type": "array",
+            "items": {"type": "string"},
+            "maxItems": 32,
+            "uniqueItems": True,
+            "description": "names of registered tools only",
+        },
+        "max_iterations": {"type": "integer", "minimum": 1, "maximum": 25},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    },
+    "required": ["name", "description", "system_prompt", "tools"],
+    "additionalProperties": False,
+}
+
+HTTP_TOOL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$"},
+        "description": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "parameters": {
+            "type": "object",
+            "description": 'a JSON Schema with "type": "object"; every {placeholder} used in '
+            "url_template or headers must be a required property",
+        },
+        "method": {"enum": ["GET", "POST", "PUT", "DELETE"]},
+        "url_template": {"type": "string", "minLength": 1, "maxLength": 2048},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["name", "description", "parameters", "url_template"],
+    "additionalProperties": False,
+}
+
+
+class AgentPrompt(BaseModel):
+    prompt: str = Field(min_length=1, max_length=20_000)
+    model: str | None = Field(
+        None, min_length=1, max_length=128, description="gateway model (also the agent's model)"
+    )
+
+
+class ToolPrompt(BaseModel):
+    prompt: str = Field(min_length=1, max_length=20_000)
+    model: str | None = Field(None, min_length=1, max_length=128)
+
+
+class GeneratedAgent(BaseModel):
+    generation_id: str
+    agent: dict[str, Any]
+    generated_spec: dict[str, Any]
+    repaired: bool
+
+
+class GeneratedTool(BaseModel):
+    generation_id: str
+    tool: dict[str, Any]
+    generated_spec: dict[str, Any]
+    repaired: bool
+
+
+class RateRequest(BaseModel):
+    rating: int = Field(ge=1, le=5)
+    feedback: str | None = Field(None, max_length=5000)
+
+
+class FeedbackItem(BaseModel):
+    id: str
+    rating: int
+    feedback: str | None
+    user_id: str | None
+    created_at: datetime
+
+
+class FeedbackStats(BaseModel):
+    count: int
+    average: float | None
+    distribution: dict[str, int]
+    recent: list[FeedbackItem]
+
+
+class PermissionChange(BaseModel):
+    resource_type: Kind
+    resource_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=128)
+    permission: Permission
+    action: Literal["grant", "revoke"]
+
+
+class PermissionView(BaseModel):
+    resource_type: Kind
+    resource_id: str
+    user_id: str
+    permission: Permission
+    granted_by: str | None
+    created_at: datetime
+
+
+class PermissionList(BaseModel):
+    resource_type: Kind
+    resource_id: str
+    owner_user_id: str | None
+    grants: list[PermissionView]
+
+
+class PermissionCheck(BaseModel):
+    allowed: bool
+    reason: str

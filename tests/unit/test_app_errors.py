@@ -1,0 +1,40 @@
+"""Errors that escape a route are rendered by the app's handlers, never as a bare 500 page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from fastapi import APIRouter
+from sqlalchemy.exc import OperationalError
+
+from faas.shared.config import Settings
+from tests.cache_app import build_cache_app
+from tests.conftest import auth, open_client
+
+
+async def test_a_busy_database_is_503_with_retry_after(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = build_cache_app(make_settings())
+    router = APIRouter()
+
+    @router.get("/api/v1/locked")
+    async def locked() -> None:
+        raise OperationalError("UPDATE jobs ...", {}, Exception("database is locked"))
+
+    @router.get("/api/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app.router.routes.extend(router.routes)
+    async for client in open_client(app):
+        response = await client.get("/api/v1/locked", headers=auth("acme"))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "dependency_unavailable"
+        crashed = await client.get("/api/v1/boom", headers=auth("acme"))
+        assert crashed.status_code == 500
+        assert crashed.json()["error"]["message"] == "Internal server error"
+        assert "secret" not in crashed.text
+        assert isinstance(crashed, httpx.Response)
