@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -29,12 +29,11 @@ from faas.services.gateway_service.cache import (
     semantic_text,
 )
 from faas.services.gateway_service.config import Deployment, ModelConfig
-from faas.services.gateway_service.limits import LimitStore, TenantLimits
+from faas.services.gateway_service.limits import LimitStore, Reservation, TenantLimits
 from faas.services.gateway_service.models import CacheOptions
 from faas.services.gateway_service.providers.base import (
     ChatProvider,
     ChatRequest,
-    ChatResult,
     EmbeddingProvider,
     EmbeddingResult,
     MissingExtra,
@@ -57,6 +56,7 @@ from faas.shared.exceptions import (
 )
 
 log = logging.getLogger("faas.gateway")
+T = TypeVar("T")
 
 # Request fields the gateway consumes itself; the rest goes upstream as given.
 GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "cache"})
@@ -218,13 +218,16 @@ class ChatPipeline:
             params={k: v for k, v in body.items() if k not in GATEWAY_FIELDS},
         )
         try:
-            result, deployment = await self._chat_with_fallback(model, request, estimate, call)
+            result, attempt = await self._first_success(
+                model,
+                estimate,
+                call,
+                lambda d: self.providers.chat(d.provider).chat(request, d),
+            )
         except FaaSError as exc:
-            await self.limits.reconcile(reservation, 0, 0.0)
-            call.status, call.error_code = "error", exc.code
-            await self.recorder.record(identity, call)
+            await self._abandon(identity, call, reservation, exc)
             raise
-        call.deployment = deployment
+        attempt.succeeded(estimate)
         call.usage = result.usage or counted_usage(
             body["messages"], completion_text(result.body), body.get("tools")
         )
@@ -253,9 +256,15 @@ class ChatPipeline:
         await self.recorder.record(identity, call)
         return Completion(body, call)
 
-    async def _chat_with_fallback(
-        self, model: ModelConfig, request: ChatRequest, tokens: int, call: CallRecord
-    ) -> tuple[ChatResult, Deployment]:
+    async def _first_success(
+        self,
+        model: ModelConfig,
+        tokens: int,
+        call: CallRecord,
+        invoke: Callable[[Deployment], Awaitable[T]],
+    ) -> tuple[T, Attempt]:
+        """Try the model's deployments in routing order until one answers; retryable failures
+        move on to the next, others are raised as the caller's error."""
         failures: list[dict[str, Any]] = []
         for state in self.router.order(model):
             attempt = self._attempt(state, tokens, failures)
@@ -264,8 +273,7 @@ class ChatPipeline:
             deployment = attempt.deployment
             started = time.perf_counter()
             try:
-                provider = self.providers.chat(deployment.provider)
-                result = await provider.chat(request, deployment)
+                result = await invoke(deployment)
             except ProviderError as exc:
                 call.upstream_s += time.perf_counter() - started
                 self._failed(attempt, exc, failures)
@@ -278,9 +286,17 @@ class ChatPipeline:
                 continue
             call.upstream_s += time.perf_counter() - started
             call.timings["upstream"] = call.upstream_s
-            attempt.succeeded(tokens)
-            return result, deployment
+            call.deployment = deployment
+            return result, attempt
         raise exhausted(model, failures)
+
+    async def _abandon(
+        self, identity: Identity, call: CallRecord, reservation: Reservation, exc: FaaSError
+    ) -> None:
+        """No deployment answered: release the reservation and record the failed call."""
+        await self.limits.reconcile(reservation, 0, 0.0)
+        call.status, call.error_code = "error", exc.code
+        await self.recorder.record(identity, call)
 
     def _attempt(self, state: Any, tokens: int, failures: list[dict[str, Any]]) -> Attempt | None:
         attempt = self.router.admit(state, tokens)
@@ -346,50 +362,33 @@ class ChatPipeline:
             messages=body["messages"],
             params={k: v for k, v in body.items() if k not in GATEWAY_FIELDS},
         )
-        failures: list[dict[str, Any]] = []
-        for state in self.router.order(model):
-            attempt = self._attempt(state, estimate, failures)
-            if attempt is None:
-                continue
-            deployment = attempt.deployment
-            started = time.perf_counter()
-            try:
-                upstream = self.providers.chat(deployment.provider).stream(request, deployment)
-                head = await _until_content(upstream)
-            except ProviderError as exc:
-                call.upstream_s += time.perf_counter() - started
-                try:
-                    self._failed(attempt, exc, failures)
-                except FaaSError:
-                    await self.limits.reconcile(reservation, 0, 0.0)
-                    raise
-                continue
-            except MissingExtra as exc:
-                attempt.failed(count_against_breaker=False)
-                failures.append(
-                    {"deployment": deployment.id, "kind": "unavailable", "message": str(exc)}
-                )
-                continue
-            call.upstream_s += time.perf_counter() - started
-            call.timings["upstream"] = call.upstream_s
-            call.deployment = deployment
-            stream = StreamRun(
-                self,
-                identity,
-                body,
-                call,
-                attempt,
-                reservation,
-                estimate,
-                head,
-                upstream,
-                include_usage,
+
+        async def open_upstream(
+            deployment: Deployment,
+        ) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+            upstream = self.providers.chat(deployment.provider).stream(request, deployment)
+            return upstream, await _until_content(upstream)
+
+        try:
+            (upstream, head), attempt = await self._first_success(
+                model, estimate, call, open_upstream
             )
-            return stream.run(), call
-        await self.limits.reconcile(reservation, 0, 0.0)
-        call.status, call.error_code = "error", "upstream_error"
-        await self.recorder.record(identity, call)
-        raise exhausted(model, failures)
+        except FaaSError as exc:
+            await self._abandon(identity, call, reservation, exc)
+            raise
+        stream = StreamRun(
+            self,
+            identity,
+            body,
+            call,
+            attempt,
+            reservation,
+            estimate,
+            head,
+            upstream,
+            include_usage,
+        )
+        return stream.run(), call
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -405,42 +404,21 @@ class ChatPipeline:
             identity.tenant_id, limits, estimate, model.deployments[0].price.cost(estimate, 0)
         )
         call.mark("limits", mark)
-        failures: list[dict[str, Any]] = []
-        for state in self.router.order(model):
-            attempt = self._attempt(state, estimate, failures)
-            if attempt is None:
-                continue
-            deployment = attempt.deployment
-            started = time.perf_counter()
-            try:
-                provider = self.providers.embedding(deployment.provider)
-                result = await provider.embed(texts, deployment)
-            except ProviderError as exc:
-                call.upstream_s += time.perf_counter() - started
-                try:
-                    self._failed(attempt, exc, failures)
-                except FaaSError:
-                    await self.limits.reconcile(reservation, 0, 0.0)
-                    raise
-                continue
-            except MissingExtra as exc:
-                attempt.failed(count_against_breaker=False)
-                failures.append(
-                    {"deployment": deployment.id, "kind": "unavailable", "message": str(exc)}
-                )
-                continue
-            call.upstream_s += time.perf_counter() - started
-            call.timings["upstream"] = call.upstream_s
-            attempt.succeeded(estimate)
-            call.deployment = deployment
-            call.usage = result.usage or _counted_embedding_usage(texts)
-            await self.limits.reconcile(reservation, call.usage.total_tokens, call.cost_usd)
-            await self.recorder.record(identity, call)
-            return result, call
-        await self.limits.reconcile(reservation, 0, 0.0)
-        call.status, call.error_code = "error", "upstream_error"
+        try:
+            result, attempt = await self._first_success(
+                model,
+                estimate,
+                call,
+                lambda d: self.providers.embedding(d.provider).embed(texts, d),
+            )
+        except FaaSError as exc:
+            await self._abandon(identity, call, reservation, exc)
+            raise
+        attempt.succeeded(estimate)
+        call.usage = result.usage or _counted_embedding_usage(texts)
+        await self.limits.reconcile(reservation, call.usage.total_tokens, call.cost_usd)
         await self.recorder.record(identity, call)
-        raise exhausted(model, failures)
+        return result, call
 
     # -- helpers ---------------------------------------------------------------------------
 
