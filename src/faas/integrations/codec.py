@@ -14,6 +14,7 @@ raise `UndecodableBody`.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -105,15 +106,15 @@ def _validate(value: Any, type_: Any) -> Any:
         ) from exc
 
 
-class _BaseCodec:
+class _BaseCodec(ABC):
     content_type: str = ""
     aliases: tuple[str, ...] = ()
 
-    def encode(self, obj: Any) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def encode(self, obj: Any) -> bytes: ...
 
-    def _loads(self, data: bytes, type_: Any) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def _loads(self, data: bytes, type_: Any) -> Any: ...
 
     @overload
     def decode(self, data: bytes, type_: None = None) -> Any: ...
