@@ -37,7 +37,7 @@ def faas(*args: str, env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -106,7 +106,10 @@ def test_faas_up_serves_the_cache_with_tenant_isolation(
 
 
 def test_faas_up_split_runs_each_service_in_its_own_process(tmp_path: Path) -> None:
-    env = faas_env(tmp_path / "data")
+    # Two services keep this test about the supervisor and HTTP between processes; the agent
+    # split test runs six. Nine children importing their stacks at once on two cores can take
+    # longer than the readiness wait.
+    env = faas_env(tmp_path / "data") | {"FAAS_SERVICES": "gateway,cache"}
     offset = free_port() % 20000 + 20000 - 8002  # cache lands on a free-ish high port
     proc = subprocess.Popen(
         [sys.executable, "-m", "faas", "up", "--split", "--port-offset", str(offset)],
@@ -117,7 +120,7 @@ def test_faas_up_split_runs_each_service_in_its_own_process(tmp_path: Path) -> N
     )
     cache_url = f"http://127.0.0.1:{8002 + offset}"
     try:
-        wait_ready(cache_url, proc)
+        wait_ready(cache_url, proc, timeout_s=90)
         exercise_cache(cache_url, env)
     finally:
         assert stop(proc) == 0
