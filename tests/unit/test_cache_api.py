@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import orjson
 import pytest
 
 from faas.shared.config import Settings
@@ -235,3 +236,31 @@ async def test_readyz_reports_backends(client: httpx.AsyncClient) -> None:
     assert body["status"] == "ready"
     assert body["checks"] == {"database": "ok", "kv": "ok"}
     assert body["backends"] == {"database": "sqlite", "kv": "memory", "bus": "inprocess"}
+
+
+async def test_invalidation_and_clear_publish_cache_invalidated_events(
+    client: httpx.AsyncClient,
+) -> None:
+    from faas.integrations.nats import Message
+
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    bus = transport.app.state.runtime.bus  # type: ignore[attr-defined]
+    seen: list[Message] = []
+
+    async def collect(message: Message) -> None:
+        seen.append(message)
+
+    await bus.subscribe("cache.invalidated.>", collect)
+    await put(client, A, key="t1", value=1, tags=["x"])
+    await client.post("/api/v1/cache/invalidate", json={"tags": ["x"]}, headers=A)
+    await client.delete("/api/v1/cache", headers=B)
+    for _ in range(100):
+        if len(seen) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [m.subject for m in seen] == ["cache.invalidated.acme", "cache.invalidated.globex"]
+    first = orjson.loads(seen[0].data)
+    assert first["data"]["removed"] == 1 and first["data"]["tags"] == ["x"]
+    assert seen[0].headers["X-Tenant-ID"] == "acme"
+    assert orjson.loads(seen[1].data)["data"]["all"] is True
