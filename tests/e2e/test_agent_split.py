@@ -5,10 +5,7 @@ separate processes; the gateway talks to the mock upstream running as its own pr
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 
 from tests.e2e.test_faas_up import faas, faas_env, free_port
 from tests.e2e.test_gateway_e2e import Process, control
+from tests.support.mock_upstream import upstream_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,33 +55,8 @@ def port_block() -> int:
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.mock_upstream", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"mock upstream exited with {proc.returncode}"
-            try:
-                if httpx.get(f"{url}/_stats", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "mock upstream did not start"
-            time.sleep(0.05)
+    with upstream_process() as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def routing_file(path: Path, upstream_url: str) -> Path:

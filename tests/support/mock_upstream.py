@@ -20,14 +20,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import random
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import uvicorn
@@ -351,6 +358,42 @@ class MockUpstream:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+
+
+@contextlib.contextmanager
+def upstream_process() -> Iterator[str]:
+    """The mock upstream as a separate process (for tests of real `faas` processes); yields its
+    base URL once it answers, and stops it afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.mock_upstream", "--port", str(port)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, f"mock upstream exited with {proc.returncode}"
+            try:
+                if httpx.get(f"{url}/_stats", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "mock upstream did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def main() -> None:

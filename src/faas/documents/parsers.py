@@ -107,6 +107,7 @@ def _parse_pdf(
             try:
                 decrypted = bool(reader.decrypt(""))
             except (DependencyError, NotImplementedError, PdfReadError):
+                # pypdf raises NotImplementedError for encryption schemes it cannot open.
                 decrypted = False
             if not decrypted:
                 raise UnreadableDocument("The PDF is password-protected", reason="encrypted")
