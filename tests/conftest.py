@@ -105,6 +105,6 @@ async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def drop_streams(bus: Any) -> None:
     """Delete the JetStream streams a test's NatsBus created (each test uses its own prefix)."""
     js = bus.client.jetstream()
-    for name in (bus.jobs_stream, bus.dlq_stream):
+    for name in (bus.jobs_stream, bus.dlq_stream, *bus.event_streams):
         with contextlib.suppress(Exception):  # the stream may never have been created
             await js.delete_stream(name)

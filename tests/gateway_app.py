@@ -33,6 +33,29 @@ def routing(*models: dict[str, Any]) -> RoutingTable:
     return RoutingTable.model_validate({"models": list(models), "source": "test"})
 
 
+PRICE = {"input_per_1k": 1.0, "output_per_1k": 2.0}
+EMBED_PRICE = {"input_per_1k": 0.5}
+
+
+def priced_table(upstream_url: str) -> RoutingTable:
+    """`chat` and `embed` on one OpenAI-compatible upstream, priced with PRICE / EMBED_PRICE."""
+    deployment = {
+        "provider": "openai",
+        "model": "mock-model",
+        "api_base": upstream_url,
+        "api_key": "sk-up",
+        "timeout_s": 5,
+    }
+    return routing(
+        {"name": "chat", "deployments": [deployment | {"price": PRICE}]},
+        {
+            "name": "embed",
+            "kind": "embedding",
+            "deployments": [deployment | {"price": EMBED_PRICE}],
+        },
+    )
+
+
 @asynccontextmanager
 async def gateway_env(
     settings: Settings, table: RoutingTable | None = None

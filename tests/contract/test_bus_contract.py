@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 from opentelemetry.sdk.trace import TracerProvider
 
-from faas.integrations.bus import stream_names
+from faas.integrations.bus import event_stream_name, stream_names
 from faas.integrations.nats import (
     InProcessBroker,
     InProcessBus,
@@ -70,7 +70,7 @@ async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Buses]:
     if url:
         nc = await nats.connect(url)
         js = nc.jetstream()
-        for name in stream_names(prefix):
+        for name in (*stream_names(prefix), event_stream_name(prefix, "usage")):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(name)
         await nc.close()
@@ -528,3 +528,98 @@ async def test_connected_and_ping(buses: Buses) -> None:
     assert await bus.ping()
     assert bus.dropped == 0
     assert bus.backend in ("nats", "inprocess")
+
+
+# --- durable streams ------------------------------------------------------------------------
+
+
+class BatchCollector:
+    """A `BatchHandler` recording every batch; it raises while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Message]] = []
+        self.failing = 0  # raise this many more times
+        self.calls = 0
+
+    async def __call__(self, messages: Any) -> None:
+        self.calls += 1
+        if self.failing:
+            self.failing -= 1
+            raise RuntimeError("database down")
+        self.batches.append(list(messages))
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.headers["Nats-Msg-Id"] for batch in self.batches for m in batch]
+
+
+async def publish_usage(bus: MessageBus, ids: range | list[int], tenant: str = "acme") -> None:
+    for i in ids:
+        await bus.publish(f"usage.made.{tenant}", f"event {i}".encode(), {"Nats-Msg-Id": f"e{i}"})
+
+
+async def test_stream_delivers_batches_in_order_and_keeps_subjects(buses: Buses) -> None:
+    bus = await buses.make()
+    got = BatchCollector()
+    await bus.consume_stream("usage", ["usage.made.*"], "llmops", got, batch=50)
+    await publish_usage(bus, range(120))
+    await bus.publish("usage.other.acme", b"not for the stream", {"Nats-Msg-Id": "x"})
+    await eventually(lambda: _true(len(got.ids) >= 120))
+    await asyncio.sleep(0.2)
+    assert got.ids == [f"e{i}" for i in range(120)]
+    assert max(len(b) for b in got.batches) <= 50
+    first = got.batches[0][0]
+    assert first.subject == "usage.made.acme" and first.data == b"event 0"
+
+
+async def test_stream_drops_duplicate_message_ids(buses: Buses) -> None:
+    bus = await buses.make()
+    got = BatchCollector()
+    await bus.consume_stream("usage", ["usage.made.*"], "llmops", got)
+    await publish_usage(bus, [1, 2, 1, 3, 2])
+    await eventually(lambda: _true(len(got.ids) >= 3))
+    await asyncio.sleep(0.3)
+    assert got.ids == ["e1", "e2", "e3"]
+
+
+async def test_a_failed_batch_is_redelivered_until_handled(buses: Buses) -> None:
+    bus = await buses.make()
+    got = BatchCollector()
+    got.failing = 2
+    await bus.consume_stream("usage", ["usage.made.*"], "llmops", got)
+    await publish_usage(bus, range(5))
+    await eventually(lambda: _true(len(got.ids) >= 5))
+    assert got.calls >= 3
+    assert sorted(got.ids) == [f"e{i}" for i in range(5)]
+
+
+async def test_events_published_while_the_consumer_is_away_wait_for_it(buses: Buses) -> None:
+    bus = await buses.make()
+    first = BatchCollector()
+    sub = await bus.consume_stream("usage", ["usage.made.*"], "llmops", first)
+    await publish_usage(bus, range(3))
+    await eventually(lambda: _true(len(first.ids) >= 3))
+    await sub.unsubscribe()
+    await publish_usage(bus, range(3, 8))  # nobody consuming: the stream keeps them
+    await asyncio.sleep(0.2)
+    second = BatchCollector()
+    await bus.consume_stream("usage", ["usage.made.*"], "llmops", second)
+    await eventually(lambda: _true(len(second.ids) >= 5))
+    await asyncio.sleep(0.2)
+    assert first.ids == ["e0", "e1", "e2"]
+    assert second.ids == [f"e{i}" for i in range(3, 8)]
+
+
+async def test_consumers_of_one_durable_share_the_stream(buses: Buses) -> None:
+    one, two = await buses.make(), await buses.make()
+    a, b = BatchCollector(), BatchCollector()
+    await one.consume_stream("usage", ["usage.made.*"], "llmops", a, batch=5)
+    await two.consume_stream("usage", ["usage.made.*"], "llmops", b, batch=5)
+    await publish_usage(one, range(200))
+    await eventually(lambda: _true(len(a.ids) + len(b.ids) >= 200))
+    await asyncio.sleep(0.3)
+    assert sorted(a.ids + b.ids) == sorted(f"e{i}" for i in range(200))
+
+
+async def _true(value: bool) -> bool:
+    return value

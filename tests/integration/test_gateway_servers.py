@@ -17,14 +17,12 @@ from faas.integrations.nats import Message, NatsBus, server_barrier
 from faas.services.gateway_service.limits import MICRO, RedisLimitStore, Windows
 from faas.shared.config import Settings
 from tests.conftest import auth, drop_streams
-from tests.gateway_app import GatewayEnv, gateway_env, routing
+from tests.gateway_app import GatewayEnv, gateway_env, priced_table
 from tests.support.mock_upstream import USAGE, MockUpstream
 
 pytestmark = pytest.mark.integration
 
 CHAT = "/v1/chat/completions"
-PRICE = {"input_per_1k": 1.0, "output_per_1k": 2.0}
-EMBED_PRICE = {"input_per_1k": 0.5}
 DEAD_REDIS = "redis://127.0.0.1:6390/0"  # nothing listens here
 
 
@@ -37,21 +35,7 @@ def tenant() -> str:
 
 
 def table(up: MockUpstream) -> Any:
-    deployment = {
-        "provider": "openai",
-        "model": "mock-model",
-        "api_base": up.url,
-        "api_key": "sk-up",
-        "timeout_s": 5,
-    }
-    return routing(
-        {"name": "chat", "deployments": [deployment | {"price": PRICE}]},
-        {
-            "name": "embed",
-            "kind": "embedding",
-            "deployments": [deployment | {"price": EMBED_PRICE}],
-        },
-    )
+    return priced_table(up.url)
 
 
 async def away_from_minute_edge(margin_s: float = 3.0) -> None:

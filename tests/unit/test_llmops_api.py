@@ -48,7 +48,6 @@ def llmops(env: Platform) -> LlmopsService:
 
 async def wait_for(env: Platform, headers: dict[str, str], total: int) -> list[dict[str, Any]]:
     for _ in range(100):
-        await llmops(env).flush()
         got = await env.client.get("/api/v1/llmops/operations", headers=headers)
         assert got.status_code == 200, got.text
         data = got.json()["data"]

@@ -19,7 +19,7 @@ from opentelemetry import metrics
 from opentelemetry.trace import Tracer
 from opentelemetry.util.types import AttributeValue
 
-from faas.integrations.otel import consumer_span, inject_headers
+from faas.integrations.otel import consumer_span, inject_headers, link_from_headers
 
 log = logging.getLogger("faas.bus")
 
@@ -71,6 +71,11 @@ class JobDelivery(Protocol):
 
 JobHandler = Callable[[JobDelivery], Awaitable[None]]
 
+# Handles a batch of stream messages; returning acknowledges all of them, raising has the whole
+# batch redelivered later (so a handler must be idempotent, and must drop poison messages
+# itself rather than raise for them).
+BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
+
 
 class MessageBus(Protocol):
     backend: str  # "nats" or "inprocess"
@@ -120,6 +125,24 @@ class MessageBus(Protocol):
 
     async def queue_depth(self, kind: str | None = None) -> int: ...
 
+    async def consume_stream(
+        self,
+        stream: str,
+        subjects: Sequence[str],
+        durable: str,
+        handler: BatchHandler,
+        *,
+        batch: int = 500,
+        max_age_s: float = 7 * 24 * 3600.0,
+    ) -> Subscription:
+        """At-least-once consumption of events published on `subjects`.
+
+        From the first call on, events on `subjects` are kept in the stream `stream` (created
+        if needed) until the durable consumer `durable` has acknowledged them or they are older
+        than `max_age_s`; every process consuming with the same `durable` shares the load.
+        `handler` gets up to `batch` messages at a time, in order; see `BatchHandler`.
+        """
+
     async def ping(self) -> bool: ...
 
 
@@ -168,8 +191,13 @@ def safe_name(value: str) -> str:
 
 def stream_names(prefix: str) -> tuple[str, str]:
     """The (jobs, dead letters) stream names of a deployment prefix."""
+    return event_stream_name(prefix, "jobs"), event_stream_name(prefix, "dlq")
+
+
+def event_stream_name(prefix: str, stream: str) -> str:
+    """The JetStream name of stream `stream` (e.g. "usage") under a deployment prefix."""
     root = safe_name(prefix).upper() if prefix else "FAAS"
-    return f"{root}_JOBS", f"{root}_DLQ"
+    return f"{root}_{safe_name(stream).upper()}"
 
 
 class Prefixer:
@@ -273,6 +301,32 @@ async def run_message_handler(
                 await respond(message.reply, result, inject_headers({}))
             except Exception:
                 log.exception("reply to %s failed", message.subject)
+
+
+async def run_batch_handler(
+    handler: BatchHandler,
+    messages: Sequence[Message],
+    durable: str,
+    tracer: Tracer,
+    metrics_: BusMetrics,
+) -> None:
+    """Run a stream batch handler in one CONSUMER span linked to (up to 32 of) the messages'
+    producer spans; count the messages; re-raise a failure for the caller to redeliver."""
+    links = [link for m in messages[:32] if (link := link_from_headers(m.headers)) is not None]
+    root = messages[0].subject.split(".", 1)[0] if messages else durable
+    with consumer_span(
+        tracer,
+        f"{durable} batch",
+        None,
+        links=links,
+        attributes={"messaging.batch.message_count": len(messages)},
+    ):
+        try:
+            await handler(messages)
+        except Exception:
+            metrics_.failure(subject_root=root)
+            raise
+    metrics_.consumed(subject_root=root, count=len(messages))
 
 
 # --- jobs ---------------------------------------------------------------------------------
@@ -442,8 +496,10 @@ class BusMetrics:
     def published(self, *, subject_root: str | None = None, kind: str | None = None) -> None:
         self._add("published", 1, subject_root, kind)
 
-    def consumed(self, *, subject_root: str | None = None, kind: str | None = None) -> None:
-        self._add("consumed", 1, subject_root, kind)
+    def consumed(
+        self, *, subject_root: str | None = None, kind: str | None = None, count: int = 1
+    ) -> None:
+        self._add("consumed", count, subject_root, kind)
 
     def failure(self, *, subject_root: str | None = None, kind: str | None = None) -> None:
         self._add("failures", 1, subject_root, kind)

@@ -12,8 +12,9 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Tracer
@@ -21,6 +22,7 @@ from opentelemetry.trace import Tracer
 from faas.integrations.bus import (
     DEDUP_WINDOW_S,
     MSG_ID_HEADER,
+    BatchHandler,
     BusMetrics,
     DeliveryBase,
     JobHandler,
@@ -30,8 +32,11 @@ from faas.integrations.bus import (
     Workers,
     check_subject,
     dlq_subject,
+    event_stream_name,
     interrupted,
     job_subject,
+    retry_delay,
+    run_batch_handler,
     run_job_handler,
     run_message_handler,
     stream_names,
@@ -58,6 +63,37 @@ class _JobQueue:
         self.pending = 0  # submitted and not yet acked or dead-lettered
 
 
+# A kept stream message: (stored at, wire subject, data, headers).
+_Stored = tuple[float, str, bytes, dict[str, str]]
+
+
+@dataclass(eq=False)
+class _Durable:
+    """One durable consumer's backlog of a stream (what JetStream keeps for it)."""
+
+    limit: int
+    pending: deque[_Stored] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: int = 0
+
+    def put(self, item: _Stored) -> None:
+        if len(self.pending) >= self.limit:
+            self.pending.popleft()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("in-process stream backlog full: %d messages dropped", self.dropped)
+        self.pending.append(item)
+        self.wake.set()
+
+
+@dataclass(eq=False)
+class _Stream:
+    name: str
+    wire_patterns: list[str]
+    max_age_s: float
+    durables: dict[str, _Durable] = field(default_factory=dict)
+
+
 class InProcessBroker:
     """What a NATS server holds: subscriptions, reply inboxes, job queues, the dedup window."""
 
@@ -66,6 +102,7 @@ class InProcessBroker:
         self._inboxes: dict[str, asyncio.Future[Message]] = {}
         self._queues: dict[str, _JobQueue] = {}
         self._seen: dict[tuple[str, str], float] = {}
+        self._streams: dict[str, _Stream] = {}
 
     def add(self, sub: _LocalSubscription) -> None:
         self._subs.append(sub)
@@ -96,7 +133,43 @@ class InProcessBroker:
         for members in groups.values():
             random.choice(members).deliver(wire_subject, data, headers, reply)
             count += 1
+        if self._streams:
+            self._store(wire_subject, data, headers)
         return count
+
+    def _store(self, wire_subject: str, data: bytes, headers: dict[str, str]) -> None:
+        msg_id = headers.get(MSG_ID_HEADER)
+        for stream in self._streams.values():
+            if not any(subject_matches(p, wire_subject) for p in stream.wire_patterns):
+                continue
+            if msg_id and not self.first_seen(stream.name, msg_id):
+                continue
+            item = (time.monotonic(), wire_subject, data, dict(headers))
+            for durable in stream.durables.values():
+                durable.put(item)
+
+    def durable(
+        self, stream: str, wire_patterns: list[str], name: str, max_age_s: float, limit: int
+    ) -> _Durable:
+        """The backlog of durable `name` on `stream`, created (keeping from now on) if new."""
+        kept = self._streams.setdefault(stream, _Stream(stream, wire_patterns, max_age_s))
+        kept.wire_patterns = wire_patterns
+        kept.max_age_s = max_age_s
+        return kept.durables.setdefault(name, _Durable(limit))
+
+    def first_seen(self, stream: str, msg_id: str) -> bool:
+        """Record `msg_id` in the dedup window of `stream`; False when it was already there."""
+        now = time.monotonic()
+        while self._seen:
+            oldest_key, seen_at = next(iter(self._seen.items()))
+            if now - seen_at < DEDUP_WINDOW_S:
+                break
+            del self._seen[oldest_key]
+        key = (stream, msg_id)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
 
     def open_inbox(self) -> tuple[str, asyncio.Future[Message]]:
         inbox = f"_INBOX.{uuid.uuid4().hex}"
@@ -115,16 +188,8 @@ class InProcessBroker:
 
     def enqueue(self, stream: str, wire_subject: str, job: _Job) -> bool:
         """Queue a new job; False when its id was seen in the dedup window (as JetStream)."""
-        now = time.monotonic()
-        while self._seen:
-            oldest_key, seen_at = next(iter(self._seen.items()))
-            if now - seen_at < DEDUP_WINDOW_S:
-                break
-            del self._seen[oldest_key]
-        key = (stream, job.job_id)
-        if key in self._seen:
+        if not self.first_seen(stream, job.job_id):
             return False
-        self._seen[key] = now
         queue = self.job_queue(wire_subject)
         queue.pending += 1
         queue.ready.put_nowait(job)
@@ -263,6 +328,85 @@ class _LocalConsumer:
             await workers.drain(self._bus.close_grace_s)
 
 
+class _LocalStreamConsumer:
+    """`consume_stream` in process: batches from the broker-held backlog, redelivered (put back
+    at the front) after a growing delay when the handler raises."""
+
+    def __init__(
+        self,
+        bus: InProcessBus,
+        backlog: _Durable,
+        durable: str,
+        handler: BatchHandler,
+        batch: int,
+        max_age_s: float,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self._bus = bus
+        self._backlog = backlog
+        self._durable = durable
+        self._handler = handler
+        self._batch = batch
+        self._max_age_s = max_age_s
+        self._stopping = False
+        self._handling = False
+        self._task = asyncio.create_task(self._run(), name=f"bus-stream {durable}")
+
+    def _take(self) -> list[_Stored]:
+        pending = self._backlog.pending
+        oldest = time.monotonic() - self._max_age_s
+        while pending and pending[0][0] < oldest:
+            pending.popleft()
+        return [pending.popleft() for _ in range(min(self._batch, len(pending)))]
+
+    async def _run(self) -> None:
+        bus = self._bus
+        failures = 0
+        while not self._stopping:
+            items = self._take()
+            if not items:
+                self._backlog.wake.clear()
+                await self._backlog.wake.wait()
+                continue
+            messages = [Message(bus.prefixer.local(w), d, dict(h)) for _, w, d, h in items]
+            self._handling = True
+            try:
+                await run_batch_handler(
+                    self._handler, messages, self._durable, bus.tracer, bus.metrics
+                )
+            except Exception:
+                failures += 1
+                delay = retry_delay(bus.retry_base_s, failures, bus.retry_max_s)
+                log.exception(
+                    "%s: a batch of %d failed; redelivered in %.1fs",
+                    self._durable,
+                    len(items),
+                    delay,
+                )
+                self._backlog.pending.extendleft(reversed(items))
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:  # cancelled mid-batch: keep it for the next consumer
+                self._backlog.pending.extendleft(reversed(items))
+                raise
+            finally:
+                self._handling = False
+            failures = 0
+
+    async def unsubscribe(self) -> None:
+        self._bus.forget(self)
+        self._stopping = True
+        self._backlog.wake.set()
+        grace = self._bus.close_grace_s if self._handling else 0.0
+        done, _ = await asyncio.wait({self._task}, timeout=grace)
+        if not done:
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._backlog.wake.set()  # another consumer of the same durable takes over
+
+
 class InProcessBus:
     """A `MessageBus` in this process; see `NatsBus` for the semantics it reproduces."""
 
@@ -295,7 +439,7 @@ class InProcessBus:
         self.dropped = 0
         self.jobs_stream, _ = stream_names(self.prefixer.prefix)
         self._closed = False
-        self._owned: set[_LocalSubscription | _LocalConsumer] = set()
+        self._owned: set[_LocalSubscription | _LocalConsumer | _LocalStreamConsumer] = set()
 
     @property
     def connected(self) -> bool:
@@ -309,7 +453,7 @@ class InProcessBus:
         for owned in list(self._owned):
             await owned.unsubscribe()
 
-    def forget(self, owned: _LocalSubscription | _LocalConsumer) -> None:
+    def forget(self, owned: _LocalSubscription | _LocalConsumer | _LocalStreamConsumer) -> None:
         self._owned.discard(owned)
 
     async def ping(self) -> bool:
@@ -391,6 +535,30 @@ class InProcessBus:
         for kind in kinds:
             check_subject(job_subject(kind))
         consumer = _LocalConsumer(self, list(dict.fromkeys(kinds)), handler, concurrency)
+        self._owned.add(consumer)
+        return consumer
+
+    async def consume_stream(
+        self,
+        stream: str,
+        subjects: Sequence[str],
+        durable: str,
+        handler: BatchHandler,
+        *,
+        batch: int = 500,
+        max_age_s: float = 7 * 24 * 3600.0,
+        backlog_limit: int = 100_000,
+    ) -> _LocalStreamConsumer:
+        for subject in subjects:
+            check_subject(subject, wildcards=True)
+        backlog = self.broker.durable(
+            event_stream_name(self.prefixer.prefix, stream),
+            [self.prefixer.wire(s) for s in subjects],
+            durable,
+            max_age_s,
+            backlog_limit,
+        )
+        consumer = _LocalStreamConsumer(self, backlog, durable, handler, batch, max_age_s)
         self._owned.add(consumer)
         return consumer
 

@@ -99,7 +99,7 @@ def build_router(service: LlmopsService) -> APIRouter:
         tenant = target_tenant(caller(), tenant_id)
         lo, hi = time_range(start, end)
         view = await service.metrics(tenant, lo, hi, group_by, model=model, operation=operation)
-        return respond(view.model_dump(mode="json", by_alias=True))
+        return respond(view)
 
     @router.get(f"{api}/cost-analysis", response_model=ServiceResponse[CostAnalysis])
     async def cost_analysis(

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import numpy as np
 from fastapi import APIRouter
-from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy import ColumnElement, Float, Select, cast, delete, func, select
 
 from faas.integrations.codec import default_registry
 from faas.integrations.events import EventPublisher
@@ -22,12 +22,10 @@ from faas.services.llmops_service.models import (
     CostItem,
     GroupBy,
     IngestResult,
-    MetricsView,
     OperationIn,
     OperationView,
-    Stats,
 )
-from faas.services.llmops_service.store import BatchBuffer, OperationStore, hour_of
+from faas.services.llmops_service.store import OperationStore, hour_of
 from faas.services.llmops_service.tables import (
     BUCKET_COLUMNS,
     LATENCY_BOUNDS_MS,
@@ -42,7 +40,9 @@ from faas.shared.exceptions import ValidationFailed
 log = logging.getLogger("faas.llmops")
 
 USAGE_SUBJECT: Final = "gateway.usage.*"
-QUEUE_GROUP: Final = "llmops"
+USAGE_STREAM: Final = "usage"  # JetStream stream {PREFIX}_USAGE
+CONSUMER: Final = "llmops"  # the durable consumer every LLMOps replica shares
+USAGE_MAX_AGE_S: Final = 7 * 24 * 3600.0  # unconsumed usage is kept this long
 MAX_RANGE: Final = timedelta(days=366)
 DEFAULT_RANGE: Final = timedelta(days=1)
 RETENTION_EVERY_S: Final = 3600.0
@@ -192,29 +192,37 @@ def time_range(start: datetime | None, end: datetime | None) -> tuple[datetime, 
     return start, end
 
 
-_SUMS = (
-    func.sum(R.count),
-    func.sum(R.error_count),
-    func.sum(R.prompt_tokens),
-    func.sum(R.completion_tokens),
-    func.sum(R.total_tokens),
-    func.sum(R.cost_usd),
-    func.sum(R.latency_sum_ms),
-    *(func.sum(R[name]) for name in BUCKET_COLUMNS),
+# Sums arrive as floats: PostgreSQL's SUM(integer) is a numeric, and a Decimal per cell was
+# the largest cost of a metrics query (720 hours x 26 columns).
+_SUMS = tuple(
+    func.sum(cast(column, Float))
+    for column in (
+        R.count,
+        R.error_count,
+        R.prompt_tokens,
+        R.completion_tokens,
+        R.total_tokens,
+        R.cost_usd,
+        R.latency_sum_ms,
+        *(R[name] for name in BUCKET_COLUMNS),
+    )
 )
 
 
-def _stats(keys: Sequence[str | None], sums: np.ndarray) -> list[Stats]:
-    """Stats rows from summed rollup columns (one row per key, columns in `_SUMS` order);
-    percentiles are computed for all rows at once from the histogram columns."""
+def _stats(keys: Sequence[str | None], sums: np.ndarray) -> list[dict[str, Any]]:
+    """`Stats` rows (as JSON-ready dicts) from summed rollup columns (one row per key, columns
+    in `_SUMS` order), every column computed for all rows at once; percentiles come from the
+    histogram columns."""
     if len(keys) == 0:
         return []
     counts = sums[:, 0]
+    has = (counts > 0).tolist()
+    safe = np.where(counts > 0, counts, 1.0)
     buckets = sums[:, 7:]
     cum = np.cumsum(buckets, axis=1)
     lows = np.array((0.0, *LATENCY_BOUNDS_MS), dtype=np.float64)
     highs = np.array((*LATENCY_BOUNDS_MS, LATENCY_BOUNDS_MS[-1]), dtype=np.float64)
-    pcts: list[np.ndarray] = []
+    pcts: list[list[float]] = []
     rows = np.arange(len(keys))
     for q in (0.50, 0.95, 0.99):
         rank = q * counts
@@ -222,29 +230,28 @@ def _stats(keys: Sequence[str | None], sums: np.ndarray) -> list[Stats]:
         n = buckets[rows, idx]
         before = cum[rows, idx] - n
         frac = np.where(n > 0, np.clip(rank - before, 0, None) / np.where(n > 0, n, 1), 0.0)
-        pcts.append(np.round(lows[idx] + (highs[idx] - lows[idx]) * frac, 3))
-    out: list[Stats] = []
-    for i, key in enumerate(keys):
-        v = sums[i]
-        count = int(v[0])
-        has = count > 0
-        out.append(
-            Stats.model_construct(
-                key=key,
-                count=count,
-                errors=int(v[1]),
-                error_rate=round(float(v[1]) / count, 6) if has else 0.0,
-                prompt_tokens=int(v[2]),
-                completion_tokens=int(v[3]),
-                total_tokens=int(v[4]),
-                cost_usd=round(float(v[5]), 9),
-                latency_avg_ms=round(float(v[6]) / count, 3) if has else None,
-                latency_p50_ms=float(pcts[0][i]) if has else None,
-                latency_p95_ms=float(pcts[1][i]) if has else None,
-                latency_p99_ms=float(pcts[2][i]) if has else None,
-            )
-        )
-    return out
+        pcts.append(np.round(lows[idx] + (highs[idx] - lows[idx]) * frac, 3).tolist())
+    ints = np.rint(sums[:, :5]).astype(np.int64).tolist()
+    error_rate = np.round(sums[:, 1] / safe, 6).tolist()
+    cost = np.round(sums[:, 5], 9).tolist()
+    avg = np.round(sums[:, 6] / safe, 3).tolist()
+    return [
+        {
+            "key": key,
+            "count": ints[i][0],
+            "errors": ints[i][1],
+            "error_rate": error_rate[i] if has[i] else 0.0,
+            "prompt_tokens": ints[i][2],
+            "completion_tokens": ints[i][3],
+            "total_tokens": ints[i][4],
+            "cost_usd": cost[i],
+            "latency_avg_ms": avg[i] if has[i] else None,
+            "latency_p50_ms": pcts[0][i] if has[i] else None,
+            "latency_p95_ms": pcts[1][i] if has[i] else None,
+            "latency_p99_ms": pcts[2][i] if has[i] else None,
+        }
+        for i, key in enumerate(keys)
+    ]
 
 
 class LlmopsService:
@@ -257,21 +264,22 @@ class LlmopsService:
         bus: MessageBus,
         events: EventPublisher,
         retention_days: int = 90,
-        batch_rows: int = 500,
-        batch_delay_s: float = 0.5,
+        batch_rows: int = 1000,
         consume: bool = True,
     ) -> None:
         self.db = db
         self.bus = bus
         self.events = events
         self.retention_days = retention_days
+        self.batch_rows = batch_rows
         self.consume = consume
         self.store = OperationStore(db)
-        self.buffer = BatchBuffer(self.store.write, max_rows=batch_rows, max_delay_s=batch_delay_s)
         self._codecs = default_registry()
         self._subscription: Subscription | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self.malformed = 0
+        self.ingested = 0  # usage events written (duplicates excluded)
+        self.batches = 0
 
     def router(self) -> APIRouter:
         from faas.services.llmops_service.routes import build_router
@@ -279,10 +287,14 @@ class LlmopsService:
         return build_router(self)
 
     async def start(self) -> None:
-        self.buffer.start()
         if self.consume:
-            self._subscription = await self.bus.subscribe(
-                USAGE_SUBJECT, self.on_usage, queue=QUEUE_GROUP, concurrency=64
+            self._subscription = await self.bus.consume_stream(
+                USAGE_STREAM,
+                [USAGE_SUBJECT],
+                CONSUMER,
+                self.on_usage,
+                batch=self.batch_rows,
+                max_age_s=USAGE_MAX_AGE_S,
             )
         if self.retention_days > 0:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="llmops-ttl")
@@ -297,26 +309,32 @@ class LlmopsService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention_task
             self._retention_task = None
-        await self.buffer.stop()
 
     # -- ingestion -------------------------------------------------------------------------
 
-    async def on_usage(self, message: Message) -> None:
-        codec = self._codecs.find(message.headers.get("Content-Type", "")) or self.events.codec
-        try:
-            body = codec.decode(message.data)
-        except Exception:
-            self.malformed += 1
-            log.warning("undecodable usage event on %s", message.subject)
-            return
-        row = event_row(body) if isinstance(body, dict) else None
-        if row is None:
-            self.malformed += 1
-            return
-        self.buffer.add(row)
-
-    async def flush(self) -> None:
-        await self.buffer.flush()
+    async def on_usage(self, messages: Sequence[Message]) -> None:
+        """A batch of `gateway.usage.*` events → one transaction. Returning acknowledges the
+        batch; a database error raises, so the bus redelivers it later and nothing is lost
+        (rows are keyed by event id, so a redelivered event is stored once). Malformed events
+        are counted and dropped: redelivering them would never help."""
+        rows: list[dict[str, Any]] = []
+        for message in messages:
+            codec = self._codecs.find(message.headers.get("Content-Type", "")) or self.events.codec
+            try:
+                body = codec.decode(message.data)
+            except Exception:
+                self.malformed += 1
+                log.warning("undecodable usage event on %s", message.subject)
+                continue
+            row = event_row(body) if isinstance(body, dict) else None
+            if row is None:
+                self.malformed += 1
+                continue
+            rows.append(row)
+        if rows:
+            inserted = await self.store.write(rows)
+            self.ingested += len(inserted)
+            self.batches += 1
 
     async def log_operations(
         self, tenant: str, user_id: str | None, ops: Sequence[OperationIn]
@@ -435,30 +453,32 @@ class LlmopsService:
         *,
         model: str | None = None,
         operation: str | None = None,
-    ) -> MetricsView:
-        """Aggregates from the hourly rollups over every hour overlapping [start, end)."""
+    ) -> dict[str, Any]:
+        """Aggregates from the hourly rollups over every hour overlapping [start, end), as the
+        JSON form of `MetricsView` (built directly: pydantic models per row cost more than the
+        query)."""
         conds = self._rollup_where(tenant, start, end, model, operation)
         key = R.model if group_by == "model" else R.hour
         stmt: Select[Any] = select(key, *_SUMS).where(*conds).group_by(key).order_by(key)
         async with self.db.session() as session:
             rows = (await session.execute(stmt)).all()
-        labels = [_label(row[0], group_by) for row in rows]
-        matrix = np.array([[float(x or 0) for x in row[1:]] for row in rows], dtype=np.float64)
-        matrix = matrix.reshape(len(rows), len(_SUMS))
+        labels = _labels([row[0] for row in rows], group_by)
+        matrix = np.array([row[1:] for row in rows], dtype=np.float64)
+        matrix = np.nan_to_num(matrix.reshape(len(rows), len(_SUMS)))
         keys = list(dict.fromkeys(labels))
         if len(keys) != len(labels):  # day: fold the hours of each day
             position = {k: i for i, k in enumerate(keys)}
             folded = np.zeros((len(keys), len(_SUMS)), dtype=np.float64)
             np.add.at(folded, [position[k] for k in labels], matrix)
             matrix = folded
-        return MetricsView(
-            tenant_id=tenant,
-            start=start,
-            end=end,
-            group_by=group_by,
-            totals=_stats([None], matrix.sum(axis=0, keepdims=True))[0],
-            series=_stats(keys, matrix),
-        )
+        return {
+            "tenant_id": tenant,
+            "from": start,
+            "to": end,
+            "group_by": group_by,
+            "totals": _stats([None], matrix.sum(axis=0, keepdims=True))[0],
+            "series": _stats(keys, matrix),
+        }
 
     async def cost_analysis(
         self, tenant: str, start: datetime, end: datetime, *, all_tenants: bool = False
@@ -531,6 +551,20 @@ class LlmopsService:
             by_tenant=ranked(by_tenant) if by_tenant is not None else None,
             trend=sorted(trend.values(), key=lambda i: i.key or ""),
         )
+
+
+def _labels(values: Sequence[Any], group_by: GroupBy) -> list[str]:
+    """Group labels; hours and days formatted once per distinct value."""
+    if group_by == "model":
+        return [str(v) for v in values]
+    memo: dict[Any, str] = {}
+    out = []
+    for value in values:
+        label = memo.get(value)
+        if label is None:
+            label = memo[value] = _label(value, group_by)
+        out.append(label)
+    return out
 
 
 def _label(value: Any, group_by: GroupBy) -> str:

@@ -1,15 +1,13 @@
-"""Writes (deduplicated multi-row inserts plus incremental hourly rollups) and the batching
-buffer between the event stream and the database."""
+"""Writes: deduplicated multi-row inserts plus incremental hourly rollups, in one transaction."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -78,9 +76,27 @@ def rollup_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(acc.values())
 
 
+def json_insert(table: Table, tail: str) -> str:
+    """`INSERT INTO table (...) SELECT ... FROM json_populate_recordset(NULL::table, $1) {tail}`:
+    a whole batch as one JSON array (keys = column names), one statement, one round trip."""
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    return (
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
+        f'FROM json_populate_recordset(NULL::"{table.name}", $1::json) {tail}'
+    )
+
+
 class OperationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # PostgreSQL: the batch as one JSON document on the session's own asyncpg connection;
+        # SQLAlchemy's executemany spent more CPU per row than the database (bench/llmops.py).
+        self._pg_ops = json_insert(
+            OPERATIONS, 'ON CONFLICT ("tenant_id", "id") DO NOTHING RETURNING "tenant_id", "id"'
+        )
+        updates = ", ".join(f'"{n}" = "{ROLLUPS.name}"."{n}" + EXCLUDED."{n}"' for n in ROLLUP_SUMS)
+        keys = ", ".join(f'"{k}"' for k in ROLLUP_KEY)
+        self._pg_rollups = json_insert(ROLLUPS, f"ON CONFLICT ({keys}) DO UPDATE SET {updates}")
         insert = sqlite.insert if db.is_sqlite else postgresql.insert
         self._insert_ops = (
             insert(OPERATIONS)
@@ -102,6 +118,8 @@ class OperationStore:
         if not unique:
             return []
         batch = list(unique.values())
+        if not self.db.is_sqlite:
+            return await self._write_pg(batch)
         inserted: set[tuple[str, str]] = set()
         async with self.db.session() as session:
             # executemany: SQLAlchemy batches it into multi-row INSERT ... RETURNING statements
@@ -114,74 +132,15 @@ class OperationStore:
                 await session.execute(self._upsert_rollups, increments)
         return [r["id"] for r in fresh]
 
-
-class BatchBuffer:
-    """Collects rows and hands them to `write` in batches of up to `max_rows`, at least every
-    `max_delay_s`. A failed write keeps the rows for the next attempt; past `max_buffer` rows
-    the oldest are dropped (and counted) so a long database outage cannot exhaust memory."""
-
-    def __init__(
-        self,
-        write: Callable[[Sequence[dict[str, Any]]], Awaitable[Any]],
-        *,
-        max_rows: int = 500,
-        max_delay_s: float = 0.5,
-        max_buffer: int = 100_000,
-    ) -> None:
-        self._write = write
-        self.max_rows = max_rows
-        self.max_delay_s = max_delay_s
-        self.max_buffer = max_buffer
-        self._rows: list[dict[str, Any]] = []
-        self._full = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self.written = 0
-        self.dropped = 0
-        self.batches = 0
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="llmops-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
-
-    def add(self, row: dict[str, Any]) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self.max_rows:
-            self._full.set()
-        if len(self._rows) > self.max_buffer:
-            excess = len(self._rows) - self.max_buffer
-            del self._rows[:excess]
-            self.dropped += excess
-            log.warning("llmops buffer full: dropped %d operations", excess)
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), timeout=self.max_delay_s)
-            self._full.clear()
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write everything buffered now (in batches); stop at the first failure."""
-        async with self._lock:
-            while self._rows:
-                batch = self._rows[: self.max_rows]
-                try:
-                    await self._write(batch)
-                except Exception:
-                    log.exception("llmops batch write failed; %d rows kept", len(self._rows))
-                    return
-                del self._rows[: len(batch)]
-                self.written += len(batch)
-                self.batches += 1
+    async def _write_pg(self, batch: list[dict[str, Any]]) -> list[str]:
+        async with self.db.session() as session:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection  # asyncpg.Connection, in the session's transaction
+            records = await driver.fetch(self._pg_ops, orjson.dumps(batch).decode())
+            inserted = {(rec[0], rec[1]) for rec in records}
+            fresh = [r for r in batch if (r["tenant_id"], r["id"]) in inserted]
+            increments = rollup_rows(fresh)
+            if increments:
+                await driver.execute(self._pg_rollups, orjson.dumps(increments).decode())
+        return [r["id"] for r in fresh]
