@@ -228,6 +228,19 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any
                 timings = timings[3:]
                 results[f"metrics_{group_by}_p50"] = percentile(timings, 50)
                 results[f"metrics_{group_by}_p95"] = percentile(timings, 95)
+            # cost analysis reads the raw operations for its by-agent breakdown: shown, no target
+            params = {"from": start.isoformat(), "to": (now + timedelta(hours=1)).isoformat()}
+            timings = []
+            for _ in range(max(3, args.queries // 3) + 1):
+                t = time.perf_counter()
+                response = await client.get(
+                    "/api/v1/llmops/cost-analysis", params=params, headers=auth
+                )
+                timings.append((time.perf_counter() - t) * 1000)
+                assert response.status_code == 200, response.text
+            timings = timings[1:]
+            results["cost_p50"] = percentile(timings, 50)
+            results["cost_p95"] = percentile(timings, 95)
     return results
 
 
@@ -264,6 +277,14 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
                 "p50 <= 50 ms",
             ]
         )
+    out.append(
+        [
+            "GET /api/v1/llmops/cost-analysis (30 days)",
+            f"over {r['ops']:,} operations",
+            f"p50 {r['cost_p50']:.1f} ms, p95 {r['cost_p95']:.1f} ms",
+            "-",
+        ]
+    )
     return out
 
 

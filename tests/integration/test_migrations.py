@@ -62,3 +62,71 @@ async def test_migrations_apply_on_sqlite(tmp_path: Path) -> None:
 
 async def test_migrations_apply_on_postgres(fresh_postgres: str) -> None:
     await check_migrates_twice(fresh_postgres)
+
+
+async def check_agent_rollup_backfill(url: str) -> None:
+    """Operations logged before 0010 are folded into the daily agent rollup by the upgrade."""
+    from datetime import UTC, datetime
+
+    from faas.services.llmops_service.store import OPERATIONS
+    from faas.services.llmops_service.tables import AgentRollupRow
+
+    db = Database(url)
+    try:
+        await db.migrate("0007_llmops")
+        base = {
+            "source": "api",
+            "operation": "chat",
+            "model": "m",
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "cached_tokens": 0,
+            "latency_ms": 1.0,
+            "status": "ok",
+            "cached": False,
+            "stream": False,
+        }
+        rows = [
+            (1, datetime(2026, 11, 3, 23, 59, tzinfo=UTC), "agent-1", "ann", 0.5),
+            (2, datetime(2026, 11, 3, 1, 0, tzinfo=UTC), "agent-1", None, 0.25),
+            (3, datetime(2026, 11, 4, 0, 0, tzinfo=UTC), None, "ann", 1.0),
+            (4, datetime(2026, 11, 4, 5, 0, tzinfo=UTC), None, None, 2.0),
+        ]
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                OPERATIONS.insert(),
+                [
+                    base
+                    | {
+                        "tenant_id": "acme",
+                        "id": f"o{i}",
+                        "occurred_at": at,
+                        "agent_id": agent,
+                        "user_id": user,
+                        "total_tokens": 10 * i,
+                        "cost_usd": cost,
+                    }
+                    for i, at, agent, user, cost in rows
+                ],
+            )
+        await db.migrate()
+        async with db.session() as session:
+            got = (await session.execute(AgentRollupRow.__table__.select())).all()
+    finally:
+        await db.close()
+    folded = {
+        (r.day.strftime("%Y-%m-%d"), r.agent): (r.count, r.total_tokens, r.cost_usd) for r in got
+    }
+    assert folded == {
+        ("2026-11-03", "agent-1"): (2, 30, 0.75),
+        ("2026-11-04", "ann"): (1, 30, 1.0),
+        ("2026-11-04", ""): (1, 40, 2.0),
+    }
+
+
+async def test_agent_rollup_backfill_on_sqlite(tmp_path: Path) -> None:
+    await check_agent_rollup_backfill(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+
+
+async def test_agent_rollup_backfill_on_postgres(fresh_postgres: str) -> None:
+    await check_agent_rollup_backfill(fresh_postgres)

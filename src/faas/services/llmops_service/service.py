@@ -25,10 +25,11 @@ from faas.services.llmops_service.models import (
     OperationIn,
     OperationView,
 )
-from faas.services.llmops_service.store import OperationStore, hour_of
+from faas.services.llmops_service.store import OperationStore, day_of, hour_of
 from faas.services.llmops_service.tables import (
     BUCKET_COLUMNS,
     LATENCY_BOUNDS_MS,
+    AgentRollupRow,
     OperationRow,
     RollupRow,
 )
@@ -48,6 +49,7 @@ DEFAULT_RANGE: Final = timedelta(days=1)
 RETENTION_EVERY_S: Final = 3600.0
 DELETE_CHUNK: Final = 10_000
 R = RollupRow.__table__.c
+A = AgentRollupRow.__table__.c
 
 
 def _now() -> datetime:
@@ -486,7 +488,6 @@ class LlmopsService:
         conds = self._rollup_where(tenant, start, end, None, None)
         cost = func.sum(R.cost_usd)
         sums = (func.sum(R.count), func.sum(R.total_tokens), cost)
-        agent = func.coalesce(OperationRow.agent_id, OperationRow.user_id)
         async with self.db.session() as session:
 
             async def grouped(column: Any, where: list[ColumnElement[bool]]) -> list[CostItem]:
@@ -504,17 +505,10 @@ class LlmopsService:
             agent_rows = (
                 await session.execute(
                     select(
-                        agent,
-                        func.count(),
-                        func.sum(OperationRow.total_tokens),
-                        func.sum(OperationRow.cost_usd),
+                        A.agent, func.sum(A.count), func.sum(A.total_tokens), func.sum(A.cost_usd)
                     )
-                    .where(
-                        OperationRow.tenant_id == tenant,
-                        OperationRow.occurred_at >= start,
-                        OperationRow.occurred_at < end,
-                    )
-                    .group_by(agent)
+                    .where(A.tenant_id == tenant, A.day >= day_of(start), A.day < end)
+                    .group_by(A.agent)
                 )
             ).all()
         trend: dict[str, CostItem] = {}
@@ -547,7 +541,7 @@ class LlmopsService:
             total_cost_usd=round(sum(i.cost_usd for i in by_model), 9),
             by_model=ranked(by_model),
             by_operation=ranked(by_operation),
-            by_agent=ranked([_cost_item(r[0], r[1:]) for r in agent_rows]),
+            by_agent=ranked([_cost_item(r[0] or None, r[1:]) for r in agent_rows]),
             by_tenant=ranked(by_tenant) if by_tenant is not None else None,
             trend=sorted(trend.values(), key=lambda i: i.key or ""),
         )

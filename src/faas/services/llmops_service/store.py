@@ -1,4 +1,5 @@
-"""Writes: deduplicated multi-row inserts plus incremental hourly rollups, in one transaction."""
+"""Writes: deduplicated multi-row inserts plus incremental rollups (hourly by model, operation
+and status; daily by agent), in one transaction."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from faas.services.llmops_service.tables import (
     BUCKET_COLUMNS,
     LATENCY_BOUNDS_MS,
+    AgentRollupRow,
     OperationRow,
     RollupRow,
 )
@@ -23,6 +25,9 @@ log = logging.getLogger("faas.llmops")
 
 OPERATIONS: Table = OperationRow.__table__  # type: ignore[assignment]
 ROLLUPS: Table = RollupRow.__table__  # type: ignore[assignment]
+AGENTS: Table = AgentRollupRow.__table__  # type: ignore[assignment]
+AGENT_KEY = ("tenant_id", "day", "agent")
+AGENT_SUMS = ("count", "total_tokens", "cost_usd")
 ROLLUP_KEY = ("tenant_id", "hour", "model", "operation", "status")
 ROLLUP_SUMS = (
     "count",
@@ -86,6 +91,38 @@ def json_insert(table: Table, tail: str) -> str:
     )
 
 
+def day_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def agent_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Operations folded into one increment per (tenant, day, agent or else user)."""
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        agent = row.get("agent_id") or row.get("user_id") or ""
+        key = (row["tenant_id"], day_of(row["occurred_at"]), agent)
+        agg = acc.get(key)
+        if agg is None:
+            agg = acc[key] = {
+                "tenant_id": key[0],
+                "day": key[1],
+                "agent": agent,
+                "count": 0,
+                "total_tokens": 0,
+                "cost_usd": 0.0,
+            }
+        agg["count"] += 1
+        agg["total_tokens"] += row["total_tokens"]
+        agg["cost_usd"] += row["cost_usd"]
+    return list(acc.values())
+
+
+def _upsert_sql(table: Table, keys: Sequence[str], sums: Sequence[str]) -> str:
+    updates = ", ".join(f'"{n}" = "{table.name}"."{n}" + EXCLUDED."{n}"' for n in sums)
+    columns = ", ".join(f'"{k}"' for k in keys)
+    return json_insert(table, f"ON CONFLICT ({columns}) DO UPDATE SET {updates}")
+
+
 class OperationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -94,9 +131,8 @@ class OperationStore:
         self._pg_ops = json_insert(
             OPERATIONS, 'ON CONFLICT ("tenant_id", "id") DO NOTHING RETURNING "tenant_id", "id"'
         )
-        updates = ", ".join(f'"{n}" = "{ROLLUPS.name}"."{n}" + EXCLUDED."{n}"' for n in ROLLUP_SUMS)
-        keys = ", ".join(f'"{k}"' for k in ROLLUP_KEY)
-        self._pg_rollups = json_insert(ROLLUPS, f"ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+        self._pg_rollups = _upsert_sql(ROLLUPS, ROLLUP_KEY, ROLLUP_SUMS)
+        self._pg_agents = _upsert_sql(AGENTS, AGENT_KEY, AGENT_SUMS)
         insert = sqlite.insert if db.is_sqlite else postgresql.insert
         self._insert_ops = (
             insert(OPERATIONS)
@@ -107,6 +143,11 @@ class OperationStore:
         self._upsert_rollups = ins.on_conflict_do_update(
             index_elements=list(ROLLUP_KEY),
             set_={name: ROLLUPS.c[name] + ins.excluded[name] for name in ROLLUP_SUMS},
+        )
+        ins = insert(AGENTS)
+        self._upsert_agents = ins.on_conflict_do_update(
+            index_elements=list(AGENT_KEY),
+            set_={name: AGENTS.c[name] + ins.excluded[name] for name in AGENT_SUMS},
         )
 
     async def write(self, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -127,9 +168,9 @@ class OperationStore:
             result = await session.execute(self._insert_ops, batch)
             inserted.update((t, i) for t, i in result.all())
             fresh = [r for r in batch if (r["tenant_id"], r["id"]) in inserted]
-            increments = rollup_rows(fresh)
-            if increments:
-                await session.execute(self._upsert_rollups, increments)
+            if fresh:
+                await session.execute(self._upsert_rollups, rollup_rows(fresh))
+                await session.execute(self._upsert_agents, agent_rows(fresh))
         return [r["id"] for r in fresh]
 
     async def _write_pg(self, batch: list[dict[str, Any]]) -> list[str]:
@@ -140,7 +181,7 @@ class OperationStore:
             records = await driver.fetch(self._pg_ops, orjson.dumps(batch).decode())
             inserted = {(rec[0], rec[1]) for rec in records}
             fresh = [r for r in batch if (r["tenant_id"], r["id"]) in inserted]
-            increments = rollup_rows(fresh)
-            if increments:
-                await driver.execute(self._pg_rollups, orjson.dumps(increments).decode())
+            if fresh:
+                await driver.execute(self._pg_rollups, orjson.dumps(rollup_rows(fresh)).decode())
+                await driver.execute(self._pg_agents, orjson.dumps(agent_rows(fresh)).decode())
         return [r["id"] for r in fresh]

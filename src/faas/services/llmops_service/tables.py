@@ -84,5 +84,18 @@ class RollupRow(Base):
     latency_sum_ms: Mapped[float] = mapped_column(Float, nullable=False)
 
 
+class AgentRollupRow(Base):
+    """Daily count, tokens and cost per agent (the agent id, else the user id, else "")."""
+
+    __tablename__ = "llmops_rollups_agent_daily"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cost_usd: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 for _name in BUCKET_COLUMNS:
     setattr(RollupRow, _name, mapped_column(_name, Integer, nullable=False, default=0))
