@@ -3,7 +3,9 @@ JSON answers), the agent service it creates resources through, feedback and perm
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,10 +53,18 @@ async def up() -> AsyncIterator[MockUpstream]:
         yield upstream
 
 
-@pytest.fixture
-async def env(
-    tmp_path: Any, make_settings: Callable[..., Settings], up: MockUpstream
+WITH_GENERATOR = ("gateway", "cache", "rag", "prompt", "agent", "prompt_generator")
+
+
+@asynccontextmanager
+async def generator_platform(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    up: MockUpstream,
+    names: Sequence[str] = WITH_GENERATOR,
+    **overrides: Any,
 ) -> AsyncIterator[Platform]:
+    """The services in one app, the gateway's chat model being the mock upstream."""
     routing = tmp_path / "models.yaml"
     routing.write_text(
         "models:\n"
@@ -62,9 +72,16 @@ async def env(
         f"        model: mock-model\n        api_base: {up.url}\n"
         "  - name: embed-default\n    kind: embedding\n    deployments:\n      - provider: hash\n"
     )
-    settings = make_settings(gateway_models=routing, job_retry_base_s=0.01)
-    names = ["gateway", "cache", "rag", "prompt", "agent", "prompt_generator"]
+    settings = make_settings(gateway_models=routing, job_retry_base_s=0.01, **overrides)
     async with platform(settings, names) as env:
+        yield env
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, make_settings: Callable[..., Settings], up: MockUpstream
+) -> AsyncIterator[Platform]:
+    async with generator_platform(tmp_path, make_settings, up) as env:
         yield env
 
 

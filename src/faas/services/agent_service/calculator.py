@@ -1,14 +1,17 @@
 """A safe arithmetic evaluator over Python's `ast`: numbers, + - * / // % **, unary + -,
-parentheses, a fixed set of math functions and the constants pi and e. Everything else (names,
-attributes, subscripts, lambdas, comprehensions, calls to anything not listed) is refused, and
-the size of numbers is bounded so an expression cannot burn CPU or memory. Never eval/exec."""
+parentheses, a fixed set of math functions, the constants pi and e, and the variables a caller
+declares (an expression tool's parameters). Everything else (other names, attributes,
+subscripts, lambdas, comprehensions, calls to anything not listed) is refused by `check` before
+anything is computed, and the size of numbers is bounded so an expression cannot burn CPU or
+memory. Never eval/exec."""
 
 from __future__ import annotations
 
 import ast
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 MAX_EXPRESSION_CHARS = 500
@@ -106,42 +109,101 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
 
-def _eval(node: ast.AST) -> Number:
+RESERVED = frozenset(FUNCTIONS) | frozenset(CONSTANTS)
+
+
+@dataclass(frozen=True)
+class CheckedExpression:
+    """An expression whose syntax tree passed the whitelist; `names` are the variables it uses."""
+
+    source: str
+    tree: ast.Expression
+    names: frozenset[str]
+
+
+def _check_node(node: ast.AST, variables: Collection[str], used: set[str]) -> None:
+    """The whitelist, in one place: raise CalculatorError on anything else."""
     if isinstance(node, ast.Expression):
-        return _eval(node.body)
-    if isinstance(node, ast.Constant):
+        _check_node(node.body, variables, used)
+    elif isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise CalculatorError(f"only numbers are allowed, not {node.value!r}")
-        return _check(node.value)
-    if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
-        left, right = _eval(node.left), _eval(node.right)
-        return _check(BINARY[type(node.op)](left, right))
-    if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
-        return _check(UNARY[type(node.op)](_eval(node.operand)))
-    if isinstance(node, ast.Name):
-        if node.id in CONSTANTS:
-            return CONSTANTS[node.id]
-        raise CalculatorError(f"unknown name {node.id!r}")
-    if isinstance(node, ast.Call):
+    elif isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+        _check_node(node.left, variables, used)
+        _check_node(node.right, variables, used)
+    elif isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
+        _check_node(node.operand, variables, used)
+    elif isinstance(node, ast.Name):
+        if node.id in variables:
+            used.add(node.id)
+        elif node.id not in CONSTANTS:
+            raise CalculatorError(f"unknown name {node.id!r}")
+    elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             raise CalculatorError("only the listed math functions can be called")
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise CalculatorError("functions take positional arguments only")
-        args = [_eval(a) for a in node.args]
-        return _check(FUNCTIONS[node.func.id](*args))
-    raise CalculatorError(f"{type(node).__name__} is not allowed in an expression")
+        for arg in node.args:
+            _check_node(arg, variables, used)
+    else:
+        raise CalculatorError(f"{type(node).__name__} is not allowed in an expression")
 
 
-def evaluate(expression: str) -> Number:
-    """The value of an arithmetic expression, else CalculatorError with a readable reason."""
+def check(expression: str, variables: Collection[str] = ()) -> CheckedExpression:
+    """Parse and whitelist an expression without evaluating it. `variables` are the names it may
+    use besides the constants; they cannot shadow a function or a constant."""
+    shadowing = sorted(set(variables) & RESERVED)
+    if shadowing:
+        raise CalculatorError(f"{', '.join(shadowing)} cannot be variable names (reserved)")
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise CalculatorError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except (SyntaxError, ValueError) as exc:
         raise CalculatorError(f"not a valid expression: {exc}") from exc
+    except (RecursionError, MemoryError) as exc:
+        raise CalculatorError("expression too deep") from exc
+    used: set[str] = set()
     try:
-        value = _eval(tree)
+        _check_node(tree, variables, used)
+    except RecursionError as exc:
+        raise CalculatorError("expression too deep") from exc
+    return CheckedExpression(source=expression, tree=tree, names=frozenset(used))
+
+
+def _eval(node: ast.AST, env: Mapping[str, Number]) -> Number:
+    """Interpret a tree `check` accepted."""
+    if isinstance(node, ast.Expression):
+        return _eval(node.body, env)
+    if isinstance(node, ast.Constant):
+        return _check(node.value)
+    if isinstance(node, ast.BinOp):
+        left, right = _eval(node.left, env), _eval(node.right, env)
+        return _check(BINARY[type(node.op)](left, right))
+    if isinstance(node, ast.UnaryOp):
+        return _check(UNARY[type(node.op)](_eval(node.operand, env)))
+    if isinstance(node, ast.Name):
+        if node.id in env:
+            return _check(env[node.id])
+        return CONSTANTS[node.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        args = [_eval(a, env) for a in node.args]
+        return _check(FUNCTIONS[node.func.id](*args))
+    raise CalculatorError(f"{type(node).__name__} is not allowed in an expression")
+
+
+def evaluate(
+    expression: str | CheckedExpression, variables: Mapping[str, Number] | None = None
+) -> Number:
+    """The value of an arithmetic expression, else CalculatorError with a readable reason.
+    `variables` give the values of the names the expression may use."""
+    env = dict(variables or {})
+    checked = expression if isinstance(expression, CheckedExpression) else check(expression, env)
+    missing = sorted(checked.names - set(env))
+    if missing:
+        raise CalculatorError(f"no value for {', '.join(missing)}")
+    try:
+        value = _eval(checked.tree, env)
     except ZeroDivisionError as exc:
         raise CalculatorError("division by zero") from exc
     except (OverflowError, RecursionError) as exc:

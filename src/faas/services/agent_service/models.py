@@ -48,8 +48,26 @@ class AgentUpdate(BaseModel):
 
 class AgentView(AgentSpec):
     id: str
+    created_by: str | None = None
+    origin: Literal["prompt_generator"] | None = Field(
+        None, description="prompt_generator: access by others follows its permissions"
+    )
     created_at: datetime
     updated_at: datetime
+
+
+class ToolView(BaseModel):
+    """A tool as listed: its spec fields plus `kind` (built-in, http, expression), and for
+    tenant tools who made it and where it came from."""
+
+    model_config = {"extra": "allow"}
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    kind: str
+    created_by: str | None = None
+    origin: Literal["prompt_generator"] | None = None
 
 
 class ExecuteRequest(BaseModel):

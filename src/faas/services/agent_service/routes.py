@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.responses import Response, StreamingResponse
 
 from faas.jobs.routes import accepted
+from faas.services.agent_service.access import Origin
 from faas.services.agent_service.models import (
     AgentSpec,
     AgentUpdate,
@@ -22,10 +23,11 @@ from faas.services.agent_service.models import (
     MemoryCreate,
     MemoryView,
     RunView,
+    ToolView,
     WorkflowRequest,
     WorkflowResponse,
 )
-from faas.services.agent_service.tools import HttpToolSpec
+from faas.services.agent_service.tenant_tools import TenantToolSpec
 from faas.shared.api import PageDep, caller, respond
 from faas.shared.contracts import Page, ServiceResponse
 from faas.shared.exceptions import FaaSError
@@ -38,21 +40,33 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload, default=str) + b"\n\n"
 
 
+OriginQuery = Annotated[
+    Origin | None,
+    Query(
+        description="prompt_generator marks a generated resource: others then need its "
+        "permissions (only narrows access; set by the Prompt Generator)"
+    ),
+]
+
+
 def build_router(service: AgentService) -> APIRouter:
     router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
-    @router.post("/tools", status_code=201, response_model=ServiceResponse[HttpToolSpec])
-    async def create_tool(body: HttpToolSpec) -> Response:
-        """A declarative HTTP tool of this tenant (hosts limited by FAAS_AGENT_HTTP_ALLOWLIST)."""
-        return respond(await service.create_tool(caller().tenant_id, body), status_code=201)
+    @router.post("/tools", status_code=201, response_model=ServiceResponse[ToolView])
+    async def create_tool(body: TenantToolSpec, origin: OriginQuery = None) -> Response:
+        """A tenant tool: `kind: http` (hosts limited by FAAS_AGENT_HTTP_ALLOWLIST) or
+        `kind: expression` (an arithmetic formula over numeric parameters)."""
+        return respond(await service.create_tool(caller(), body, origin), status_code=201)
 
-    @router.get("/tools", response_model=ServiceResponse[list[dict[str, Any]]])
+    @router.get("/tools", response_model=ServiceResponse[list[ToolView]])
     async def list_tools() -> Response:
-        return respond(await service.list_tools(caller().tenant_id))
+        return respond(
+            [t.model_dump(mode="json") for t in await service.list_tools(caller().tenant_id)]
+        )
 
     @router.delete("/tools/{name}", status_code=204)
     async def delete_tool(name: str) -> Response:
-        await service.delete_tool(caller().tenant_id, name)
+        await service.delete_tool(caller(), name)
         return Response(status_code=204)
 
     @router.post("/workflows", response_model=ServiceResponse[WorkflowResponse])
@@ -61,16 +75,17 @@ def build_router(service: AgentService) -> APIRouter:
         return respond(await service.workflow(caller(), body))
 
     @router.post("", status_code=201, response_model=ServiceResponse[AgentView])
-    async def create_agent(body: AgentSpec) -> Response:
-        return respond(await service.create(caller(), body), status_code=201)
+    async def create_agent(body: AgentSpec, origin: OriginQuery = None) -> Response:
+        return respond(await service.create(caller(), body, origin), status_code=201)
 
     @router.get("", response_model=ServiceResponse[Page[AgentView]])
     async def list_agents(page: PageDep) -> Response:
-        return respond(await service.list_agents(caller().tenant_id, page.limit, page.offset))
+        """Generated agents the caller may not read are left out."""
+        return respond(await service.list_agents(caller(), page.limit, page.offset))
 
     @router.get("/{agent_id}", response_model=ServiceResponse[AgentView])
     async def get_agent(agent_id: str) -> Response:
-        return respond(await service.get(caller().tenant_id, agent_id))
+        return respond(await service.get(caller(), agent_id))
 
     @router.put("/{agent_id}", response_model=ServiceResponse[AgentView])
     async def update_agent(agent_id: str, body: AgentUpdate) -> Response:
@@ -78,7 +93,7 @@ def build_router(service: AgentService) -> APIRouter:
 
     @router.delete("/{agent_id}", status_code=204)
     async def delete_agent(agent_id: str) -> Response:
-        await service.delete(caller().tenant_id, agent_id)
+        await service.delete(caller(), agent_id)
         return Response(status_code=204)
 
     @router.post("/{agent_id}/execute", response_model=ServiceResponse[RunView])
@@ -148,21 +163,19 @@ def build_router(service: AgentService) -> APIRouter:
         "/{agent_id}/sessions/{session_id}", response_model=ServiceResponse[list[dict[str, Any]]]
     )
     async def session_messages(agent_id: str, session_id: str) -> Response:
-        return respond(await service.session_messages(caller().tenant_id, agent_id, session_id))
+        return respond(await service.session_messages(caller(), agent_id, session_id))
 
     @router.get("/{agent_id}/runs", response_model=ServiceResponse[Page[RunView]])
     async def list_runs(agent_id: str, page: PageDep) -> Response:
-        return respond(
-            await service.list_runs(caller().tenant_id, agent_id, page.limit, page.offset)
-        )
+        return respond(await service.list_runs(caller(), agent_id, page.limit, page.offset))
 
     @router.get("/{agent_id}/runs/{run_id}", response_model=ServiceResponse[RunView])
     async def get_run(agent_id: str, run_id: str) -> Response:
-        return respond(await service.get_run(caller().tenant_id, agent_id, run_id))
+        return respond(await service.get_run(caller(), agent_id, run_id))
 
     @router.get("/{agent_id}/memory", response_model=ServiceResponse[list[MemoryView]])
     async def list_memory(agent_id: str) -> Response:
-        rows = await service.memories(caller().tenant_id, agent_id)
+        rows = await service.memories(caller(), agent_id)
         return respond(
             [
                 MemoryView(
@@ -178,7 +191,7 @@ def build_router(service: AgentService) -> APIRouter:
 
     @router.delete("/{agent_id}/memory/{memory_id}", status_code=204)
     async def delete_memory(agent_id: str, memory_id: str) -> Response:
-        await service.forget(caller().tenant_id, agent_id, memory_id)
+        await service.forget(caller(), agent_id, memory_id)
         return Response(status_code=204)
 
     return router

@@ -1,5 +1,6 @@
 """Agent use cases: agents and tenant tools, runs (sync, async as jobs, in chat sessions),
-short- and long-term memory, and sequential workflows."""
+short- and long-term memory, and sequential workflows. Agents and tools the Prompt Generator
+made are guarded by its permissions (access.py): read, execute or admin per use case."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, false, func, or_, select
 
 from faas.backends.kv import KeyValueStore
 from faas.integrations.events import EventPublisher
 from faas.jobs import JobContext, JobQueue, JobView
+from faas.services.agent_service.access import (
+    GENERATED,
+    GeneratorPermissions,
+    Origin,
+    Owned,
+    Permission,
+    RefusedTool,
+    Use,
+    forbidden,
+    sees_everything,
+)
 from faas.services.agent_service.models import (
     AgentSpec,
     AgentUpdate,
@@ -23,6 +35,7 @@ from faas.services.agent_service.models import (
     MemoryView,
     RunView,
     Step,
+    ToolView,
     WorkflowRequest,
     WorkflowResponse,
 )
@@ -35,13 +48,12 @@ from faas.services.agent_service.tables import (
     SessionRow,
     ToolRow,
 )
-from faas.services.agent_service.tools import (
-    BUILTIN_TOOLS,
-    HttpToolSpec,
-    Tool,
-    ToolContext,
-    declarative_http_tool,
+from faas.services.agent_service.tenant_tools import (
+    ExpressionToolSpec,
+    build_tool,
+    parse_tool_spec,
 )
+from faas.services.agent_service.tools import BUILTIN_TOOLS, HttpToolSpec, Tool, ToolContext
 from faas.shared.context import Identity, RequestContext, new_id, reset_context, set_context
 from faas.shared.contracts import Page
 from faas.shared.database import Database, TenantRepository
@@ -83,6 +95,7 @@ class AgentService:
         self.clients = runtime.clients
         self.http_allowlist = http_allowlist
         self.runner = AgentRunner(lambda: self.clients.get("gateway"))
+        self.access = GeneratorPermissions(runtime.clients)
         jobs.registry.register(JOB_KIND, self._execute_job)
 
     def router(self) -> APIRouter:
@@ -98,7 +111,9 @@ class AgentService:
 
     # -- agents ----------------------------------------------------------------------------
 
-    async def create(self, identity: Identity, spec: AgentSpec) -> AgentView:
+    async def create(
+        self, identity: Identity, spec: AgentSpec, origin: Origin | None = None
+    ) -> AgentView:
         await self._validate(identity, spec)
         now = _now()
         async with self.db.session() as session:
@@ -108,30 +123,50 @@ class AgentService:
                 description=spec.description,
                 spec=spec.model_dump(mode="json"),
                 created_by=identity.user_id,
+                origin=origin,
                 created_at=now,
                 updated_at=now,
             )
             return _agent_view(row)
 
-    async def get(self, tenant: str, agent_id: str) -> AgentView:
-        async with self.db.session() as session:
-            return _agent_view(await self._agent(session, tenant, agent_id))
+    async def get(self, identity: Identity, agent_id: str) -> AgentView:
+        return _agent_view(await self._load(identity, agent_id, "read"))
 
-    async def list_agents(self, tenant: str, limit: int, offset: int) -> Page[AgentView]:
+    async def list_agents(self, identity: Identity, limit: int, offset: int) -> Page[AgentView]:
+        """The tenant's agents, without the generated ones this caller may not read."""
+        visible = await self._visible(identity)
         async with self.db.session() as session:
-            rows, total = await TenantRepository(session, AgentRow, tenant).page(
-                order_by=AgentRow.created_at.desc(), limit=limit, offset=offset
+            rows, total = await TenantRepository(session, AgentRow, identity.tenant_id).page(
+                *visible, order_by=AgentRow.created_at.desc(), limit=limit, offset=offset
             )
             return Page[AgentView](
                 items=[_agent_view(r) for r in rows], total=total, limit=limit, offset=offset
             )
 
-    async def update(self, identity: Identity, agent_id: str, body: AgentUpdate) -> AgentView:
+    async def _visible(self, identity: Identity) -> list[Any]:
+        """SQL conditions for the agents this caller may read. The generator is asked for the
+        caller's grants only when the tenant has generated agents made by someone else."""
+        if sees_everything(identity):
+            return []
+        user = identity.user_id
+        mine = AgentRow.created_by == user if user else false()
+        visible = or_(AgentRow.origin.is_(None), mine)
+        not_mine = or_(AgentRow.created_by.is_(None), AgentRow.created_by != user)
         async with self.db.session() as session:
-            row = await self._agent(session, identity.tenant_id, agent_id)
-            merged = AgentSpec.model_validate(
-                {**row.spec, **body.model_dump(exclude_unset=True, mode="json")}
+            query = TenantRepository(session, AgentRow, identity.tenant_id).select(
+                AgentRow.origin == GENERATED, not_mine
             )
+            found = await session.scalar(query.with_only_columns(AgentRow.id).limit(1))
+        if found is None:
+            return [visible]
+        granted = await self.access.accessible(identity, "agent", "read")
+        return [or_(visible, AgentRow.id.in_(sorted(granted)))] if granted else [visible]
+
+    async def update(self, identity: Identity, agent_id: str, body: AgentUpdate) -> AgentView:
+        row = await self._load(identity, agent_id, "admin")
+        merged = AgentSpec.model_validate(
+            {**row.spec, **body.model_dump(exclude_unset=True, mode="json")}
+        )
         await self._validate(identity, merged)
         async with self.db.session() as session:
             row = await self._agent(session, identity.tenant_id, agent_id)
@@ -143,9 +178,10 @@ class AgentService:
             row.updated_at = _now()
             return _agent_view(row)
 
-    async def delete(self, tenant: str, agent_id: str) -> None:
+    async def delete(self, identity: Identity, agent_id: str) -> None:
+        await self._load(identity, agent_id, "admin")
         async with self.db.session() as session:
-            row = await self._agent(session, tenant, agent_id)
+            row = await self._agent(session, identity.tenant_id, agent_id)
             await session.delete(row)
 
     async def _agent(self, session: Any, tenant: str, agent_id: str) -> AgentRow:
@@ -154,8 +190,15 @@ class AgentService:
             raise NotFound(f"agent {agent_id} not found")
         return row
 
+    async def _load(self, identity: Identity, agent_id: str, permission: Permission) -> AgentRow:
+        """The agent (404 outside the caller's tenant), if the caller holds `permission`."""
+        async with self.db.session() as session:
+            row = await self._agent(session, identity.tenant_id, agent_id)
+        await self.access.require(identity, Use("agent", agent_id, permission), row)
+        return row
+
     async def _validate(self, identity: Identity, spec: AgentSpec) -> None:
-        known = set(BUILTIN_TOOLS) | set(await self._tenant_tools(identity.tenant_id))
+        known = set(BUILTIN_TOOLS) | {r.name for r in await self._tool_rows(identity.tenant_id)}
         unknown = sorted(set(spec.tools) - known)
         if unknown:
             raise ValidationFailed(
@@ -171,58 +214,87 @@ class AgentService:
 
     # -- tenant tools ----------------------------------------------------------------------
 
-    async def create_tool(self, tenant: str, spec: HttpToolSpec) -> HttpToolSpec:
+    async def create_tool(
+        self,
+        identity: Identity,
+        spec: HttpToolSpec | ExpressionToolSpec,
+        origin: Origin | None = None,
+    ) -> ToolView:
         if spec.name in BUILTIN_TOOLS:
             raise Conflict(f"{spec.name!r} is a built-in tool")
         async with self.db.session() as session:
-            repo = TenantRepository(session, ToolRow, tenant)
+            repo = TenantRepository(session, ToolRow, identity.tenant_id)
             if await session.scalar(repo.select(ToolRow.name == spec.name)) is not None:
                 raise Conflict(f"tool {spec.name!r} already exists")
-            repo.add(
-                id=new_id(), name=spec.name, spec=spec.model_dump(mode="json"), created_at=_now()
+            row = repo.add(
+                id=new_id(),
+                name=spec.name,
+                spec=spec.model_dump(mode="json"),
+                created_by=identity.user_id,
+                origin=origin,
+                created_at=_now(),
             )
-        return spec
+            return _tool_view(row)
 
-    async def list_tools(self, tenant: str) -> list[dict[str, Any]]:
+    async def list_tools(self, tenant: str) -> list[ToolView]:
+        """Every tool of the tenant, generated ones included: names are unique per tenant and
+        the Prompt Generator reads this list to pick new ones. Running a generated tool and
+        deleting it are what its permissions guard."""
         builtins = [
-            {
-                "name": t.name,
-                "description": t.description,
-                "parameters": t.parameters,
-                "kind": "built-in",
-            }
+            ToolView(
+                name=t.name, description=t.description, parameters=t.parameters, kind="built-in"
+            )
             for t in BUILTIN_TOOLS.values()
         ]
-        own = [
-            {**spec.model_dump(mode="json"), "kind": "http"}
-            for spec in (await self._tenant_tools(tenant)).values()
-        ]
-        return builtins + own
+        return builtins + [_tool_view(r) for r in await self._tool_rows(tenant)]
 
-    async def delete_tool(self, tenant: str, name: str) -> None:
+    async def delete_tool(self, identity: Identity, name: str) -> None:
         async with self.db.session() as session:
-            repo = TenantRepository(session, ToolRow, tenant)
+            repo = TenantRepository(session, ToolRow, identity.tenant_id)
             row = await session.scalar(repo.select(ToolRow.name == name))
             if row is None:
                 raise NotFound(f"tool {name!r} not found")
-            await session.delete(row)
-
-    async def _tenant_tools(self, tenant: str) -> dict[str, HttpToolSpec]:
+        await self.access.require(identity, Use("tool", name, "admin"), row)
         async with self.db.session() as session:
-            rows = (
-                await session.scalars(TenantRepository(session, ToolRow, tenant).select())
-            ).all()
-            return {r.name: HttpToolSpec.model_validate(r.spec) for r in rows}
+            await session.execute(
+                delete(ToolRow).where(ToolRow.tenant_id == identity.tenant_id, ToolRow.id == row.id)
+            )
 
-    async def _tools(self, tenant: str, names: list[str]) -> dict[str, Tool]:
-        own = await self._tenant_tools(tenant)
+    async def _tool_rows(self, tenant: str, names: list[str] | None = None) -> list[ToolRow]:
+        async with self.db.session() as session:
+            repo = TenantRepository(session, ToolRow, tenant)
+            query = repo.select() if names is None else repo.select(ToolRow.name.in_(names))
+            return list((await session.scalars(query.order_by(ToolRow.created_at))).all())
+
+    async def _prepare(
+        self, identity: Identity, agent_id: str
+    ) -> tuple[AgentSpec, dict[str, Tool]]:
+        """The agent's spec and tools for a run by this caller, who needs execute on the agent
+        (else 403) and on each generated tool it uses (else that tool refuses its calls). One
+        question to the generator covers both."""
+        async with self.db.session() as session:
+            row = await self._agent(session, identity.tenant_id, agent_id)
+        spec = AgentSpec.model_validate(row.spec)
+        declared = [name for name in spec.tools if name not in BUILTIN_TOOLS]
+        rows = await self._tool_rows(identity.tenant_id, declared) if declared else []
+        own = {r.name: r for r in rows}
+        agent_use = Use("agent", agent_id, "execute")
+        uses: list[tuple[Use, Owned]] = [(agent_use, row)]
+        uses += [(Use("tool", name, "execute"), tool_row) for name, tool_row in own.items()]
+        denied = await self.access.denied(identity, uses)
+        if agent_use in denied:
+            raise forbidden(identity, agent_use)
         tools: dict[str, Tool] = {}
-        for name in names:
+        for name in spec.tools:
             if name in BUILTIN_TOOLS:
                 tools[name] = BUILTIN_TOOLS[name]
             elif name in own:
-                tools[name] = declarative_http_tool(own[name])
-        return tools
+                tool = build_tool(parse_tool_spec(own[name].spec))
+                use = Use("tool", name, "execute")
+                tools[name] = (
+                    RefusedTool(tool, forbidden(identity, use).message) if use in denied else tool
+                )
+        return spec, tools
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -236,11 +308,11 @@ class AgentService:
         session_id: str | None = None,
         history: list[dict[str, Any]] | None = None,
         sink: EventSink | None = None,
+        prepared: tuple[AgentSpec, dict[str, Tool]] | None = None,
     ) -> tuple[RunView, Outcome]:
-        async with self.db.session() as session:
-            row = await self._agent(session, identity.tenant_id, agent_id)
-            spec = AgentSpec.model_validate(row.spec)
-        tools = await self._tools(identity.tenant_id, spec.tools)
+        """One run as `identity`. `prepared` is what `_prepare` gave a caller that already
+        checked this run's permissions (a chat turn), so they are not asked for twice."""
+        spec, tools = prepared or await self._prepare(identity, agent_id)
         messages = [
             *await self._system(identity, agent_id, spec, task, tools),
             *(history or []),
@@ -350,17 +422,20 @@ class AgentService:
         )
         return view
 
-    async def get_run(self, tenant: str, agent_id: str, run_id: str) -> RunView:
+    async def get_run(self, identity: Identity, agent_id: str, run_id: str) -> RunView:
+        await self._load(identity, agent_id, "read")
         async with self.db.session() as session:
-            row = await TenantRepository(session, RunRow, tenant).get(run_id)
+            row = await TenantRepository(session, RunRow, identity.tenant_id).get(run_id)
             if row is None or row.agent_id != agent_id:
                 raise NotFound(f"run {run_id} not found")
             return _run_view(row)
 
-    async def list_runs(self, tenant: str, agent_id: str, limit: int, offset: int) -> Page[RunView]:
+    async def list_runs(
+        self, identity: Identity, agent_id: str, limit: int, offset: int
+    ) -> Page[RunView]:
+        await self._load(identity, agent_id, "read")
         async with self.db.session() as session:
-            await self._agent(session, tenant, agent_id)
-            rows, total = await TenantRepository(session, RunRow, tenant).page(
+            rows, total = await TenantRepository(session, RunRow, identity.tenant_id).page(
                 RunRow.agent_id == agent_id,
                 order_by=RunRow.created_at.desc(),
                 limit=limit,
@@ -371,7 +446,8 @@ class AgentService:
             )
 
     async def submit(self, identity: Identity, agent_id: str, task: str) -> JobView:
-        await self.get(identity.tenant_id, agent_id)
+        """Checked now, and again when the job runs (a grant may be revoked meanwhile)."""
+        await self._load(identity, agent_id, "execute")
         return await self.jobs.submit(identity, JOB_KIND, {"agent_id": agent_id, "task": task})
 
     async def _execute_job(self, job: JobContext) -> dict[str, Any]:
@@ -401,9 +477,10 @@ class AgentService:
         """One turn. Turns of one session are serialised with a lock in the key/value store
         (shared by every replica with Redis): a second message waits for the first."""
         tenant = identity.tenant_id
+        prepared = await self._prepare(identity, agent_id)
+        spec = prepared[0]
         async with self.db.session() as session:
-            agent = await self._agent(session, tenant, agent_id)
-            spec = AgentSpec.model_validate(agent.spec)
+            await self._agent(session, tenant, agent_id)  # still there
             if session_id is None:
                 session_id = new_id()
                 TenantRepository(session, SessionRow, tenant).add(
@@ -419,7 +496,13 @@ class AgentService:
         try:
             history = await self._history(tenant, session_id, spec)
             view, outcome = await self.execute(
-                identity, agent_id, message, session_id=session_id, history=history, sink=sink
+                identity,
+                agent_id,
+                message,
+                session_id=session_id,
+                history=history,
+                sink=sink,
+                prepared=prepared,
             )
             await self._append(
                 tenant, session_id, [{"role": "user", "content": message}, *outcome.messages]
@@ -485,8 +568,10 @@ class AgentService:
                 row.updated_at = _now()
 
     async def session_messages(
-        self, tenant: str, agent_id: str, session_id: str
+        self, identity: Identity, agent_id: str, session_id: str
     ) -> list[dict[str, Any]]:
+        tenant = identity.tenant_id
+        await self._load(identity, agent_id, "read")
         async with self.db.session() as session:
             row = await TenantRepository(session, SessionRow, tenant).get(session_id)
             if row is None or row.agent_id != agent_id:
@@ -514,7 +599,8 @@ class AgentService:
         return unit
 
     async def remember(self, identity: Identity, agent_id: str, body: MemoryCreate) -> MemoryView:
-        await self.get(identity.tenant_id, agent_id)
+        """Long-term memory shapes every later run: changing it takes admin."""
+        await self._load(identity, agent_id, "admin")
         vector = (await self._embed([body.text]))[0]
         async with self.db.session() as session:
             row = TenantRepository(session, MemoryRow, identity.tenant_id).add(
@@ -529,9 +615,12 @@ class AgentService:
                 id=row.id, text=row.text, metadata=row.meta, created_at=row.created_at
             )
 
-    async def memories(self, tenant: str, agent_id: str) -> list[MemoryRow]:
+    async def memories(self, identity: Identity, agent_id: str) -> list[MemoryRow]:
+        await self._load(identity, agent_id, "read")
+        return await self._memory_rows(identity.tenant_id, agent_id)
+
+    async def _memory_rows(self, tenant: str, agent_id: str) -> list[MemoryRow]:
         async with self.db.session() as session:
-            await self._agent(session, tenant, agent_id)
             return list(
                 (
                     await session.scalars(
@@ -543,7 +632,7 @@ class AgentService:
             )
 
     async def recall(self, identity: Identity, agent_id: str, text: str) -> list[MemoryView]:
-        rows = await self.memories(identity.tenant_id, agent_id)
+        rows = await self._memory_rows(identity.tenant_id, agent_id)
         if not rows:
             return []
         query = (await self._embed([text]))[0]
@@ -565,11 +654,12 @@ class AgentService:
             if scores[i] >= RECALL_THRESHOLD
         ]
 
-    async def forget(self, tenant: str, agent_id: str, memory_id: str) -> None:
+    async def forget(self, identity: Identity, agent_id: str, memory_id: str) -> None:
+        await self._load(identity, agent_id, "admin")
         async with self.db.session() as session:
             result = await session.execute(
                 delete(MemoryRow).where(
-                    MemoryRow.tenant_id == tenant,
+                    MemoryRow.tenant_id == identity.tenant_id,
                     MemoryRow.agent_id == agent_id,
                     MemoryRow.id == memory_id,
                 )
@@ -594,7 +684,21 @@ class AgentService:
 
 def _agent_view(row: AgentRow) -> AgentView:
     return AgentView.model_validate(
-        {**row.spec, "id": row.id, "created_at": row.created_at, "updated_at": row.updated_at}
+        {
+            **row.spec,
+            "id": row.id,
+            "created_by": row.created_by,
+            "origin": row.origin,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        }
+    )
+
+
+def _tool_view(row: ToolRow) -> ToolView:
+    spec = parse_tool_spec(row.spec)
+    return ToolView.model_validate(
+        {**spec.model_dump(mode="json"), "created_by": row.created_by, "origin": row.origin}
     )
 
 

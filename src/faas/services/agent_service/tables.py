@@ -1,4 +1,6 @@
-"""Relational state of the agent service (migration 0005)."""
+"""Relational state of the agent service (migration 0005; `origin` and the tools' `created_by`
+in 0009). `origin` is "prompt_generator" for resources the Prompt Generator made: their use by
+anyone but `created_by` is then subject to its permissions (see access.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class AgentRow(TenantOwned, Base):
     description: Mapped[str] = mapped_column(Text)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(String(128))
+    origin: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -29,6 +32,8 @@ class ToolRow(TenantOwned, Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    origin: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

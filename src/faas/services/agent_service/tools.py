@@ -501,11 +501,30 @@ def _placeholders(template: str, what: str) -> list[str]:
     return names
 
 
+def not_builtin(name: str) -> str:
+    """A tenant tool's name, which cannot be a built-in tool's."""
+    if name in BUILTIN_TOOLS:
+        raise ValueError(f"{name!r} is the name of a built-in tool")
+    return name
+
+
+def object_schema(value: dict[str, Any]) -> dict[str, Any]:
+    """A tool's `parameters`: a valid JSON Schema of "type": "object"."""
+    try:
+        validator_for(value, default=Draft202012Validator).check_schema(value)
+    except jsonschema_exceptions.SchemaError as exc:
+        raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
+    if value.get("type") != "object":
+        raise ValueError('parameters must be a JSON Schema of "type": "object"')
+    return value
+
+
 class HttpToolSpec(BaseModel):
     """A tenant-declared tool that calls one HTTP endpoint. `{param}` placeholders in the URL
     (path and query, never the host) and header values are filled from the arguments, URL
     values percent-encoded; for POST and PUT the other arguments are the JSON body."""
 
+    kind: Literal["http"] = "http"
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(min_length=1, max_length=1024)
     parameters: dict[str, Any]
@@ -516,20 +535,12 @@ class HttpToolSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _not_builtin(cls, value: str) -> str:
-        if value in BUILTIN_TOOLS:
-            raise ValueError(f"{value!r} is the name of a built-in tool")
-        return value
+        return not_builtin(value)
 
     @field_validator("parameters")
     @classmethod
     def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            validator_for(value, default=Draft202012Validator).check_schema(value)
-        except jsonschema_exceptions.SchemaError as exc:
-            raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from exc
-        if value.get("type") != "object":
-            raise ValueError('parameters must be a JSON Schema of "type": "object"')
-        return value
+        return object_schema(value)
 
     @field_validator("url_template")
     @classmethod

@@ -36,11 +36,15 @@ AGENT_SPEC_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+TOOL_NAME = {"type": "string", "pattern": r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$"}
+TOOL_DESCRIPTION = {"type": "string", "minLength": 1, "maxLength": 1024}
+
 HTTP_TOOL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "pattern": r"^[a-zA-Z][a-zA-Z0-9_-]{0,63}$"},
-        "description": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "kind": {"const": "http"},
+        "name": TOOL_NAME,
+        "description": TOOL_DESCRIPTION,
         "parameters": {
             "type": "object",
             "description": 'a JSON Schema with "type": "object"; every {placeholder} used in '
@@ -54,6 +58,46 @@ HTTP_TOOL_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+EXPRESSION_TOOL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "kind": {"const": "expression"},
+        "name": TOOL_NAME,
+        "description": TOOL_DESCRIPTION,
+        "expression": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 500,
+            "description": "one arithmetic formula over the parameter names",
+        },
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "type": {"const": "object"},
+                "properties": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {"type": {"enum": ["number", "integer"]}},
+                        "required": ["type"],
+                    },
+                },
+                "required": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["type", "properties", "required"],
+        },
+    },
+    "required": ["kind", "name", "description", "expression", "parameters"],
+    "additionalProperties": False,
+}
+
+# A tool answer is checked against the schema of its `kind` (absent: http).
+TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
+    "http": HTTP_TOOL_SCHEMA,
+    "expression": EXPRESSION_TOOL_SCHEMA,
+}
+
 
 class AgentPrompt(BaseModel):
     prompt: str = Field(min_length=1, max_length=20_000)
@@ -63,6 +107,8 @@ class AgentPrompt(BaseModel):
 
 
 class ToolPrompt(BaseModel):
+    """Describe a tool: the model picks `http` (calls an API) or `expression` (a formula)."""
+
     prompt: str = Field(min_length=1, max_length=20_000)
     model: str | None = Field(None, min_length=1, max_length=128)
 
@@ -128,3 +174,34 @@ class PermissionList(BaseModel):
 class PermissionCheck(BaseModel):
     allowed: bool
     reason: str
+
+
+class CheckItem(BaseModel):
+    resource_type: Kind
+    resource_id: str = Field(min_length=1, max_length=128)
+    permission: Permission
+
+
+class BulkCheckRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=128)
+    checks: list[CheckItem] = Field(min_length=1, max_length=100)
+
+
+class CheckResult(CheckItem):
+    allowed: bool
+    reason: str
+
+
+class BulkCheck(BaseModel):
+    user_id: str
+    results: list[CheckResult] = Field(description="in the order of the checks asked")
+
+
+class Accessible(BaseModel):
+    resource_type: Kind
+    user_id: str
+    permission: Permission
+    resource_ids: list[str] = Field(
+        description="every resource of this type the user holds the permission on (owned or "
+        "granted): exactly those for which the check would answer allowed"
+    )

@@ -8,7 +8,10 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from faas.services.prompt_generator_service.models import (
+    Accessible,
     AgentPrompt,
+    BulkCheck,
+    BulkCheckRequest,
     FeedbackItem,
     FeedbackStats,
     GeneratedAgent,
@@ -44,7 +47,9 @@ def build_router(service: PromptGeneratorService) -> APIRouter:
 
     @router.post("/tools", status_code=201, response_model=ServiceResponse[GeneratedTool])
     async def generate_tool(body: ToolPrompt) -> Response:
-        """Describe an HTTP tool in words; the model writes a declarative HTTP tool spec."""
+        """Describe a tool in words; the model writes a declarative HTTP tool spec or an
+        arithmetic expression tool spec (validated by the calculator's whitelist, never run as
+        code), created through the Agent service."""
         result = await service.generate_tool(caller(), body.prompt, body.model)
         return respond(result, status_code=201)
 
@@ -63,6 +68,23 @@ def build_router(service: PromptGeneratorService) -> APIRouter:
         """`{allowed}`: the owner always; admin implies execute implies read."""
         return respond(
             await service.check(caller().tenant_id, resource_type, resource_id, user_id, permission)
+        )
+
+    @router.post("/permissions/check", response_model=ServiceResponse[BulkCheck])
+    async def check_permissions(body: BulkCheckRequest) -> Response:
+        """Many checks for one user in one call (the Agent service asks for an agent and its
+        generated tools at once); results in the order asked."""
+        return respond(await service.bulk_check(caller().tenant_id, body.user_id, body.checks))
+
+    @router.get("/permissions/accessible", response_model=ServiceResponse[Accessible])
+    async def accessible(
+        user_id: Annotated[str, Query(min_length=1, max_length=128)],
+        permission: Permission = "read",
+        resource_type: Kind = "agent",
+    ) -> Response:
+        """Ids of the resources the user owns or holds `permission` on (for list filtering)."""
+        return respond(
+            await service.accessible(caller().tenant_id, resource_type, user_id, permission)
         )
 
     @router.get("/permissions", response_model=ServiceResponse[PermissionList])

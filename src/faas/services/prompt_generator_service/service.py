@@ -1,11 +1,14 @@
-"""Prompt generator use cases: a natural-language prompt → a validated agent or HTTP tool spec
-(through the gateway, JSON mode, one repair round), created through the Agent service API;
-ratings and feedback per generated resource; per-resource permissions with a check endpoint."""
+"""Prompt generator use cases: a natural-language prompt → a validated agent spec, or a tool
+spec (a declarative HTTP call or an arithmetic expression), through the gateway (JSON mode, one
+repair round), created through the Agent service API and marked as generated there; ratings
+and feedback per generated resource; per-resource permissions, which the Agent service enforces
+by asking the check endpoints here."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,17 +19,26 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from faas.services.agent_service.calculator import CONSTANTS, FUNCTIONS
 from faas.services.agent_service.models import AgentSpec
+from faas.services.agent_service.tenant_tools import TOOL_SPECS, ExpressionToolSpec
 from faas.services.agent_service.tools import HttpToolSpec
 from faas.services.prompt_generator_service.models import (
     AGENT_SPEC_SCHEMA,
+    EXPRESSION_TOOL_SCHEMA,
     HTTP_TOOL_SCHEMA,
     LEVELS,
+    TOOL_SCHEMAS,
+    Accessible,
+    BulkCheck,
+    CheckItem,
+    CheckResult,
     FeedbackItem,
     FeedbackStats,
     GeneratedAgent,
     GeneratedTool,
     Kind,
+    Permission,
     PermissionChange,
     PermissionCheck,
     PermissionList,
@@ -52,6 +64,8 @@ DEFAULT_MODEL = "chat-default"
 MAX_TOKENS = 2048
 MAX_ERRORS = 20
 RECENT_FEEDBACK = 10
+# Marks what the Agent service creates for us: its access then follows our permissions.
+GENERATED = {"origin": "prompt_generator"}
 
 AGENT_INSTRUCTIONS = """You design AI agents for a platform. Answer with ONE JSON object only \
 (no prose, no code fences) that is valid against this JSON Schema:
@@ -61,14 +75,25 @@ Rules: `tools` may only name tools from this list of registered tools (name: des
 Choose only the tools the agent really needs. `system_prompt` tells the agent its role, \
 how to use its tools and how to answer."""
 
-TOOL_INSTRUCTIONS = """You design declarative HTTP tools for AI agents. Answer with ONE JSON \
-object only (no prose, no code fences) that is valid against this JSON Schema:
-{schema}
+TOOL_INSTRUCTIONS = """You design tools for AI agents. Answer with ONE JSON object only (no \
+prose, no code fences), of one of two kinds.
+
+"kind": "http" when the tool calls one HTTP API. Valid against this JSON Schema:
+{http_schema}
 Rules: `url_template` is an absolute http(s) URL; `{{param}}` placeholders may appear in the \
 path, query and header values (never in the host) and each must be a required property of \
 `parameters`, which is a JSON Schema of "type": "object". For POST and PUT the other arguments \
-are the JSON body. Never put secrets or credentials in the URL. Do not use the name of an \
-existing tool: {existing}."""
+are the JSON body. Never put secrets or credentials in the URL.
+
+"kind": "expression" when the tool computes a number from numbers with one formula. Valid \
+against this JSON Schema:
+{expression_schema}
+Rules: `expression` is arithmetic only: numbers, the parameter names, + - * / // % ** and \
+parentheses, the functions {functions} and the constants {constants}. No other names, no \
+attribute access, no strings, no code. Every name it uses is a required property of \
+`parameters` with "type": "number" or "integer".
+
+Do not use the name of an existing tool: {existing}."""
 
 REPAIR_INSTRUCTIONS = """Your answer was not valid. Problems:
 {errors}
@@ -231,7 +256,9 @@ class PromptGeneratorService:
             raise
         assert isinstance(agent_spec, AgentSpec)
         response = await self.clients.get("agent").post(
-            "/api/v1/agents", json=agent_spec.model_dump(mode="json", exclude_none=True)
+            "/api/v1/agents",
+            json=agent_spec.model_dump(mode="json", exclude_none=True),
+            params=GENERATED,
         )
         raise_for_error(response, "agent")
         agent = dict(response.json()["data"])
@@ -246,26 +273,35 @@ class PromptGeneratorService:
         model = model or self.default_model
         existing = sorted(str(t["name"]) for t in await self.registered_tools())
         system = TOOL_INSTRUCTIONS.format(
-            schema=orjson.dumps(HTTP_TOOL_SCHEMA).decode(), existing=", ".join(existing)
+            http_schema=orjson.dumps(HTTP_TOOL_SCHEMA).decode(),
+            expression_schema=orjson.dumps(EXPRESSION_TOOL_SCHEMA).decode(),
+            functions=", ".join(FUNCTIONS),
+            constants=" and ".join(CONSTANTS),
+            existing=", ".join(existing) or "(none)",
         )
 
-        def check(spec: dict[str, Any]) -> tuple[HttpToolSpec | None, list[str]]:
-            errors = _schema_errors(HTTP_TOOL_SCHEMA, spec)
+        def check(
+            spec: dict[str, Any],
+        ) -> tuple[HttpToolSpec | ExpressionToolSpec | None, list[str]]:
+            kind = spec.get("kind", "http")
+            if not isinstance(kind, str) or kind not in TOOL_SCHEMAS:
+                return None, [f'$.kind: must be "http" or "expression", not {kind!r}']
+            errors = _schema_errors(TOOL_SCHEMAS[kind], spec)
             if errors:
                 return None, errors
             if spec["name"] in existing:
                 return None, [f"$.name: a tool named {spec['name']!r} already exists"]
             try:
-                return HttpToolSpec.model_validate(spec), []
+                # The Agent service's own models: for an expression, the calculator's
+                # whitelist parses it (never eval).
+                return TOOL_SPECS[kind].model_validate(spec), []
             except ValidationError as exc:
                 return None, _pydantic_errors(exc)
 
-        spec, tool_spec, repaired = await self._generate(
-            model, system, prompt, check, "HTTP tool spec"
-        )
-        assert isinstance(tool_spec, HttpToolSpec)
+        spec, tool_spec, repaired = await self._generate(model, system, prompt, check, "tool spec")
+        assert isinstance(tool_spec, HttpToolSpec | ExpressionToolSpec)
         response = await self.clients.get("agent").post(
-            "/api/v1/agents/tools", json=tool_spec.model_dump(mode="json")
+            "/api/v1/agents/tools", json=tool_spec.model_dump(mode="json"), params=GENERATED
         )
         raise_for_error(response, "agent")
         tool = dict(response.json()["data"])
@@ -432,28 +468,86 @@ class PromptGeneratorService:
         )
 
     async def check(
-        self, tenant: str, kind: Kind, resource_id: str, user_id: str, permission: str
+        self, tenant: str, kind: Kind, resource_id: str, user_id: str, permission: Permission
     ) -> PermissionCheck:
+        item = CheckItem(resource_type=kind, resource_id=resource_id, permission=permission)
+        (result,) = await self.check_many(tenant, user_id, [item])
+        return PermissionCheck(allowed=result.allowed, reason=result.reason)
+
+    async def check_many(
+        self, tenant: str, user_id: str, items: list[CheckItem]
+    ) -> list[CheckResult]:
+        """The owner (of the latest generation of a resource) is always allowed; anyone else
+        needs a grant at least as strong. Two queries whatever the number of items."""
+        ids = sorted({i.resource_id for i in items})
         async with self.db.session() as session:
-            generation = await self._generation(session, tenant, kind, resource_id)
-            if generation is not None and generation.owner_user_id == user_id:
-                return PermissionCheck(allowed=True, reason="owner")
-            repo = TenantRepository(session, PermissionRow, tenant)
-            held = list(
-                await session.scalars(
-                    repo.select(
-                        PermissionRow.resource_type == kind,
-                        PermissionRow.resource_id == resource_id,
-                        PermissionRow.user_id == user_id,
-                    ).with_only_columns(PermissionRow.permission)
-                )
+            generations = TenantRepository(session, GenerationRow, tenant).select(
+                GenerationRow.resource_id.in_(ids)
             )
-        needed = LEVELS[permission]
-        best = max((LEVELS.get(p, 0) for p in held), default=0)
-        if best >= needed:
-            granted = next(p for p, level in LEVELS.items() if level == best)
-            return PermissionCheck(allowed=True, reason=f"granted {granted}")
-        return PermissionCheck(allowed=False, reason=f"no {permission} permission")
+            owners = _latest_owners(await session.scalars(generations))
+            grants = TenantRepository(session, PermissionRow, tenant).select(
+                PermissionRow.user_id == user_id, PermissionRow.resource_id.in_(ids)
+            )
+            best: dict[tuple[str, str], int] = {}
+            for row in await session.scalars(grants):
+                key = (row.resource_type, row.resource_id)
+                best[key] = max(best.get(key, 0), LEVELS.get(row.permission, 0))
+        results = []
+        for item in items:
+            key = (item.resource_type, item.resource_id)
+            level = best.get(key, 0)
+            if owners.get(key) == user_id:
+                allowed, reason = True, "owner"
+            elif level >= LEVELS[item.permission]:
+                allowed, reason = True, f"granted {_permission_at(level)}"
+            else:
+                allowed, reason = False, f"no {item.permission} permission"
+            results.append(CheckResult(**item.model_dump(), allowed=allowed, reason=reason))
+        return results
+
+    async def bulk_check(self, tenant: str, user_id: str, items: list[CheckItem]) -> BulkCheck:
+        return BulkCheck(user_id=user_id, results=await self.check_many(tenant, user_id, items))
+
+    async def accessible(
+        self, tenant: str, kind: Kind, user_id: str, permission: Permission
+    ) -> Accessible:
+        """Every resource of `kind` the user owns or holds `permission` on (used by the Agent
+        service to filter lists in one call)."""
+        async with self.db.session() as session:
+            grants = TenantRepository(session, PermissionRow, tenant).select(
+                PermissionRow.resource_type == kind,
+                PermissionRow.user_id == user_id,
+                PermissionRow.permission.in_(
+                    [p for p, level in LEVELS.items() if level >= LEVELS[permission]]
+                ),
+            )
+            ids = {row.resource_id for row in await session.scalars(grants)}
+            repo = TenantRepository(session, GenerationRow, tenant)
+            owned = repo.select(GenerationRow.kind == kind, GenerationRow.owner_user_id == user_id)
+            candidates = {row.resource_id for row in await session.scalars(owned)}
+            if candidates:
+                # Owned means owner of the latest generation of that resource id.
+                latest = repo.select(
+                    GenerationRow.kind == kind, GenerationRow.resource_id.in_(sorted(candidates))
+                )
+                owners = _latest_owners(await session.scalars(latest))
+                ids |= {rid for (_, rid), owner in owners.items() if owner == user_id}
+        return Accessible(
+            resource_type=kind, user_id=user_id, permission=permission, resource_ids=sorted(ids)
+        )
+
+
+def _latest_owners(rows: Iterable[GenerationRow]) -> dict[tuple[str, str], str | None]:
+    owners: dict[tuple[str, str], tuple[datetime, str | None]] = {}
+    for row in rows:
+        key = (row.kind, row.resource_id)
+        if key not in owners or row.created_at >= owners[key][0]:
+            owners[key] = (row.created_at, row.owner_user_id)
+    return {key: owner for key, (_, owner) in owners.items()}
+
+
+def _permission_at(level: int) -> str:
+    return next(p for p, value in LEVELS.items() if value == level)
 
 
 def _feedback_item(row: FeedbackRow) -> FeedbackItem:
