@@ -255,6 +255,12 @@ def _supervise(settings: Settings, host: str, port_offset: int) -> None:
 
     children = {name: start(name) for name in names}
     _banner(settings, {f"service {n}": u for n, u in urls.items()}, {"mode": "split"})
+    if not settings.nats_url and {"gateway", "llmops"} <= set(names):
+        # Each child has its own in-process bus; the database is shared (the data dir's file).
+        console.print(
+            "  [yellow]without FAAS_NATS_URL events stay in the process that publishes them: "
+            "LLMOps records no gateway usage (jobs run where they are submitted)[/yellow]"
+        )
     stopping = False
 
     def stop(*_: object) -> None:

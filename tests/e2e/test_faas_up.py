@@ -107,8 +107,8 @@ def test_faas_up_serves_the_cache_with_tenant_isolation(
 
 def test_faas_up_split_runs_each_service_in_its_own_process(tmp_path: Path) -> None:
     # Two services keep this test about the supervisor and HTTP between processes; the agent
-    # split test runs six. Nine children importing their stacks at once on two cores can take
-    # longer than the readiness wait.
+    # split test runs six, and test_split_every_service all nine (with a longer readiness wait:
+    # nine children importing their stacks at once on two cores take ~35 s).
     env = faas_env(tmp_path / "data") | {"FAAS_SERVICES": "gateway,cache"}
     offset = free_port() % 20000 + 20000 - 8002  # cache lands on a free-ish high port
     proc = subprocess.Popen(

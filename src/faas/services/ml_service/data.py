@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,6 +24,10 @@ MAX_COLUMN_NAME = 128
 KINDS = ("numeric", "categorical", "datetime", "text")
 DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour")
 MISSING = "__missing__"
+# CSV integers stay integers, as in JSON: a 0/1 label must give the classes "0" and "1", not
+# "0.0" and "1.0" (category values are compared as text). Beyond 2**53 a float is as exact.
+INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_EXACT_INT = 2**53
 
 Row = dict[str, Any]
 
@@ -91,6 +96,8 @@ def _csv_value(raw: str) -> Any:
     value = raw.strip()
     if value == "" or value.lower() in ("na", "nan", "null", "none"):
         return None
+    if INTEGER.fullmatch(value) and abs(int(value)) <= MAX_EXACT_INT:
+        return int(value)
     try:
         number = float(value)
     except ValueError:

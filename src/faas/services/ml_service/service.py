@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from faas import __version__
 from faas.jobs import JobContext, JobQueue, JobView, PermanentJobError
@@ -42,6 +43,7 @@ WINDOW = 1000
 RESOLVE_TTL_S = 5.0
 INLINE_ROWS = 64
 MIN_DRIFT_WINDOW = 20
+REGISTER_ATTEMPTS = 5
 
 
 def _now() -> datetime:
@@ -195,8 +197,30 @@ class MLService:
         version_id = new_id()
         path = self.root / tenant / "models" / f"{version_id}.skops"
         sha, types = await asyncio.to_thread(artifacts.save, trained.pipeline, path)
+        try:
+            version = await self._register(ctx, body, dataset, trained, version_id, sha, types)
+        except BaseException:
+            path.unlink(missing_ok=True)  # a retried job saves a new artifact
+            raise
+        self._forget(tenant, body.name)
+        return {"model": body.name, "version": version, "metrics": trained.metrics}
+
+    async def _register(
+        self,
+        ctx: JobContext,
+        body: TrainRequest,
+        dataset: DatasetRow,
+        trained: training.Trained,
+        version_id: str,
+        sha: str,
+        types: list[str],
+    ) -> int:
+        """Add the version (and the model, the first time). Jobs training the same model at
+        once race for the next version number; the unique constraints settle it and the loser
+        takes the next number instead of training again."""
         from importlib.metadata import version as dist_version
 
+        tenant = ctx.tenant_id
         lineage = {
             "dataset_id": dataset.id,
             "dataset_sha256": dataset.sha256,
@@ -205,50 +229,57 @@ class MLService:
             "faas_version": __version__,
             "sklearn_version": dist_version("scikit-learn"),
         }
-        async with self.db.session() as session:
-            model = await self._model(session, tenant, body.name)
-            now = _now()
-            if model is None:
-                model = TenantRepository(session, ModelRow, tenant).add(
-                    id=new_id(),
-                    name=body.name,
-                    task=body.task,
-                    description="",
-                    created_at=now,
-                    updated_at=now,
-                )
-                await session.flush()
-            model.updated_at = now
-            latest = await session.scalar(
-                select(func.max(ModelVersionRow.version)).where(
-                    ModelVersionRow.model_id == model.id
-                )
-            )
-            version = int(latest or 0) + 1
-            TenantRepository(session, ModelVersionRow, tenant).add(
-                id=version_id,
-                model_id=model.id,
-                version=version,
-                task=body.task,
-                algorithm=body.algorithm,
-                params={
-                    **trained.params,
-                    "validation_split": body.validation_split,
-                    "cv_folds": body.cv_folds,
-                    "features": [c["name"] for c in trained.input_schema],
-                },
-                metrics=trained.metrics,
-                input_schema=trained.input_schema,
-                output=trained.output,
-                profile=trained.profile,
-                lineage=lineage,
-                artifact_sha256=sha,
-                artifact_types=types,
-                job_id=ctx.job_id,
-                created_at=now,
-            )
-        self._forget(tenant, body.name)
-        return {"model": body.name, "version": version, "metrics": trained.metrics}
+        params = {
+            **trained.params,
+            "validation_split": body.validation_split,
+            "cv_folds": body.cv_folds,
+            "features": [c["name"] for c in trained.input_schema],
+        }
+        for attempt in range(1, REGISTER_ATTEMPTS + 1):
+            try:
+                async with self.db.session() as session:
+                    model = await self._model(session, tenant, body.name)
+                    now = _now()
+                    if model is None:
+                        model = TenantRepository(session, ModelRow, tenant).add(
+                            id=new_id(),
+                            name=body.name,
+                            task=body.task,
+                            description="",
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        await session.flush()
+                    model.updated_at = now
+                    latest = await session.scalar(
+                        select(func.max(ModelVersionRow.version)).where(
+                            ModelVersionRow.model_id == model.id
+                        )
+                    )
+                    version = int(latest or 0) + 1
+                    TenantRepository(session, ModelVersionRow, tenant).add(
+                        id=version_id,
+                        model_id=model.id,
+                        version=version,
+                        task=body.task,
+                        algorithm=body.algorithm,
+                        params=params,
+                        metrics=trained.metrics,
+                        input_schema=trained.input_schema,
+                        output=trained.output,
+                        profile=trained.profile,
+                        lineage=lineage,
+                        artifact_sha256=sha,
+                        artifact_types=types,
+                        job_id=ctx.job_id,
+                        created_at=now,
+                    )
+                    await session.flush()
+                return version
+            except IntegrityError:
+                if attempt == REGISTER_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- registry ----------------------------------------------------------------------------
 
