@@ -208,6 +208,8 @@ EXAMPLE_OUTPUT = {
     "prompt": ['"rendered":"Hello Ada!"'],
     "ml": ['"cv_folds":3', '"predictions":["yes"]', '"data":["no"]', '"status":"queued"'],
     "ingestion": ['"status":"indexed"'],
+    "agent": ['"name":"price_with_tax"', '"origin":"prompt_generator"'],
+    "llmops": ['"accepted":0,"duplicates":2', '"key":"helpdesk"', '"error_code":"timeout"'],
 }
 
 
