@@ -130,3 +130,56 @@ async def test_agent_rollup_backfill_on_sqlite(tmp_path: Path) -> None:
 
 async def test_agent_rollup_backfill_on_postgres(fresh_postgres: str) -> None:
     await check_agent_rollup_backfill(fresh_postgres)
+
+
+async def check_rollup_key_fold(url: str) -> None:
+    """0011 folds the per-status hourly rollup rows of an hour into one, sums kept."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    db = Database(url)
+    hour = datetime(2026, 11, 3, 10, tzinfo=UTC)
+    try:
+        await db.migrate("0010_llmops_agent_rollup")
+        buckets = ", ".join(f"lat_b{i:02d}" for i in range(19))
+        zeros = ", ".join("0" for _ in range(19))
+        async with db.engine.begin() as conn:
+            for status, count, errors, cost in (("ok", 5, 0, 1.5), ("error", 2, 2, 0.25)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO llmops_rollups_hourly (tenant_id, hour, model, operation, "
+                        "status, count, error_count, prompt_tokens, completion_tokens, "
+                        f"total_tokens, cost_usd, latency_sum_ms, {buckets}) VALUES ('acme', "
+                        f":hour, 'm', 'chat', :status, :count, :errors, 1, 1, 2, :cost, 10.0, "
+                        f"{zeros})"
+                    ),
+                    {
+                        "hour": hour,
+                        "status": status,
+                        "count": count,
+                        "errors": errors,
+                        "cost": cost,
+                    },
+                )
+        await db.migrate()
+        async with db.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT count, error_count, total_tokens, cost_usd "
+                        "FROM llmops_rollups_hourly"
+                    )
+                )
+            ).all()
+    finally:
+        await db.close()
+    assert [tuple(r) for r in rows] == [(7, 2, 4, 1.75)]
+
+
+async def test_rollup_key_fold_on_sqlite(tmp_path: Path) -> None:
+    await check_rollup_key_fold(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
+
+
+async def test_rollup_key_fold_on_postgres(fresh_postgres: str) -> None:
+    await check_rollup_key_fold(fresh_postgres)

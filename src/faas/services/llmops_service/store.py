@@ -1,5 +1,5 @@
-"""Writes: deduplicated multi-row inserts plus incremental rollups (hourly by model, operation
-and status; daily by agent), in one transaction."""
+"""Writes: deduplicated multi-row inserts plus incremental rollups (hourly by model and
+operation; daily by agent), in one transaction."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ ROLLUPS: Table = RollupRow.__table__  # type: ignore[assignment]
 AGENTS: Table = AgentRollupRow.__table__  # type: ignore[assignment]
 AGENT_KEY = ("tenant_id", "day", "agent")
 AGENT_SUMS = ("count", "total_tokens", "cost_usd")
-ROLLUP_KEY = ("tenant_id", "hour", "model", "operation", "status")
+ROLLUP_KEY = ("tenant_id", "hour", "model", "operation")  # errors: error_count
 ROLLUP_SUMS = (
     "count",
     "error_count",
@@ -53,7 +53,7 @@ def hour_of(moment: datetime) -> datetime:
 
 
 def rollup_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Operations folded into one rollup increment per (tenant, hour, model, operation, status)."""
+    """Operations folded into one rollup increment per (tenant, hour, model, operation)."""
     acc: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         key = (
@@ -61,7 +61,6 @@ def rollup_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             hour_of(row["occurred_at"]),
             row["model"],
             row["operation"],
-            row["status"],
         )
         agg = acc.get(key)
         if agg is None:

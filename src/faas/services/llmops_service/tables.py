@@ -74,7 +74,6 @@ class RollupRow(Base):
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     operation: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, nullable=False)
     error_count: Mapped[int] = mapped_column(Integer, nullable=False)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False)
