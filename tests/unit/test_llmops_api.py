@@ -234,12 +234,22 @@ async def test_cost_analysis(env: Platform) -> None:
     assert tenants == {"acme": pytest.approx(3.75), "globex": pytest.approx(9.0)}
 
 
-async def test_tenant_param_needs_admin(env: Platform) -> None:
+async def test_tenant_param_is_ignored_without_admin(env: Platform) -> None:
     await seed(env)
-    denied = await env.client.get(
+    ignored = await env.client.get(
         "/api/v1/llmops/metrics", params={**WINDOW, "tenant_id": "globex"}, headers=A
     )
-    assert denied.status_code == 403
+    assert ignored.status_code == 200
+    assert ignored.json()["data"]["tenant_id"] == "acme"
+    assert ignored.json()["data"]["totals"]["count"] == 4  # acme's, not globex's one
+    listed = await env.client.get(
+        "/api/v1/llmops/operations", params={"tenant_id": "globex"}, headers=A
+    )
+    assert "gpt-z" not in [i["model"] for i in listed.json()["data"]["items"]]
+    costs = await env.client.get(
+        "/api/v1/llmops/cost-analysis", params={**WINDOW, "tenant_id": "globex"}, headers=A
+    )
+    assert costs.json()["data"]["total_cost_usd"] == pytest.approx(3.75)
     own = await env.client.get(
         "/api/v1/llmops/metrics", params={**WINDOW, "tenant_id": "acme"}, headers=A
     )
