@@ -757,3 +757,37 @@ async def test_concurrent_trainings_of_one_model_get_consecutive_versions(env: P
     assert params == {j["result"]["version"]: float(i) for i, j in enumerate(jobs)}
     artifacts = env.runtime.settings.data_dir / "ml" / "acme" / "models"
     assert len(list(artifacts.glob("*.skops"))) == 4  # one per version, no orphans
+
+
+async def test_prediction_counts_and_latency_are_exported_as_metrics(env: Platform) -> None:
+    dataset = await create_dataset(env, classification_rows(120))
+    job = await train(
+        env,
+        name="metered",
+        task="classification",
+        algorithm="logistic_regression",
+        dataset_id=dataset,
+        target="label",
+    )
+    assert job["status"] == "succeeded", job
+    rows = [{"x1": 1.0, "x2": 0.5, "colour": "red"}] * 3
+    for _ in range(2):
+        got = await env.client.post(f"{ML}/models/metered/predict", json={"rows": rows}, headers=A)
+        assert got.status_code == 200, got.text
+    text = (await env.client.get("/metrics")).text
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith("faas_ml_predictions")
+        and 'faas_ml_model="metered"' in line
+        and 'faas_ml_mode="realtime"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) == 6.0, counted
+    timed = [
+        line
+        for line in text.splitlines()
+        if line.startswith("faas_ml_predict_duration")
+        and "_count" in line.split("{")[0]
+        and 'faas_ml_model="metered"' in line
+    ]
+    assert timed and float(timed[0].rsplit(" ", 1)[1]) == 2.0, timed

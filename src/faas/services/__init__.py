@@ -88,7 +88,9 @@ def _llmops(runtime: Runtime) -> Service:
 def _ml(runtime: Runtime) -> Service:
     from faas.services.ml_service.service import MLService
 
-    return MLService(runtime.settings, db=runtime.db, jobs=runtime.jobs)
+    return MLService(
+        runtime.settings, db=runtime.db, jobs=runtime.jobs, meter=runtime.telemetry.meter
+    )
 
 
 BUILDERS: dict[str, Callable[[Runtime], Service]] = {

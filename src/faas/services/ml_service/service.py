@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter
+from opentelemetry import metrics
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -66,7 +68,14 @@ class Resolved:
 class MLService:
     name = "ml"
 
-    def __init__(self, settings: Settings, *, db: Database, jobs: JobQueue) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        jobs: JobQueue,
+        meter: metrics.Meter | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.jobs = jobs
@@ -76,6 +85,15 @@ class MLService:
         self._windows: dict[tuple[str, str], deque[dict[str, Any]]] = {}
         jobs.registry.register(TRAIN_JOB, self.run_training)
         jobs.registry.register(BATCH_JOB, self.run_batch_predict)
+        meter = meter or metrics.get_meter("faas.ml")
+        self._predicted = meter.create_counter(
+            "faas.ml.predictions", unit="{row}", description="Rows predicted, realtime and batch"
+        )
+        self._predict_ms = meter.create_histogram(
+            "faas.ml.predict.duration",
+            unit="ms",
+            description="Realtime prediction time: model resolution, validation, predict",
+        )
 
     def router(self) -> APIRouter:
         from faas.services.ml_service.routes import build_router
@@ -451,6 +469,7 @@ class MLService:
         version: int | None = None,
         alias: str | None = None,
     ) -> PredictResponse:
+        started = time.perf_counter()
         resolved = await self.resolve(tenant, name, version=version, alias=alias)
         row = resolved.row
         checked = data.validate_inputs(rows, row.input_schema)
@@ -462,6 +481,13 @@ class MLService:
                 training.predict, pipeline, checked, row.input_schema, row.output
             )
         self._observe(tenant, name, checked)
+        attrs: dict[str, AttributeValue] = {
+            "faas.tenant": tenant,
+            "faas.ml.model": name,
+            "faas.ml.version": resolved.version,
+        }
+        self._predict_ms.record((time.perf_counter() - started) * 1000, attrs)
+        self._predicted.add(len(predictions), attrs | {"faas.ml.mode": "realtime"})
         return PredictResponse(model=name, version=resolved.version, predictions=predictions)
 
     def _observe(self, tenant: str, name: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -526,6 +552,15 @@ class MLService:
         await ctx.progress(0.3, "predicting")
         predictions = await asyncio.to_thread(
             training.predict, pipeline, checked, row.input_schema, row.output
+        )
+        self._predicted.add(
+            len(predictions),
+            {
+                "faas.tenant": tenant,
+                "faas.ml.model": name,
+                "faas.ml.version": resolved.version,
+                "faas.ml.mode": "batch",
+            },
         )
         path = self.root / tenant / "predictions" / f"{ctx.job_id}.jsonl"
         await asyncio.to_thread(
