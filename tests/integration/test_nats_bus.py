@@ -47,10 +47,11 @@ class LocalServer:
         self.binary = binary
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # e.g. ["-js", "-sd", DIR] for JetStream
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -316,3 +317,48 @@ async def test_micro_service_discovery(nats_url: str, prefix: str, cleanup: list
     finally:
         await service.stop()
         await nc.close()
+
+
+async def test_a_stream_consumer_resumes_after_a_server_restart(
+    local_server: LocalServer, tmp_path: Any
+) -> None:
+    """The pull request in flight dies with the server; the consumer notices (no answer by the
+    request's deadline), pulls again once reconnected, and nothing is lost or doubled."""
+    local_server.extra = ["-js", "-sd", str(tmp_path / "js")]
+    local_server.start()
+    bus = NatsBus(
+        f"nats://127.0.0.1:{local_server.port}",
+        "t",
+        fetch_timeout_s=0.5,
+        reconnect_wait_s=0.05,
+        reconnect_max_wait_s=0.3,
+    )
+    await bus.start()
+    got: list[bytes] = []
+
+    async def handler(messages: Any) -> None:
+        got.extend(m.data for m in messages)
+
+    async def received(n: int) -> bool:
+        return len(got) >= n
+
+    try:
+        await bus.consume_stream("usage", ["usage.made.*"], "llmops", handler, batch=10)
+        for i in range(3):
+            await bus.publish("usage.made.acme", str(i).encode(), {"Nats-Msg-Id": f"e{i}"})
+        await eventually(lambda: received(3))
+
+        local_server.stop()
+
+        async def disconnected() -> bool:
+            return not bus.connected
+
+        await eventually(disconnected)
+        for i in range(3, 6):  # buffered by the bus, sent on reconnect, kept by the stream
+            await bus.publish("usage.made.acme", str(i).encode(), {"Nats-Msg-Id": f"e{i}"})
+        local_server.start()
+        await eventually(lambda: received(6), timeout=15.0)
+        await asyncio.sleep(0.5)
+        assert got == [str(i).encode() for i in range(6)]
+    finally:
+        await bus.close()
