@@ -1,0 +1,75 @@
+"""The tenant-limits cache: one database read per tenant however many requests miss at once,
+and an update is never overwritten by a read that started before it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faas.services.gateway_service.limits import TenantLimits
+from faas.services.gateway_service.tenant_limits import TenantLimitsStore
+from faas.shared.database import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'limits.db'}")
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+def counting(db: Database) -> list[int]:
+    """Count the sessions opened (one per read) by wrapping the database's session factory."""
+    opened = [0]
+    original = db.session
+
+    @asynccontextmanager
+    async def session() -> AsyncIterator[Any]:
+        opened[0] += 1
+        async with original() as s:
+            await asyncio.sleep(0.01)  # a read that takes a moment, so the callers overlap
+            yield s
+
+    db.session = session  # type: ignore[method-assign]
+    return opened
+
+
+async def test_concurrent_misses_read_the_database_once(db: Database) -> None:
+    store = TenantLimitsStore(db, TenantLimits(rpm=10))
+    opened = counting(db)
+    got = await asyncio.gather(*(store.get("acme") for _ in range(32)))
+    assert opened[0] == 1
+    assert {g.rpm for g in got} == {10}
+    await store.get("acme")  # cached
+    assert opened[0] == 1
+    await store.get("globex")
+    assert opened[0] == 2
+
+
+async def test_a_read_racing_an_update_does_not_cache_the_old_value(db: Database) -> None:
+    store = TenantLimitsStore(db, TenantLimits(rpm=10))
+    original = db.session
+    read_done, update_done = asyncio.Event(), asyncio.Event()
+
+    @asynccontextmanager
+    async def session() -> AsyncIterator[Any]:
+        first = not read_done.is_set()
+        async with original() as s:
+            yield s
+        if first:  # the read has its (old) row; hold it until the update is through
+            read_done.set()
+            await update_done.wait()
+
+    db.session = session  # type: ignore[method-assign]
+    reading = asyncio.ensure_future(store.get("acme"))
+    await read_done.wait()
+    await store.set("acme", TenantLimits(rpm=99), by="admin")
+    update_done.set()
+    assert (await reading).rpm == 10  # that caller saw the value of its moment
+    assert (await store.get("acme")).rpm == 99  # but the cache kept the update
