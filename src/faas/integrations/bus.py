@@ -303,6 +303,14 @@ async def run_message_handler(
                 log.exception("reply to %s failed", message.subject)
 
 
+def batch_failed(durable: str, size: int, failures: int, base_s: float, max_s: float) -> float:
+    """Log a failed stream batch (from inside its `except`) and return the redelivery delay
+    for this many consecutive failures."""
+    delay = retry_delay(base_s, failures, max_s)
+    log.exception("%s: a batch of %d failed; redelivered in %.1fs", durable, size, delay)
+    return delay
+
+
 async def run_batch_handler(
     handler: BatchHandler,
     messages: Sequence[Message],

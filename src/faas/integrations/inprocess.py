@@ -30,12 +30,12 @@ from faas.integrations.bus import (
     MessageHandler,
     Prefixer,
     Workers,
+    batch_failed,
     check_subject,
     dlq_subject,
     event_stream_name,
     interrupted,
     job_subject,
-    retry_delay,
     run_batch_handler,
     run_job_handler,
     run_message_handler,
@@ -377,12 +377,8 @@ class _LocalStreamConsumer:
                 )
             except Exception:
                 failures += 1
-                delay = retry_delay(bus.retry_base_s, failures, bus.retry_max_s)
-                log.exception(
-                    "%s: a batch of %d failed; redelivered in %.1fs",
-                    self._durable,
-                    len(items),
-                    delay,
+                delay = batch_failed(
+                    self._durable, len(items), failures, bus.retry_base_s, bus.retry_max_s
                 )
                 self._backlog.pending.extendleft(reversed(items))
                 await asyncio.sleep(delay)

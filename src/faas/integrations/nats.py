@@ -54,6 +54,7 @@ from faas.integrations.bus import (
     Prefixer,
     Subscription,
     Workers,
+    batch_failed,
     check_subject,
     dead_letter_headers,
     dlq_subject,
@@ -952,12 +953,8 @@ class _StreamConsumer:
                 )
             except Exception:
                 handler_failures += 1
-                delay = retry_delay(bus.retry_base_s, handler_failures, bus.retry_max_s)
-                log.exception(
-                    "%s: a batch of %d failed; redelivered in %.1fs",
-                    self.durable,
-                    len(msgs),
-                    delay,
+                delay = batch_failed(
+                    self.durable, len(msgs), handler_failures, bus.retry_base_s, bus.retry_max_s
                 )
                 await self._settle(msgs, delay)
                 continue
