@@ -73,3 +73,38 @@ async def test_a_read_racing_an_update_does_not_cache_the_old_value(db: Database
     update_done.set()
     assert (await reading).rpm == 10  # that caller saw the value of its moment
     assert (await store.get("acme")).rpm == 99  # but the cache kept the update
+
+
+async def test_a_read_that_overlaps_an_update_commit_does_not_cache_the_old_value(
+    db: Database,
+) -> None:
+    """The read starts while the update's transaction is open (so it sees the old row) and
+    finishes after the update has committed and cached the new value."""
+    store = TenantLimitsStore(db, TenantLimits(rpm=10))
+    await store.set("acme", TenantLimits(rpm=10), by="admin")  # a row to update
+    original = db.session
+    opened: list[str] = []
+    update_open, read_done, update_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @asynccontextmanager
+    async def session() -> AsyncIterator[Any]:
+        role = "update" if not opened else "read"
+        opened.append(role)
+        async with original() as s:
+            yield s
+            if role == "update":  # before the commit: let the read take the old row
+                update_open.set()
+                await read_done.wait()
+        if role == "read":  # the read has its row; finish only after the update is cached
+            read_done.set()
+            await update_done.wait()
+
+    db.session = session  # type: ignore[method-assign]
+    store._cache.clear()
+    updating = asyncio.ensure_future(store.set("acme", TenantLimits(rpm=99), by="admin"))
+    await update_open.wait()
+    reading = asyncio.ensure_future(store.get("acme"))
+    await updating
+    update_done.set()
+    assert (await reading).rpm == 10
+    assert (await store.get("acme")).rpm == 99

@@ -44,8 +44,13 @@ class TenantLimitsStore:
         if loading is None:
             loading = asyncio.ensure_future(self._load(tenant_id))
             self._loading[tenant_id] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(tenant_id, None))
+            loading.add_done_callback(lambda done: self._loaded(tenant_id, done))
         return await asyncio.shield(loading)
+
+    def _loaded(self, tenant_id: str, done: asyncio.Future[TenantLimits]) -> None:
+        self._loading.pop(tenant_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone (clients disconnected)
 
     async def _load(self, tenant_id: str) -> TenantLimits:
         started, writes = time.monotonic(), self._writes.get(tenant_id, 0)
@@ -69,6 +74,8 @@ class TenantLimitsStore:
                 )
             else:
                 row.limits, row.updated_by, row.updated_at = values, by, _now()
+        # Again after the commit: a load that began during the write read the old row.
+        self._writes[tenant_id] += 1
         self._cache[tenant_id] = (time.monotonic() + self.ttl_s, limits)
         return limits
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME = r"^[A-Za-z0-9._:/@-]{1,128}$"
+MAX_METADATA_BYTES = 16_384
 GroupBy = Literal["model", "day", "hour"]
 
 
@@ -38,6 +40,17 @@ class OperationIn(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("occurred_at needs a timezone (e.g. 2026-01-01T00:00:00Z)")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError as exc:  # e.g. an integer beyond 64 bits
+            raise ValueError(f"metadata cannot be stored as JSON: {exc}") from None
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes; at most {MAX_METADATA_BYTES}")
         return value
 
 

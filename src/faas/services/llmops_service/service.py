@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import asyncpg
 import numpy as np
+import sqlalchemy.exc
 from fastapi import APIRouter
 from sqlalchemy import ColumnElement, Float, Select, cast, delete, func, select
 
@@ -40,6 +43,17 @@ from faas.shared.exceptions import ValidationFailed
 
 log = logging.getLogger("faas.llmops")
 
+# What a database says when it refuses a row's data (not when it is down); TypeError covers
+# values the JSON encoder cannot write.
+REJECTED: Final = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    sqlalchemy.exc.DataError,
+    sqlalchemy.exc.IntegrityError,
+    OverflowError,
+    TypeError,
+)
+
 USAGE_SUBJECT: Final = "gateway.usage.*"
 USAGE_STREAM: Final = "usage"  # JetStream stream {PREFIX}_USAGE
 CONSUMER: Final = "llmops"  # the durable consumer every LLMOps replica shares
@@ -56,18 +70,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+INT4_MAX: Final = 2**31 - 1  # the operations table's token columns are 4-byte integers
+
+
 def _int(value: Any) -> int:
+    """A count from an event: clamped to [0, INT4_MAX]; garbage (inf, text) is 0."""
     try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
+        return min(INT4_MAX, max(0, int(value or 0)))
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
 def _float(value: Any) -> float:
+    """A cost or latency from an event: finite and non-negative, else 0."""
     try:
-        return max(0.0, float(value or 0.0))
-    except (TypeError, ValueError):
+        number = float(value or 0.0)
+    except (TypeError, ValueError, OverflowError):
         return 0.0
+    return number if math.isfinite(number) and number > 0 else 0.0
 
 
 def _str(value: Any, limit: int = 128) -> str | None:
@@ -280,6 +300,7 @@ class LlmopsService:
         self._subscription: Subscription | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self.malformed = 0
+        self.rejected = 0  # events the database refused (out-of-range values, say)
         self.ingested = 0  # usage events written (duplicates excluded)
         self.batches = 0
 
@@ -334,9 +355,23 @@ class LlmopsService:
                 continue
             rows.append(row)
         if rows:
-            inserted = await self.store.write(rows)
+            inserted = await self._write_isolating(rows)
             self.ingested += len(inserted)
             self.batches += 1
+
+    async def _write_isolating(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Write a batch; when the database refuses its data, halve it until the rows it
+        refuses are alone, and drop (count) those: one bad event must not hold back the batch
+        it came with, redelivered forever. Other errors (database down) propagate."""
+        try:
+            return await self.store.write(rows)
+        except REJECTED:
+            if len(rows) == 1:
+                self.rejected += 1
+                log.warning("usage event %s rejected by the database", rows[0]["id"], exc_info=True)
+                return []
+        half = len(rows) // 2
+        return await self._write_isolating(rows[:half]) + await self._write_isolating(rows[half:])
 
     async def log_operations(
         self, tenant: str, user_id: str | None, ops: Sequence[OperationIn]

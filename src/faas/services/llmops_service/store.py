@@ -4,7 +4,7 @@ operation; daily by agent), in one transaction."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,14 +173,26 @@ class OperationStore:
         return [r["id"] for r in fresh]
 
     async def _write_pg(self, batch: list[dict[str, Any]]) -> list[str]:
+        # Rows in key order, so that replicas writing overlapping keys lock them in the same
+        # order (no deadlock between two batches' upserts).
+        batch.sort(key=lambda r: (r["tenant_id"], r["id"]))
         async with self.db.session() as session:
             connection = await session.connection()
             raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection  # asyncpg.Connection, in the session's transaction
-            records = await driver.fetch(self._pg_ops, orjson.dumps(batch).decode())
-            inserted = {(rec[0], rec[1]) for rec in records}
-            fresh = [r for r in batch if (r["tenant_id"], r["id"]) in inserted]
-            if fresh:
-                await driver.execute(self._pg_rollups, orjson.dumps(rollup_rows(fresh)).decode())
-                await driver.execute(self._pg_agents, orjson.dumps(agent_rows(fresh)).decode())
+            driver: Any = raw.driver_connection  # asyncpg.Connection
+            # SQLAlchemy's asyncpg adapter opens its transaction only when SQL goes through it;
+            # the three statements must commit together (rollups only count inserted rows).
+            async with driver.transaction():
+                records = await driver.fetch(self._pg_ops, orjson.dumps(batch).decode())
+                inserted = {(rec[0], rec[1]) for rec in records}
+                fresh = [r for r in batch if (r["tenant_id"], r["id"]) in inserted]
+                if fresh:
+                    hourly = sorted(rollup_rows(fresh), key=_key(ROLLUP_KEY))
+                    agents = sorted(agent_rows(fresh), key=_key(AGENT_KEY))
+                    await driver.execute(self._pg_rollups, orjson.dumps(hourly).decode())
+                    await driver.execute(self._pg_agents, orjson.dumps(agents).decode())
         return [r["id"] for r in fresh]
+
+
+def _key(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    return lambda row: tuple(row[n] for n in names)
