@@ -67,6 +67,23 @@ async def train(env: Platform, **body: Any) -> dict[str, Any]:
     return await wait_job(env, response.headers["location"])
 
 
+async def price_versions(env: Platform, dataset: str, algorithms: tuple[str, ...]) -> list[Any]:
+    """Versions 1..n of the regression model "price", one per algorithm, each succeeded."""
+    jobs = []
+    for algorithm in algorithms:
+        job = await train(
+            env,
+            name="price",
+            task="regression",
+            algorithm=algorithm,
+            dataset_id=dataset,
+            target="y",
+        )
+        assert job["status"] == "succeeded", job
+        jobs.append(job)
+    return jobs
+
+
 async def test_classifier_trains_registers_and_serves(env: Platform) -> None:
     dataset = await create_dataset(env, classification_rows())
     view = (await env.client.get(f"{ML}/datasets/{dataset}", headers=A)).json()["data"]
@@ -122,16 +139,7 @@ async def test_classifier_trains_registers_and_serves(env: Platform) -> None:
 
 async def test_regression_aliases_deploy_and_batch(env: Platform) -> None:
     dataset = await create_dataset(env, regression_rows())
-    for algorithm in ("linear", "ridge"):
-        job = await train(
-            env,
-            name="price",
-            task="regression",
-            algorithm=algorithm,
-            dataset_id=dataset,
-            target="y",
-        )
-        assert job["status"] == "succeeded", job
+    for job in await price_versions(env, dataset, ("linear", "ridge")):
         assert job["result"]["metrics"]["r2"] > 0.95
     one = {"features": {"a": 1.0, "b": 1.0}}
     latest = (await env.client.post(f"{ML}/models/price/predict", json=one, headers=A)).json()
@@ -538,16 +546,7 @@ async def test_batch_prediction_is_a_job_that_fails_naming_a_missing_column(
 
 async def test_kserve_v2_infer_ready_and_metadata_follow_the_champion(env: Platform) -> None:
     dataset = await create_dataset(env, regression_rows(), name="reg")
-    for algorithm in ("linear", "ridge"):
-        job = await train(
-            env,
-            name="price",
-            task="regression",
-            algorithm=algorithm,
-            dataset_id=dataset,
-            target="y",
-        )
-        assert job["status"] == "succeeded", job
+    await price_versions(env, dataset, ("linear", "ridge"))
     meta = (await env.client.get("/v2/models/price", headers=A)).json()
     assert meta["name"] == "price" and meta["platform"] == "scikit-learn"
     assert meta["versions"] == ["2", "1"]
@@ -599,16 +598,7 @@ async def test_kserve_v2_infer_ready_and_metadata_follow_the_champion(env: Platf
 
 async def test_alias_moves_and_deploys_take_effect_at_once(env: Platform) -> None:
     dataset = await create_dataset(env, regression_rows(), name="reg")
-    for algorithm in ("linear", "ridge", "random_forest"):
-        job = await train(
-            env,
-            name="price",
-            task="regression",
-            algorithm=algorithm,
-            dataset_id=dataset,
-            target="y",
-        )
-        assert job["status"] == "succeeded", job
+    await price_versions(env, dataset, ("linear", "ridge", "random_forest"))
     one = {"features": {"a": 1.0, "b": 1.0}}
 
     async def served(**selector: Any) -> int:
