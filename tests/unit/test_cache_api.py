@@ -211,12 +211,15 @@ async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> 
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
-async def test_malformed_json_is_422_error_response(client: httpx.AsyncClient) -> None:
+async def test_malformed_json_is_400_error_response(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/v1/cache", content=b"{not json", headers=A | {"Content-Type": "application/json"}
     )
-    assert response.status_code == 422
-    assert response.json()["success"] is False
+    assert response.status_code == 400
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "undecodable_body"
+    assert body["error"]["details"]["field"] == "body"
 
 
 async def test_unknown_route_is_404_error_response(client: httpx.AsyncClient) -> None:

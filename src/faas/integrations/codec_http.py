@@ -37,7 +37,7 @@ from faas.shared.exceptions import (
     UndecodableBody,
     error_for_status,
 )
-from faas.shared.middleware import ErrorRenderer, error_payload
+from faas.shared.middleware import ErrorRenderer, error_payload, replay_body
 
 VARY = (b"vary", b"Accept")
 _JSON = JSON.encode()
@@ -150,16 +150,7 @@ class CodecMiddleware:
             if k not in (b"content-type", b"content-length", b"transfer-encoding")
         ]
         headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        delivered = False
-
-        async def receive_json() -> Message:
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return {**scope, "headers": headers}, receive_json
+        return {**scope, "headers": headers}, replay_body(body, receive)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = scope.get("state", {}).get("faas_body_limit", self.max_body_bytes)

@@ -3,6 +3,7 @@ pagination parameters, and the service protocol every service implements."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -12,7 +13,10 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from faas.shared.context import Identity, current_context
-from faas.shared.exceptions import Forbidden, Unauthenticated
+from faas.shared.exceptions import FaaSError, Forbidden, Unauthenticated
+from faas.shared.input_rules import MAX_DB_INT
+
+log = logging.getLogger("faas.api")
 
 
 class Service(Protocol):
@@ -25,6 +29,14 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+def stream_error(exc: BaseException) -> dict[str, str]:
+    """The `error` of the SSE event that ends a stream failing after its 200 was sent."""
+    if isinstance(exc, FaaSError):
+        return {"code": exc.code, "message": exc.message}
+    log.error("stream failed", exc_info=exc)
+    return {"code": "internal_error", "message": "Internal server error"}
 
 
 def caller() -> Identity:
@@ -57,7 +69,7 @@ class PageParams(BaseModel):
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

@@ -5,6 +5,8 @@ Pure ASGI (not BaseHTTPMiddleware) keeps contextvars flowing into the endpoints.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -14,9 +16,10 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faas.shared.auth import TokenVerifier, check_tenant_header, valid_tenant
+from faas.shared.auth import TokenVerifier, tenant_from_header, valid_tenant
 from faas.shared.config import Settings
 from faas.shared.context import (
+    IN_PROCESS,
     Identity,
     RequestContext,
     current_context,
@@ -25,7 +28,14 @@ from faas.shared.context import (
     set_context,
 )
 from faas.shared.contracts import ErrorBody, ErrorResponse
-from faas.shared.exceptions import FaaSError, Forbidden, PayloadTooLarge, Unauthenticated
+from faas.shared.exceptions import (
+    FaaSError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthenticated,
+    error_for_status,
+)
+from faas.shared.input_rules import check_json_body, check_url
 from faas.shared.logging import RequestLog
 
 log = logging.getLogger("faas.request")
@@ -210,6 +220,82 @@ class BodyLimitMiddleware:
         return PayloadTooLarge(f"request body exceeds {limit} bytes", details={"max_bytes": limit})
 
 
+# Bodies above this are checked in a thread: parsing megabytes must not stall the event loop.
+INLINE_CHECK_BYTES = 256 * 1024
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return True  # FastAPI parses a body without a Content-Type as JSON
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class InputRulesMiddleware:
+    """Holds every request to `faas.shared.input_rules` before any route sees it.
+
+    A JSON body is read whole, checked (strict JSON, 64-bit integers, no NUL) and handed on
+    unchanged; its decoded value is left in `scope["state"]["faas_json"]` for routes that parse
+    the body themselves. Runs inside the body limit, so it never buffers more than the limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, renderer: ErrorRenderer | None = None) -> None:
+        self.app = app
+        self.renderer = renderer or json_error_renderer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            check_url(scope["path"], scope.get("query_string", b""))
+            if scope.get("method") in ("POST", "PUT", "PATCH") and _is_json(
+                _header(scope, b"content-type")
+            ):
+                receive = await self._checked_body(scope, receive)
+        except FaaSError as exc:
+            await send_error(scope, send, exc, self.renderer)
+            return
+        await self.app(scope, receive, send)
+
+    async def _checked_body(self, scope: Scope, receive: Receive) -> Receive:
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            try:
+                message = await receive()
+            except HTTPException as exc:  # the body limit refusing the stream
+                raise error_for_status(exc.status_code)(str(exc.detail)) from exc
+            if message["type"] != "http.request":
+                return replay_body(b"", receive, message)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            if len(body) > INLINE_CHECK_BYTES:
+                value = await asyncio.to_thread(check_json_body, body)
+            else:
+                value = check_json_body(body)
+            scope.setdefault("state", {})["faas_json"] = value
+        return replay_body(body, receive)
+
+
+def replay_body(body: bytes, receive: Receive, last: Message | None = None) -> Receive:
+    """A `receive` that hands the buffered body over once, then defers to the real one."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        if last is not None:
+            return last
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 class AuthMiddleware:
     """Resolves the caller's identity according to FAAS_AUTH and stores it in the context."""
 
@@ -229,6 +315,13 @@ class AuthMiddleware:
         self.verifier = verifier
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
+        self.trusted_networks = settings.trusted_networks()
+        if self.mode == "trusted-headers":
+            log.warning(
+                "FAAS_AUTH=trusted-headers: X-Tenant-ID, X-User-ID and X-Scopes are believed "
+                "without a token from requests coming from %s",
+                ", ".join(str(n) for n in self.trusted_networks),
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_public(scope["path"]):
@@ -262,8 +355,11 @@ class AuthMiddleware:
             token = self._bearer(scope)
             assert self.verifier is not None
             identity = await self.verifier.verify(token)
-            check_tenant_header(identity, header_tenant)
-            return identity
+            return tenant_from_header(identity, header_tenant)
+        if self.mode == "trusted-headers" and not self._from_trusted_peer(scope):
+            raise Unauthenticated(
+                "identity headers are accepted only from the proxies in FAAS_TRUSTED_PROXY_CIDRS"
+            )
         if not header_tenant:
             raise Unauthenticated("X-Tenant-ID header is required")
         if not valid_tenant(header_tenant):
@@ -275,6 +371,20 @@ class AuthMiddleware:
             scopes=frozenset(scopes.split()) if scopes else frozenset(),
             token=None,
         )
+
+    def _from_trusted_peer(self, scope: Scope) -> bool:
+        """The direct peer (not X-Forwarded-For) is a trusted proxy, or the request was made
+        by another service of this process."""
+        if scope.get(IN_PROCESS):
+            return True
+        client = scope.get("client")
+        try:
+            peer = ipaddress.ip_address(client[0]) if client else None
+        except ValueError:
+            return False
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+            peer = peer.ipv4_mapped  # an IPv4 client of a dual-stack listener
+        return peer is not None and any(peer in network for network in self.trusted_networks)
 
     @staticmethod
     def _bearer(scope: Scope) -> str:

@@ -127,8 +127,8 @@ def normalised(vector: FloatArray) -> npt.NDArray[np.float32]:
 
 def canonical(value: Any) -> str:
     """JSON text equal for equal JSON values: `true` ≠ `1`, `1.0` = `1`, object keys sorted."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)  # beyond 2**63 it stays a float: orjson has no larger integers
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 

@@ -28,9 +28,8 @@ from faas.services.agent_service.models import (
     WorkflowResponse,
 )
 from faas.services.agent_service.tenant_tools import TenantToolSpec
-from faas.shared.api import PageDep, caller, respond
+from faas.shared.api import PageDep, caller, respond, stream_error
 from faas.shared.contracts import Page, ServiceResponse
-from faas.shared.exceptions import FaaSError
 
 if TYPE_CHECKING:
     from faas.services.agent_service.service import AgentService
@@ -136,10 +135,8 @@ def build_router(service: AgentService) -> APIRouter:
                         "status": view.status,
                     }
                 )
-            except FaaSError as exc:
-                await queue.put(
-                    {"type": "error", "error": {"code": exc.code, "message": exc.message}}
-                )
+            except Exception as exc:
+                await queue.put({"type": "error", "error": stream_error(exc)})
             finally:
                 await queue.put(None)
 

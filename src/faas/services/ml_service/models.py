@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from faas.shared.input_rules import MAX_DB_INT
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 Task = Literal["classification", "regression", "clustering", "anomaly_detection", "forecasting"]
 Algorithm = Literal[
@@ -81,17 +83,17 @@ class ModelView(BaseModel):
 
 class AliasSet(BaseModel):
     alias: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_DB_INT)
 
 
 class DeployRequest(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_DB_INT)
 
 
 class PredictRequest(BaseModel):
     features: dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=10_000)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_DB_INT)
     alias: str | None = None
 
     @model_validator(mode="after")
@@ -111,7 +113,7 @@ class PredictResponse(BaseModel):
 
 class BatchPredictRequest(BaseModel):
     dataset_id: str = Field(min_length=1, max_length=64)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_DB_INT)
     alias: str | None = None
 
 

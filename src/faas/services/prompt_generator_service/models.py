@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from faas.shared.input_rules import PRINTABLE
+
 Kind = Literal["agent", "tool"]
 Permission = Literal["read", "execute", "admin"]
 # admin implies execute implies read
@@ -149,8 +151,8 @@ class FeedbackStats(BaseModel):
 
 class PermissionChange(BaseModel):
     resource_type: Kind
-    resource_id: str = Field(min_length=1, max_length=128)
-    user_id: str = Field(min_length=1, max_length=128)
+    resource_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
+    user_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
     permission: Permission
     action: Literal["grant", "revoke"]
 
@@ -178,12 +180,12 @@ class PermissionCheck(BaseModel):
 
 class CheckItem(BaseModel):
     resource_type: Kind
-    resource_id: str = Field(min_length=1, max_length=128)
+    resource_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
     permission: Permission
 
 
 class BulkCheckRequest(BaseModel):
-    user_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
     checks: list[CheckItem] = Field(min_length=1, max_length=100)
 
 

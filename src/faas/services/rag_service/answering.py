@@ -4,6 +4,7 @@ through the gateway, citations, sources and a grounding score per answer sentenc
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from faas.services.rag_service.retrieval import (
     sentence_support,
     sentences,
 )
+from faas.shared.api import stream_error
 from faas.shared.context import Identity
 from faas.shared.http_client import raise_for_error
 
@@ -183,42 +185,59 @@ class Answerer:
 
     async def stream(self, identity: Identity, body: QueryRequest) -> AsyncIterator[bytes]:
         """SSE: a `citations` event, `delta` events with answer text, then `done` with the
-        whole result (citations marked as cited or not, grounding, usage), then `[DONE]`."""
+        whole result (citations marked as cited or not, grounding, usage), then `[DONE]`.
+
+        The gateway call is opened before the first event, so a request it refuses (an unknown
+        model, a spent budget) is an HTTP error; a failure after that ends the stream with an
+        `error` event and `[DONE]`, never a cut connection."""
         prepared = await self.prepare(identity, body)
+        upstream = AsyncExitStack()
+        response = None
+        if prepared.prompt is not None:
+            chat = self._chat_body(prepared.prompt, body, body.max_tokens)
+            chat |= {"stream": True, "stream_options": {"include_usage": True}}
+            gateway = self.rag.clients.get("gateway")
+            response = await upstream.enter_async_context(
+                gateway.stream("POST", "/v1/chat/completions", json=chat)
+            )
+            if response.status_code >= 400:
+                async with upstream:
+                    await response.aread()
+                    raise_for_error(response, "gateway")
 
         async def events() -> AsyncIterator[bytes]:
-            preview = self.finish(prepared, "", body, prepared.usage)
-            yield _sse(
-                {"type": "citations", "citations": [c.model_dump() for c in preview.citations]}
-            )
             usage = dict(prepared.usage)
             parts: list[str] = []
-            if prepared.prompt is None:
-                parts.append(NO_SOURCES)
-                yield _sse({"type": "delta", "content": NO_SOURCES})
-            else:
-                chat = self._chat_body(prepared.prompt, body, body.max_tokens)
-                chat |= {"stream": True, "stream_options": {"include_usage": True}}
-                gateway = self.rag.clients.get("gateway")
-                async with gateway.stream("POST", "/v1/chat/completions", json=chat) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise_for_error(response, "gateway")
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        chunk = orjson.loads(line[6:])
-                        if "error" in chunk:
-                            yield _sse({"type": "error", "error": chunk["error"]})
-                            continue
-                        _add_usage(usage, chunk.get("usage"))
-                        for choice in chunk.get("choices") or []:
-                            text = (choice.get("delta") or {}).get("content")
-                            if text:
-                                parts.append(text)
-                                yield _sse({"type": "delta", "content": text})
-            result = self.finish(prepared, "".join(parts), body, usage)
-            yield _sse({"type": "done", **result.model_dump(mode="json")})
+            async with upstream:
+                try:
+                    preview = self.finish(prepared, "", body, prepared.usage)
+                    yield _sse(
+                        {
+                            "type": "citations",
+                            "citations": [c.model_dump() for c in preview.citations],
+                        }
+                    )
+                    if response is None:
+                        parts.append(NO_SOURCES)
+                        yield _sse({"type": "delta", "content": NO_SOURCES})
+                    else:
+                        async for line in response.aiter_lines():
+                            if not line.startswith("data: ") or line == "data: [DONE]":
+                                continue
+                            chunk = orjson.loads(line[6:])
+                            if "error" in chunk:
+                                yield _sse({"type": "error", "error": chunk["error"]})
+                                continue
+                            _add_usage(usage, chunk.get("usage"))
+                            for choice in chunk.get("choices") or []:
+                                text = (choice.get("delta") or {}).get("content")
+                                if text:
+                                    parts.append(text)
+                                    yield _sse({"type": "delta", "content": text})
+                    result = self.finish(prepared, "".join(parts), body, usage)
+                    yield _sse({"type": "done", **result.model_dump(mode="json")})
+                except Exception as exc:
+                    yield _sse({"type": "error", "error": stream_error(exc)})
             yield b"data: [DONE]\n\n"
 
         return events()
