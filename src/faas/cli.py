@@ -73,7 +73,7 @@ def _run(settings: Settings, names: list[str] | None, host: str, port: int) -> N
     from faas.shared.logging import configure_logging
 
     configure_logging(settings.log_level)
-    fastapi_app = build_app(settings, names)
+    fastapi_app = build_app(settings, names, server=True)
     runtime = fastapi_app.state.runtime
     base = f"http://{host}:{port}"
     urls = {"api": base, "docs": f"{base}/docs", "ready": f"{base}/readyz"}
@@ -87,6 +87,9 @@ def _run(settings: Settings, names: list[str] | None, host: str, port: int) -> N
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         lifespan="on",
+        # The peer address stays the TCP peer, never X-Forwarded-For: trusted-headers
+        # authentication decides by it (FAAS_TRUSTED_PROXY_CIDRS).
+        proxy_headers=False,
     )
     # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers in
     # place that re-raise is a no-op and a requested stop exits 0.
@@ -192,11 +195,26 @@ def token(
     tenant: Annotated[str, typer.Option(help="tenant id")],
     user: Annotated[str, typer.Option(help="user id")] = "dev",
     ttl: Annotated[str, typer.Option(help="lifetime: 90s, 15m, 1h, 7d")] = "1h",
-    scope: Annotated[list[str] | None, typer.Option(help="scope to grant; repeatable")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="scope to grant, e.g. admin; repeatable")
+    ] = None,
+    platform_admin: Annotated[
+        bool,
+        typer.Option(
+            "--platform-admin",
+            help="grant platform:admin: may name any tenant (operators only, never a tenant)",
+        ),
+    ] = False,
 ) -> None:
     """Mint a bearer token signed with FAAS_JWT_SECRET (or the development secret)."""
     from faas.shared.auth import mint_token, signing_secret
+    from faas.shared.context import PLATFORM_ADMIN, PLATFORM_PREFIX
 
+    if any(s.startswith(PLATFORM_PREFIX) for s in scope or []):
+        raise typer.BadParameter(
+            f"{PLATFORM_ADMIN} is not granted with --scope: use --platform-admin",
+            param_hint="--scope",
+        )
     settings = _settings()
     secret = signing_secret(settings)
     if secret is None:
@@ -204,7 +222,12 @@ def token(
         raise typer.Exit(2)
     try:
         value = mint_token(
-            secret, tenant_id=tenant, user_id=user, ttl_s=parse_ttl(ttl), scopes=scope or []
+            secret,
+            tenant_id=tenant,
+            user_id=user,
+            ttl_s=parse_ttl(ttl),
+            scopes=scope or [],
+            platform_admin=platform_admin,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

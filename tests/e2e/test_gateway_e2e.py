@@ -190,7 +190,7 @@ def test_errors_map_to_openai_exceptions(gateway: Faas) -> None:
         with gateway.client("not-a-token") as stranger, pytest.raises(openai.AuthenticationError):
             stranger.models.list()
 
-        admin = {"Authorization": f"Bearer {gateway.token('ops', 'admin')}"}
+        admin = {"Authorization": f"Bearer {gateway.token(tenant, 'admin')}"}
         response = httpx.put(
             f"{gateway.url}/api/v1/gateway/limits/{tenant}", json={"rpm": 1}, headers=admin
         )

@@ -46,7 +46,7 @@ async def away_from_minute_edge(margin_s: float = 3.0) -> None:
 
 
 async def set_limits(env: GatewayEnv, tenant_id: str, **limits: Any) -> None:
-    admin = auth("ops", scopes=["admin"])
+    admin = auth("ops", platform_admin=True)
     response = await env.client.put(
         f"/api/v1/gateway/limits/{tenant_id}", json=limits, headers=admin
     )

@@ -20,6 +20,8 @@ A = auth("acme", "ann")
 A2 = auth("acme", "bob")
 B = auth("globex")
 ADMIN = auth("acme", "root", scopes=["admin"])
+B_ADMIN = auth("globex", "root", scopes=["admin"])
+PLATFORM = auth("ops", "operator", platform_admin=True)
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 WINDOW = {
     "from": (NOW - timedelta(days=3)).isoformat(),
@@ -227,11 +229,48 @@ async def test_cost_analysis(env: Platform) -> None:
     assert data["by_tenant"] is None
     assert sum(i["cost_usd"] for i in data["trend"]) == pytest.approx(3.75)
     assert len(data["trend"]) in (2, 3)
-    admin = (
-        await env.client.get("/api/v1/llmops/cost-analysis", params=WINDOW, headers=ADMIN)
+    platform = (
+        await env.client.get("/api/v1/llmops/cost-analysis", params=WINDOW, headers=PLATFORM)
     ).json()["data"]
-    tenants = {i["key"]: i["cost_usd"] for i in admin["by_tenant"]}
+    tenants = {i["key"]: i["cost_usd"] for i in platform["by_tenant"]}
     assert tenants == {"acme": pytest.approx(3.75), "globex": pytest.approx(9.0)}
+
+
+async def test_a_tenant_admin_sees_only_its_own_tenant_in_by_tenant(env: Platform) -> None:
+    await seed(env)
+    for headers, own, cost_usd in ((ADMIN, "acme", 3.75), (B_ADMIN, "globex", 9.0)):
+        data = (
+            await env.client.get("/api/v1/llmops/cost-analysis", params=WINDOW, headers=headers)
+        ).json()["data"]
+        assert [(i["key"], i["cost_usd"]) for i in data["by_tenant"]] == [
+            (own, pytest.approx(cost_usd))
+        ]
+
+
+async def test_a_tenant_admin_cannot_read_another_tenants_operations(env: Platform) -> None:
+    await seed(env)
+    acme = {"tenant_id": "acme"}
+    listed = await env.client.get("/api/v1/llmops/operations", params=acme, headers=B_ADMIN)
+    assert listed.status_code == 200
+    assert [i["model"] for i in listed.json()["data"]["items"]] == ["gpt-z"]  # globex's own
+    assert {i["tenant_id"] for i in listed.json()["data"]["items"]} == {"globex"}
+    metrics = await env.client.get(
+        "/api/v1/llmops/metrics", params={**WINDOW, **acme}, headers=B_ADMIN
+    )
+    assert metrics.json()["data"]["tenant_id"] == "globex"
+    assert metrics.json()["data"]["totals"]["count"] == 1
+    costs = await env.client.get(
+        "/api/v1/llmops/cost-analysis", params={**WINDOW, **acme}, headers=B_ADMIN
+    )
+    assert costs.json()["data"]["tenant_id"] == "globex"
+    assert costs.json()["data"]["total_cost_usd"] == pytest.approx(9.0)
+    # the platform admin may name any tenant
+    theirs = await env.client.get("/api/v1/llmops/operations", params=acme, headers=PLATFORM)
+    assert sorted(i["id"] for i in theirs.json()["data"]["items"]) == ["o1", "o2", "o3", "o4"]
+    platform_metrics = await env.client.get(
+        "/api/v1/llmops/metrics", params={**WINDOW, **acme}, headers=PLATFORM
+    )
+    assert platform_metrics.json()["data"]["totals"]["count"] == 4
 
 
 async def test_tenant_param_is_ignored_without_admin(env: Platform) -> None:
@@ -255,7 +294,7 @@ async def test_tenant_param_is_ignored_without_admin(env: Platform) -> None:
     )
     assert own.status_code == 200
     theirs = await env.client.get(
-        "/api/v1/llmops/operations", params={"tenant_id": "globex"}, headers=ADMIN
+        "/api/v1/llmops/operations", params={"tenant_id": "globex"}, headers=PLATFORM
     )
     assert theirs.status_code == 200
     assert [i["model"] for i in theirs.json()["data"]["items"]] == ["gpt-z"]

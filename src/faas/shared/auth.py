@@ -8,13 +8,14 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jwt
 
 from faas.shared.config import Settings
-from faas.shared.context import Identity
+from faas.shared.context import PLATFORM_ADMIN, PLATFORM_PREFIX, Identity
 from faas.shared.exceptions import Forbidden, Unauthenticated
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,9 +56,21 @@ def mint_token(
     scopes: Iterable[str] = (),
     issuer: str | None = None,
     audience: str | None = None,
+    platform_admin: bool = False,
 ) -> str:
+    """An HS256 token. Platform scopes are granted only through `platform_admin`, never in
+    `scopes`, so no path that mints a tenant's token can grant them by passing a string."""
     if not valid_tenant(tenant_id):
         raise ValueError(f"invalid tenant id {tenant_id!r}: use letters, digits, '_', '.', '-'")
+    granted = set(scopes)
+    platform = sorted(s for s in granted if s.startswith(PLATFORM_PREFIX))
+    if platform:
+        raise ValueError(
+            f"{', '.join(platform)} cannot be granted as a scope: a platform admin token is "
+            "minted with `faas token --platform-admin`"
+        )
+    if platform_admin:
+        granted.add(PLATFORM_ADMIN)
     now = int(time.time())
     claims: dict[str, Any] = {
         "tenant_id": tenant_id,
@@ -65,7 +78,7 @@ def mint_token(
         "iat": now,
         "nbf": now,
         "exp": now + int(ttl_s),
-        "scopes": sorted(set(scopes)),
+        "scopes": sorted(granted),
     }
     if issuer:
         claims["iss"] = issuer
@@ -169,6 +182,22 @@ class TokenVerifier:
             raise Unauthenticated(f"invalid token: {exc}") from exc
 
 
-def check_tenant_header(identity: Identity, header_tenant: str | None) -> None:
-    if header_tenant and header_tenant != identity.tenant_id:
+def tenant_from_header(identity: Identity, header_tenant: str | None) -> Identity:
+    """The identity in the tenant X-Tenant-ID names: the token's own, or, for a platform admin
+    only, any other (the request then acts in that tenant)."""
+    if not header_tenant or header_tenant == identity.tenant_id:
+        return identity
+    if not identity.has_scope(PLATFORM_ADMIN):
         raise Forbidden("X-Tenant-ID does not match the tenant of the token")
+    if not valid_tenant(header_tenant):
+        raise Forbidden("X-Tenant-ID is not a valid tenant id")
+    return replace(identity, tenant_id=header_tenant)
+
+
+def check_tenant_access(identity: Identity, tenant_id: str) -> None:
+    """Naming a tenant other than the caller's own needs the platform:admin scope."""
+    if not identity.may_act_for(tenant_id):
+        raise Forbidden(
+            f"only the '{PLATFORM_ADMIN}' scope may act on another tenant",
+            details={"tenant_id": tenant_id},
+        )

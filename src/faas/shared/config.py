@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,12 +26,54 @@ SERVICE_NAMES: tuple[str, ...] = (
 
 DEFAULT_PORTS: dict[str, int] = {name: 8001 + i for i, name in enumerate(SERVICE_NAMES)}
 
-# Secrets that appear in examples and tutorials; production refuses them.
-WEAK_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "development", "faas"})
-
 
 class ConfigError(ValueError):
     """The configuration cannot run; the message names the variable to set."""
+
+
+# Secrets that appear in examples and tutorials; production refuses them.
+WEAK_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "development", "faas"})
+MIN_SECRET_CHARS = 32
+# Shannon entropy of the secret's own characters, summed over its length. Measured on 200,000
+# draws each: `secrets.token_hex(16)` and `uuid4().hex` never below 89 bits, `token_urlsafe(24)`
+# never below 119; one character 32 times is 0 bits, "ab" 16 times is 32.
+MIN_SECRET_BITS = 80.0
+GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why `secret` is too weak to sign tokens in production, or None when it will do."""
+    if secret.lower() in WEAK_SECRETS:
+        return "it is a well-known example value"
+    n = len(secret)
+    if n < MIN_SECRET_CHARS:
+        return f"it is shorter than {MIN_SECRET_CHARS} characters"
+    if any(secret == (secret[:p] * (n // p + 1))[:n] for p in range(1, n // 2 + 1)):
+        return "it repeats a shorter string"
+    steps = [ord(b) - ord(a) for a, b in itertools.pairwise(secret)]
+    constant = sum(1 for a, b in itertools.pairwise(steps) if a == b)
+    if constant * 2 > len(steps) - 1:
+        return "it is mostly a run of consecutive characters (like abcdef or 123456)"
+    bits = -sum(c * math.log2(c / n) for c in Counter(secret).values())
+    if bits < MIN_SECRET_BITS:
+        return f"its characters carry about {bits:.0f} bits (at least {MIN_SECRET_BITS:.0f} needed)"
+    return None
+
+
+def parse_networks(entries: list[str]) -> list[Network]:
+    """CIDRs (or single addresses); ConfigError names the entry that is neither."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as exc:
+            raise ConfigError(
+                f"FAAS_TRUSTED_PROXY_CIDRS: {entry!r} is not a CIDR (like 10.0.0.0/8)"
+            ) from exc
+    return networks
 
 
 class Settings(BaseSettings):
@@ -48,6 +94,9 @@ class Settings(BaseSettings):
     codec: str = "application/json"
 
     auth: Literal["jwt", "trusted-headers", "none"] = "jwt"
+    # trusted-headers: the proxies whose X-Tenant-ID / X-User-ID / X-Scopes are believed.
+    # Unset: loopback only in development; production refuses to start.
+    trusted_proxy_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     jwks_url: str | None = None
@@ -81,6 +130,9 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True  # development only; production runs `faas migrate`
     run_worker: bool = True
     job_concurrency: int = 4
+    # Worker processes for pure-Python work on big inputs (chunking, parsing), started at first
+    # use; see faas.shared.cpu.
+    cpu_workers: int = Field(1, ge=1, le=64)
     job_ack_wait_s: float = 30.0
     job_max_attempts: int = 5
     job_retry_base_s: float = 1.0
@@ -94,6 +146,12 @@ class Settings(BaseSettings):
     ingestion_fetch_timeout_s: float = 20.0
     llmops_retention_days: int = 90
     agent_http_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # One template render: operations (template lines and calls), wall time, output size.
+    prompt_render_max_ops: int = Field(2_000_000, ge=1)
+    prompt_render_timeout_s: float = Field(2.0, gt=0)
+    prompt_max_output_bytes: int = Field(1_000_000, ge=1)
+    prompt_render_workers: int = Field(2, ge=1, le=64)
+    agent_session_lock_wait_s: float = Field(120.0, gt=0, le=3600)
 
     gateway_models: Path | None = None
     gateway_cache_ttl_s: float = 3600.0
@@ -110,7 +168,12 @@ class Settings(BaseSettings):
     services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_NAMES))
 
     @field_validator(
-        "services", "job_modules", "ingestion_url_allowlist", "agent_http_allowlist", mode="before"
+        "services",
+        "job_modules",
+        "ingestion_url_allowlist",
+        "agent_http_allowlist",
+        "trusted_proxy_cidrs",
+        mode="before",
     )
     @classmethod
     def _split_services(cls, value: object) -> object:
@@ -128,19 +191,33 @@ class Settings(BaseSettings):
         value = getattr(self, f"{name}_url", None)
         return value if isinstance(value, str) and value else None
 
+    def trusted_networks(self) -> list[Network]:
+        """Where trusted-headers requests may come from (FAAS_TRUSTED_PROXY_CIDRS, else
+        loopback)."""
+        return parse_networks(self.trusted_proxy_cidrs or list(LOOPBACK_CIDRS))
+
     def check_runnable(self) -> None:
         """Refuse configurations that are unsafe to serve; each message names what to set."""
         if self.auth == "none" and self.env != "development":
             raise ConfigError("FAAS_AUTH=none is allowed only with FAAS_ENV=development")
-        if self.env != "production" or self.auth != "jwt":
+        self.trusted_networks()
+        if self.env != "production":
             return
-        if self.jwt_public_key or self.jwks_url:
+        if self.auth == "trusted-headers" and not self.trusted_proxy_cidrs:
+            raise ConfigError(
+                "FAAS_AUTH=trusted-headers in production needs FAAS_TRUSTED_PROXY_CIDRS: the "
+                "comma-separated CIDRs of the proxies that set X-Tenant-ID (and of the faas "
+                "services, which call each other with it); requests from elsewhere get 401"
+            )
+        if self.auth != "jwt" or self.jwt_public_key or self.jwks_url:
             return
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-        if secret.lower() in WEAK_SECRETS or len(secret) < 32:
+        weakness = secret_weakness(secret)
+        if weakness is not None:
             raise ConfigError(
-                "production needs a JWT key: set FAAS_JWT_SECRET to a random string of at least "
-                "32 characters, or FAAS_JWT_PUBLIC_KEY / FAAS_JWKS_URL"
+                f"production needs a strong JWT key and FAAS_JWT_SECRET is not one ({weakness}): "
+                f"set it to a random string of at least {MIN_SECRET_CHARS} characters, e.g. "
+                f"`{GENERATE_SECRET}`, or use FAAS_JWT_PUBLIC_KEY / FAAS_JWKS_URL"
             )
 
 

@@ -12,15 +12,32 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
+ADMIN = "admin"
+PLATFORM_ADMIN = "platform:admin"
+PLATFORM_PREFIX = "platform:"
+
+# An ASGI scope key set on requests one service makes to another inside this process (see
+# `ServiceClient`); no network peer can set a scope key.
+IN_PROCESS = "faas.in_process"
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """Who is calling. `admin` holds every scope inside its own tenant; only `platform:admin`
+    (minted by `faas token --platform-admin`) may name another tenant, and it holds every scope."""
+
     tenant_id: str
     user_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     token: str | None = None
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        if scope in self.scopes or PLATFORM_ADMIN in self.scopes:
+            return True
+        return ADMIN in self.scopes and not scope.startswith(PLATFORM_PREFIX)
+
+    def may_act_for(self, tenant_id: str) -> bool:
+        return tenant_id == self.tenant_id or self.has_scope(PLATFORM_ADMIN)
 
 
 @dataclass(frozen=True, slots=True)

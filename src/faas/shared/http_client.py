@@ -19,9 +19,9 @@ from typing import Any, Self
 
 import httpx
 from opentelemetry import propagate, trace
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from faas.shared.context import current_context, new_id
+from faas.shared.context import IN_PROCESS, current_context, new_id
 from faas.shared.exceptions import (
     DependencyUnavailable,
     UpstreamError,
@@ -148,6 +148,17 @@ def raise_for_error(response: httpx.Response, service: str) -> None:
     raise exc
 
 
+def _in_process(app: ASGIApp) -> ASGIApp:
+    """`app` with every request marked as made inside this process (`IN_PROCESS`), which
+    trusted-headers authentication believes whatever the peer address."""
+
+    async def marked(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[IN_PROCESS] = True
+        await app(scope, receive, send)
+
+    return marked
+
+
 class ServiceClient:
     """Calls one faas service. `retries` counts extra attempts after the first."""
 
@@ -169,7 +180,7 @@ class ServiceClient:
         if asgi_app is not None:
             if base_url is not None or transport is not None:
                 raise ValueError("asgi_app excludes base_url and transport")
-            transport = httpx.ASGITransport(app=asgi_app)
+            transport = httpx.ASGITransport(app=_in_process(asgi_app))
             base_url = f"http://{name}.inprocess"
         elif base_url is None:
             raise ValueError(f"{name}: give base_url (optionally with transport) or asgi_app")

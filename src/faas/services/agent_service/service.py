@@ -53,12 +53,19 @@ from faas.services.agent_service.tenant_tools import (
     build_tool,
     parse_tool_spec,
 )
-from faas.services.agent_service.tools import BUILTIN_TOOLS, HttpToolSpec, Tool, ToolContext
+from faas.services.agent_service.tools import (
+    BUILTIN_TOOLS,
+    HttpToolSpec,
+    Tool,
+    ToolContext,
+    check_declared_url,
+)
 from faas.shared.context import Identity, RequestContext, new_id, reset_context, set_context
 from faas.shared.contracts import Page
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import Conflict, NotFound, ValidationFailed
 from faas.shared.http_client import raise_for_error
+from faas.shared.input_rules import validated
 
 if TYPE_CHECKING:
     from faas.runtime import Runtime
@@ -86,8 +93,10 @@ class AgentService:
         jobs: JobQueue,
         runtime: Runtime,
         http_allowlist: list[str],
+        session_lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         self.db = db
+        self.session_lock_wait_s = session_lock_wait_s
         self.kv = kv
         self.events = events
         self.jobs = jobs
@@ -164,8 +173,8 @@ class AgentService:
 
     async def update(self, identity: Identity, agent_id: str, body: AgentUpdate) -> AgentView:
         row = await self._load(identity, agent_id, "admin")
-        merged = AgentSpec.model_validate(
-            {**row.spec, **body.model_dump(exclude_unset=True, mode="json")}
+        merged = validated(
+            AgentSpec, {**row.spec, **body.model_dump(exclude_unset=True, mode="json")}
         )
         await self._validate(identity, merged)
         async with self.db.session() as session:
@@ -222,6 +231,8 @@ class AgentService:
     ) -> ToolView:
         if spec.name in BUILTIN_TOOLS:
             raise Conflict(f"{spec.name!r} is a built-in tool")
+        if isinstance(spec, HttpToolSpec):
+            await check_declared_url(spec.url_template, self.http_allowlist)
         async with self.db.session() as session:
             repo = TenantRepository(session, ToolRow, identity.tenant_id)
             if await session.scalar(repo.select(ToolRow.name == spec.name)) is not None:
@@ -513,7 +524,7 @@ class AgentService:
         return session_id, view
 
     async def _acquire(self, lock: str, owner: bytes) -> None:
-        deadline = asyncio.get_running_loop().time() + LOCK_WAIT_S
+        deadline = asyncio.get_running_loop().time() + self.session_lock_wait_s
         while not await self.kv.set_if_absent(lock, owner, LOCK_TTL_S):
             if asyncio.get_running_loop().time() > deadline:
                 raise Conflict(

@@ -358,6 +358,34 @@ async def _checked_target(url: str, allowlist: Sequence[str]) -> tuple[str, str,
     return scheme, host, port, address
 
 
+# A declared tool's host is resolved once when it is created; a resolver this slow leaves the
+# judgement to the calls, which check every time anyway.
+DECLARED_HOST_TIMEOUT_S = 5.0
+
+
+async def check_declared_url(url: str, allowlist: Sequence[str]) -> None:
+    """Refuses (422 naming `url_template`) a tool URL whose host is, or now resolves to, a
+    loopback, private, link-local or metadata address outside the allow-list's networks: the
+    rule `_checked_target` applies to each call, applied once more when the tool is declared.
+    A name that does not resolve yet is left to the calls."""
+    _, networks = _split_allowlist(allowlist)
+    try:
+        async with asyncio.timeout(DECLARED_HOST_TIMEOUT_S):
+            await resolve_public(url, [str(n) for n in networks])
+    except TimeoutError:
+        return
+    except ValidationFailed as exc:
+        if "addresses" not in exc.details:
+            return
+        host = urlsplit(url).hostname
+        raise ValidationFailed(
+            f"url_template: {host} is or resolves to a private, loopback or link-local address "
+            f"({', '.join(exc.details['addresses'])}); only networks listed in "
+            "FAAS_AGENT_HTTP_ALLOWLIST may be reached",
+            details={"field": "url_template", "addresses": exc.details["addresses"]},
+        ) from exc
+
+
 REDIRECT_TO_GET = frozenset({301, 302, 303})
 
 
@@ -555,6 +583,10 @@ class HttpToolSpec(BaseModel):
             raise ValueError("url_template cannot carry credentials; use a header")
         if not parts.hostname:
             raise ValueError("url_template has no host")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
+        except ValueError as exc:
+            raise ValueError(f"url_template: {exc}") from exc
         return value
 
     @field_validator("headers")

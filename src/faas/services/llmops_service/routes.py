@@ -18,9 +18,9 @@ from faas.services.llmops_service.models import (
     OperationIn,
     OperationView,
 )
-from faas.services.llmops_service.service import time_range
+from faas.services.llmops_service.service import TenantBreakdown, time_range
 from faas.shared.api import PageDep, caller, respond
-from faas.shared.context import Identity
+from faas.shared.context import ADMIN, PLATFORM_ADMIN, Identity
 from faas.shared.contracts import Page, ServiceResponse
 from faas.shared.exceptions import ValidationFailed
 
@@ -36,11 +36,20 @@ To = Annotated[datetime | None, Query(alias="to")]
 
 
 def target_tenant(identity: Identity, tenant_id: str | None) -> str:
-    """The caller's tenant. `tenant_id` names another tenant only for callers with the admin
-    scope; for anyone else it is ignored (the answer is about their own tenant, as always)."""
-    if tenant_id is not None and identity.has_scope("admin"):
+    """The caller's tenant. `tenant_id` names another tenant only for platform admins; for
+    anyone else, a tenant's admin included, it is ignored (the answer is about their own
+    tenant, as the response's `tenant_id` says)."""
+    if tenant_id is not None and identity.may_act_for(tenant_id):
         return tenant_id
     return identity.tenant_id
+
+
+def tenant_breakdown(identity: Identity) -> TenantBreakdown:
+    """Which tenants `by_tenant` lists: every one for a platform admin, the caller's own for a
+    tenant's admin, none for anyone else."""
+    if identity.has_scope(PLATFORM_ADMIN):
+        return "all"
+    return "own" if identity.has_scope(ADMIN) else None
 
 
 def build_router(service: LlmopsService) -> APIRouter:
@@ -104,12 +113,12 @@ def build_router(service: LlmopsService) -> APIRouter:
     async def cost_analysis(
         start: From = None, end: To = None, tenant_id: TenantParam = None
     ) -> Response:
-        """Cost by model, operation, agent (agent id, else user id) and day; admins also get
-        the cost of every tenant."""
+        """Cost by model, operation, agent (agent id, else user id) and day; `by_tenant` lists
+        every tenant for platform admins, the caller's own tenant for its admins."""
         identity = caller()
         tenant = target_tenant(identity, tenant_id)
         lo, hi = time_range(start, end)
-        view = await service.cost_analysis(tenant, lo, hi, all_tenants=identity.has_scope("admin"))
+        view = await service.cost_analysis(tenant, lo, hi, by_tenant=tenant_breakdown(identity))
         return respond(view.model_dump(mode="json", by_alias=True))
 
     @router.get(DASHBOARD_PATH, response_class=HTMLResponse, include_in_schema=False)

@@ -9,7 +9,7 @@ import logging
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import asyncpg
 import numpy as np
@@ -42,6 +42,8 @@ from faas.shared.database import Database
 from faas.shared.exceptions import ValidationFailed
 
 log = logging.getLogger("faas.llmops")
+# Which tenants a cost analysis breaks down by: every one, the caller's own, or none.
+TenantBreakdown = Literal["all", "own"] | None
 
 # What a database says when it refuses a row's data (not when it is down); TypeError covers
 # values the JSON encoder cannot write.
@@ -518,8 +520,9 @@ class LlmopsService:
         }
 
     async def cost_analysis(
-        self, tenant: str, start: datetime, end: datetime, *, all_tenants: bool = False
+        self, tenant: str, start: datetime, end: datetime, *, by_tenant: TenantBreakdown = None
     ) -> CostAnalysis:
+        """`by_tenant`: "all" lists every tenant's cost, "own" only `tenant`'s, None nothing."""
         conds = self._rollup_where(tenant, start, end, None, None)
         cost = func.sum(R.cost_usd)
         sums = (func.sum(R.count), func.sum(R.total_tokens), cost)
@@ -532,9 +535,14 @@ class LlmopsService:
             by_model = await grouped(R.model, conds)
             by_operation = await grouped(R.operation, conds)
             hours = await grouped(R.hour, conds)
-            by_tenant = (
-                await grouped(R.tenant_id, self._rollup_where(None, start, end, None, None))
-                if all_tenants
+            tenants = (
+                await grouped(
+                    R.tenant_id,
+                    self._rollup_where(
+                        tenant if by_tenant == "own" else None, start, end, None, None
+                    ),
+                )
+                if by_tenant is not None
                 else None
             )
             agent_rows = (
@@ -577,7 +585,7 @@ class LlmopsService:
             by_model=ranked(by_model),
             by_operation=ranked(by_operation),
             by_agent=ranked([_cost_item(r[0] or None, r[1:]) for r in agent_rows]),
-            by_tenant=ranked(by_tenant) if by_tenant is not None else None,
+            by_tenant=ranked(tenants) if tenants is not None else None,
             trend=sorted(trend.values(), key=lambda i: i.key or ""),
         )
 

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter
@@ -163,7 +164,7 @@ class PromptGeneratorService:
         return list(response.json().get("data") or [])
 
     async def _agent_exists(self, agent_id: str) -> bool:
-        response = await self.clients.get("agent").get(f"/api/v1/agents/{agent_id}")
+        response = await self.clients.get("agent").get(f"/api/v1/agents/{quote(agent_id, safe='')}")
         if response.status_code == 404:
             return False
         raise_for_error(response, "agent")
