@@ -16,7 +16,8 @@ from faas.integrations.nats import Message
 from faas.integrations.otel import setup_telemetry
 from faas.runtime import Runtime
 from faas.services.gateway_service.config import RoutingTable
-from faas.services.gateway_service.service import GatewayService
+from faas.services.gateway_service.limits import Clock
+from faas.services.gateway_service.service import GatewayService, build_limit_store
 from faas.shared.config import Settings
 
 
@@ -58,8 +59,9 @@ def priced_table(upstream_url: str) -> RoutingTable:
 
 @asynccontextmanager
 async def gateway_env(
-    settings: Settings, table: RoutingTable | None = None
+    settings: Settings, table: RoutingTable | None = None, *, clock: Clock | None = None
 ) -> AsyncIterator[GatewayEnv]:
+    """`clock` fixes the time the limit store counts its minute, day and month windows in."""
     runtime = Runtime.build(settings, telemetry=setup_telemetry("faas-test", set_global=False))
     service = GatewayService(
         settings,
@@ -68,6 +70,7 @@ async def gateway_env(
         events=runtime.events,
         meter=runtime.telemetry.meter,
         routing=table,
+        limit_store=None if clock is None else build_limit_store(settings, runtime.kv, clock),
     )
     app = create_service_app([service], runtime)
     async with app.router.lifespan_context(app):

@@ -58,6 +58,7 @@ class Controls:
     break_stream_after: int | None = None  # drop the connection after N stream chunks
     require_api_key: str | None = None
     embedding_dim: int = 64
+    usage: dict[str, int] | None = None  # reported instead of USAGE (JSON and streams)
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -98,19 +99,25 @@ class _DropConnection(Exception):
     """Raised mid-stream so the server aborts the response like a crashed upstream."""
 
 
-def _completion(model: str, message: dict[str, Any], finish: str) -> dict[str, Any]:
+def _completion(
+    model: str, message: dict[str, Any], finish: str, usage: dict[str, int] = USAGE
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-mockupstream",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": USAGE,
+        "usage": usage,
     }
 
 
 def _stream_payloads(
-    model: str, message: dict[str, Any], finish: str, include_usage: bool
+    model: str,
+    message: dict[str, Any],
+    finish: str,
+    include_usage: bool,
+    usage: dict[str, int] = USAGE,
 ) -> list[bytes]:
     head = {"id": "chatcmpl-mockupstream", "object": "chat.completion.chunk"}
     head |= {"created": int(time.time()), "model": model}
@@ -126,7 +133,7 @@ def _stream_payloads(
         payloads.append(chunk({"tool_calls": [{"index": index, **call}]}))
     payloads.append(chunk({}, finish))
     if include_usage:
-        payloads.append(orjson.dumps({**head, "choices": [], "usage": USAGE}))
+        payloads.append(orjson.dumps({**head, "choices": [], "usage": usage}))
     return payloads
 
 
@@ -226,7 +233,10 @@ class MockUpstreamApp:
         stream = bool(request.get("stream"))
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         scripted: dict[str, Any] | None = None
-        if self.controls.script:
+        usage = self.controls.usage or USAGE
+        if self.controls.usage is not None and not self.controls.script:
+            scripted = {"role": "assistant", "content": REPLY}  # not the cached answers
+        elif self.controls.script:
             scripted = self.controls.script.popleft()
         elif self.controls.tool_calls and request.get("tools"):
             name = request["tools"][0]["function"]["name"]
@@ -240,7 +250,7 @@ class MockUpstreamApp:
         elif scripted is not None:
             message = {"role": "assistant", "content": None} | scripted
             finish = "tool_calls" if message.get("tool_calls") else "stop"
-            full = _completion(model, message, finish)
+            full = _completion(model, message, finish, usage)
         else:
             if not stream:
                 cached = self._plain.get(model)
@@ -258,7 +268,8 @@ class MockUpstreamApp:
             return await self._stream(payloads, send)
         if not stream:
             return await _respond(send, 200, full)
-        return await self._stream(_stream_payloads(model, message, finish, include_usage), send)
+        payloads = _stream_payloads(model, message, finish, include_usage, usage)
+        return await self._stream(payloads, send)
 
     async def _stream(self, payloads: list[bytes], send: Any) -> None:
         self.stats.last_stream_payloads = payloads

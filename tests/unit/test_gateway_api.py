@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,8 +20,9 @@ from tests.support.mock_upstream import MockUpstream
 
 A = auth("acme")
 B = auth("globex")
-ADMIN = auth("ops", scopes=["admin"])
+ADMIN = auth("ops", platform_admin=True)
 CHAT = "/v1/chat/completions"
+NOW = datetime(2026, 12, 15, 12, 0, 20, tzinfo=UTC).timestamp()
 
 
 def upstream(up: MockUpstream, **extra: Any) -> dict[str, Any]:
@@ -73,7 +75,9 @@ async def env(
         # The semantic cache embeds prompts with `embed-default`.
         {"name": "embed-default", "kind": "embedding", "deployments": [{"provider": "hash"}]},
     )
-    async with gateway_env(make_settings(gateway_breaker_failures=2), table) as gateway:
+    settings = make_settings(gateway_breaker_failures=2)
+    # A fixed clock: a burst counted "per minute" can never straddle a minute boundary.
+    async with gateway_env(settings, table, clock=lambda: NOW) as gateway:
         yield gateway
 
 
@@ -172,12 +176,21 @@ async def test_unknown_model_is_404_listing_the_known_ones(env: GatewayEnv) -> N
 
 @pytest.mark.parametrize(
     "change",
-    [{"temperature": 5}, {"messages": []}, {"n": 3}, {"max_tokens": 0}, {"model": ""}],
+    [
+        {"temperature": 5},
+        {"messages": []},
+        {"n": 3},
+        {"max_tokens": 0},
+        {"model": ""},
+        {"max_tokens": 10**8 + 1},
+        {"max_completion_tokens": 2**63},
+    ],
 )
 async def test_invalid_parameters_are_422(env: GatewayEnv, change: dict[str, Any]) -> None:
     response = await env.client.post(CHAT, json=ask() | change, headers=A)
     assert response.status_code == 422
     assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["param"] == next(iter(change))
 
 
 async def test_malformed_json_is_400_in_openai_shape(env: GatewayEnv) -> None:
@@ -289,6 +302,45 @@ async def test_daily_budget_is_never_overshot_by_concurrent_requests(env: Gatewa
     limits = (await env.client.get("/api/v1/gateway/rate-limits", headers=A)).json()["data"]
     assert limits["used"]["usd_today"] <= 0.1
     assert limits["used"]["usd_today"] == pytest.approx(0.024 * len(ok))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rpm", 0),
+        ("rpm", 10**9 + 1),
+        ("rpm", 2**64 - 1),
+        ("tpm", 0),
+        ("tpm", 2**63),
+        ("daily_budget_usd", -0.01),
+        ("daily_budget_usd", 1e303),
+        ("monthly_budget_usd", 1e303),
+        ("monthly_budget_usd", 10.0**9 * 1.5),
+    ],
+)
+async def test_limits_out_of_bounds_are_422_naming_the_field(
+    env: GatewayEnv, field: str, value: float
+) -> None:
+    response = await env.client.put(
+        "/api/v1/gateway/limits/acme", json={field: value}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"]["errors"][0]["loc"] == ["body", field]
+    assert (await env.client.post(CHAT, json=ask(), headers=A)).status_code == 200
+
+
+async def test_the_largest_limits_still_serve(env: GatewayEnv) -> None:
+    largest = {
+        "rpm": 10**9,
+        "tpm": 10**9,
+        "daily_budget_usd": 1e9,
+        "monthly_budget_usd": 1e9,
+    }
+    saved = await env.client.put("/api/v1/gateway/limits/acme", json=largest, headers=ADMIN)
+    assert saved.status_code == 200, saved.text
+    assert (await env.client.post(CHAT, json=ask(), headers=A)).status_code == 200
+    view = (await env.client.get("/api/v1/gateway/rate-limits", headers=A)).json()["data"]
+    assert view["remaining"]["requests_this_minute"] == 10**9 - 1
 
 
 async def test_setting_limits_needs_the_admin_scope(env: GatewayEnv) -> None:

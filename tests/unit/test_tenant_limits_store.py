@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from faas.services.gateway_service.limits import TenantLimits
-from faas.services.gateway_service.tenant_limits import TenantLimitsStore
+from faas.services.gateway_service.limits import MAX_BUDGET_USD, MAX_RATE, TenantLimits
+from faas.services.gateway_service.tenant_limits import TenantLimitsRow, TenantLimitsStore
 from faas.shared.database import Database
 
 
@@ -108,3 +109,21 @@ async def test_a_read_that_overlaps_an_update_commit_does_not_cache_the_old_valu
     update_done.set()
     assert (await reading).rpm == 10
     assert (await store.get("acme")).rpm == 99
+
+
+async def test_a_row_saved_before_the_bounds_is_clamped_not_an_error(db: Database) -> None:
+    """Limits stored when 1e303 USD was accepted still load (as the largest allowed), so the
+    tenant is served instead of every call failing."""
+    async with db.session() as session:
+        session.add(
+            TenantLimitsRow(
+                tenant_id="acme",
+                limits={"rpm": 2**64, "monthly_budget_usd": 1e303, "daily_budget_usd": 5.0},
+                updated_by="admin",
+                updated_at=datetime.now(UTC),
+            )
+        )
+    limits = await TenantLimitsStore(db, TenantLimits()).get("acme")
+    assert limits.rpm == MAX_RATE
+    assert limits.monthly_budget_usd == MAX_BUDGET_USD
+    assert limits.daily_budget_usd == 5.0

@@ -45,14 +45,21 @@ class Deployment(BaseModel):
     api_base: str | None = None
     api_key: SecretStr | None = None
     timeout_s: float = Field(60.0, gt=0, le=3600)
-    rpm: int | None = Field(None, gt=0)
-    tpm: int | None = Field(None, gt=0)
+    rpm: int | None = Field(None, gt=0, le=10**9)
+    tpm: int | None = Field(None, gt=0, le=10**9)
     weight: float = Field(1.0, gt=0)
     priority: int | None = Field(
         None, description="equal priorities share load by weight; default: list position"
     )
     price: Price = Field(default_factory=Price)
-    context_window: int | None = Field(None, gt=0)
+    context_window: int | None = Field(None, gt=0, le=10**8)
+    max_output_tokens: int | None = Field(
+        None,
+        gt=0,
+        le=10**8,
+        description="the most tokens one answer can have; budgets reserve it when a request "
+        "sets no max_tokens (default: FAAS_GATEWAY_COMPLETION_ESTIMATE_TOKENS)",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     model_path: str | None = None
     dimensions: int | None = Field(None, gt=0)
@@ -69,6 +76,18 @@ class Deployment(BaseModel):
                 raise ValueError(f"api_key refers to ${name}, which is not set")
             return resolved
         return value
+
+    def output_bound(self, prompt_tokens: int, asked: int | None, fallback: int) -> int:
+        """The most completion tokens an answer can bill: what the request allows, else the
+        deployment's max output, else `fallback` — never more than the model can produce.
+        (The context window only tightens: reserving a whole 128k window per call would refuse
+        every request of a tenant whose tpm is below it.)"""
+        bound = asked if asked is not None else self.max_output_tokens or fallback
+        if self.max_output_tokens is not None:
+            bound = min(bound, self.max_output_tokens)
+        if self.context_window is not None:
+            bound = min(bound, max(1, self.context_window - prompt_tokens))
+        return bound
 
     @property
     def id(self) -> str:

@@ -1,7 +1,9 @@
 """Per-tenant request/token rate limits and USD budgets, checked and reserved atomically.
 
-A request reserves its estimated tokens and cost at admission and reconciles the actual
-figures at completion, so N concurrent requests can never together pass a limit: with Redis
+A request reserves its worst-case tokens and cost at admission (the caller works them out)
+and reconciles the actual figures at completion, releasing what it did not use; an actual figure
+above the reservation is added at once, so the next admission sees it. N concurrent requests
+can therefore never together pass a limit: with Redis
 the check-and-reserve is one Lua script; in memory it is one synchronous step of the event loop
 (no await between check and increment), which is atomic in asyncio.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -21,13 +24,19 @@ from faas.shared.exceptions import DependencyUnavailable, RateLimited
 log = logging.getLogger("faas.gateway.limits")
 
 MICRO = 1_000_000  # budgets are counted in micro-USD so Redis can use integer INCRBY
+# Bounds keep every counter an exact integer in Python, in Redis and in Lua's doubles (< 2**53):
+# 10**9 USD is 10**15 micro-USD. A larger value used to be accepted and then fail every call of
+# the tenant (int(1e303 * MICRO) is an OverflowError).
+MAX_RATE = 10**9
+MAX_BUDGET_USD = 10**9
+Clock = Callable[[], float]
 
 
 class TenantLimits(BaseModel):
-    rpm: int | None = Field(None, gt=0, description="requests per minute")
-    tpm: int | None = Field(None, gt=0, description="tokens per minute")
-    daily_budget_usd: float | None = Field(None, ge=0)
-    monthly_budget_usd: float | None = Field(None, ge=0)
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, le=MAX_RATE, description="tokens per minute")
+    daily_budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
+    monthly_budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     semantic_cache: bool = False
 
 
@@ -132,7 +141,7 @@ class MemoryLimitStore:
 
     backend = "memory"
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self._counters: dict[tuple[str, str, str], int] = {}
 
@@ -222,7 +231,7 @@ class RedisLimitStore:
         client: Any,
         *,
         on_error: Literal["open", "closed"] = "closed",
-        clock: Any = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self._client = client
         self._script = client.register_script(_RESERVE)

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from faas.services.gateway_service.inputs import MAX_EMBED_INPUTS as MAX_EMBED_TEXTS
 from faas.services.gateway_service.limits import TenantLimits
 
 MAX_MESSAGES = 2048
-MAX_EMBED_TEXTS = 2048
+# Beyond any model's output; keeps worst-case reservations inside Redis' 64-bit counters.
+MAX_OUTPUT_TOKENS = 10**8
 
 
 class Message(BaseModel):
@@ -114,6 +116,7 @@ class DeploymentView(BaseModel):
     tpm: int | None
     weight: float
     context_window: int | None
+    max_output_tokens: int | None
     price: dict[str, float | None]
 
 

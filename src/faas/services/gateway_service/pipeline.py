@@ -29,8 +29,10 @@ from faas.services.gateway_service.cache import (
     semantic_text,
 )
 from faas.services.gateway_service.config import Deployment, ModelConfig
+from faas.services.gateway_service.inputs import embedding_tokens
 from faas.services.gateway_service.limits import LimitStore, Reservation, TenantLimits
 from faas.services.gateway_service.models import CacheOptions
+from faas.services.gateway_service.offload import text_size
 from faas.services.gateway_service.providers.base import (
     ChatProvider,
     ChatRequest,
@@ -43,6 +45,7 @@ from faas.services.gateway_service.providers.base import (
 )
 from faas.services.gateway_service.routing import Attempt, ModelRouter
 from faas.shared.context import Identity
+from faas.shared.cpu import run_cpu
 from faas.shared.exceptions import (
     BadRequest,
     Conflict,
@@ -107,6 +110,20 @@ def context_limit(model: ModelConfig) -> int | None:
     return max(windows) if windows else None
 
 
+def worst_case(
+    model: ModelConfig, prompt_tokens: int, body: dict[str, Any], fallback_output: int
+) -> tuple[int, float]:
+    """Tokens and USD to reserve at admission: the most any deployment of the model can bill
+    for this request (its max_tokens, else the deployment's max output), at its own price."""
+    asked = body.get("max_tokens") or body.get("max_completion_tokens")
+    tokens, cost = 0, 0.0
+    for d in model.deployments:
+        output = d.output_bound(prompt_tokens, int(asked) if asked else None, fallback_output)
+        tokens = max(tokens, prompt_tokens + output)
+        cost = max(cost, d.price.cost(prompt_tokens, output))
+    return tokens, cost
+
+
 def exact_prompt_tokens(body: dict[str, Any]) -> int:
     from faas.services.gateway_service.providers.tokens import count_chat_tokens
 
@@ -148,7 +165,7 @@ class ChatPipeline:
         model = self.router.resolve(body.get("model"), "chat")
         call.model = model.name
         tenant = identity.tenant_id
-        prompt_tokens = self._check_context(model, body)
+        prompt_tokens = await self._check_context(model, body)
         fingerprint = request_fingerprint(tenant, model.name, _upstream_view(body))
         idem_key = None
         if idempotency_key is not None:
@@ -203,15 +220,8 @@ class ChatPipeline:
                     self.cache.semantic.forget(tenant, model.name, found[0])
         mark = call.mark("cache", mark)
 
-        estimate = prompt_tokens + int(
-            body.get("max_tokens") or body.get("max_completion_tokens") or self.completion_estimate
-        )
-        reservation = await self.limits.reserve(
-            tenant,
-            limits,
-            estimate,
-            model.deployments[0].price.cost(prompt_tokens, estimate - prompt_tokens),
-        )
+        estimate, worst_cost = worst_case(model, prompt_tokens, body, self.completion_estimate)
+        reservation = await self.limits.reserve(tenant, limits, estimate, worst_cost)
         mark = call.mark("limits", mark)
         request = ChatRequest(
             messages=body["messages"],
@@ -227,10 +237,10 @@ class ChatPipeline:
         except FaaSError as exc:
             await self._abandon(identity, call, reservation, exc)
             raise
-        attempt.succeeded(estimate)
-        call.usage = result.usage or counted_usage(
-            body["messages"], completion_text(result.body), body.get("tools")
+        call.usage = result.usage or await count_usage(
+            body, completion_text(result.body), prompt_tokens
         )
+        attempt.succeeded(call.usage.total_tokens)
         await self.limits.reconcile(reservation, call.usage.total_tokens, call.cost_usd)
         if use_exact or vector is not None:
             await self.cache.put(key, result.body)
@@ -346,17 +356,10 @@ class ChatPipeline:
         call = CallRecord("chat", model=str(body.get("model") or ""), stream=True)
         model = self.router.resolve(body.get("model"), "chat")
         call.model = model.name
-        prompt_tokens = self._check_context(model, body)
+        prompt_tokens = await self._check_context(model, body)
         mark = time.perf_counter()
-        estimate = prompt_tokens + int(
-            body.get("max_tokens") or body.get("max_completion_tokens") or self.completion_estimate
-        )
-        reservation = await self.limits.reserve(
-            identity.tenant_id,
-            limits,
-            estimate,
-            model.deployments[0].price.cost(prompt_tokens, estimate - prompt_tokens),
-        )
+        estimate, worst_cost = worst_case(model, prompt_tokens, body, self.completion_estimate)
+        reservation = await self.limits.reserve(identity.tenant_id, limits, estimate, worst_cost)
         call.mark("limits", mark)
         request = ChatRequest(
             messages=body["messages"],
@@ -393,16 +396,22 @@ class ChatPipeline:
     # -- embeddings ------------------------------------------------------------------------
 
     async def embed(
-        self, identity: Identity, texts: list[str], model_name: str | None, limits: TenantLimits
+        self,
+        identity: Identity,
+        texts: list[str],
+        model_name: str | None,
+        limits: TenantLimits,
+        *,
+        field: str = "input",
     ) -> tuple[EmbeddingResult, CallRecord]:
+        """Embeddings of `texts`; `field` names them in a refusal of oversized input."""
         call = CallRecord("embeddings", model=model_name or "")
         model = self.router.resolve(model_name, "embedding")
         call.model = model.name
+        estimate = await embedding_tokens(texts, field)
         mark = time.perf_counter()
-        estimate = sum(len(t) for t in texts) // 4 + len(texts)
-        reservation = await self.limits.reserve(
-            identity.tenant_id, limits, estimate, model.deployments[0].price.cost(estimate, 0)
-        )
+        worst_cost = max(d.price.cost(estimate, 0) for d in model.deployments)
+        reservation = await self.limits.reserve(identity.tenant_id, limits, estimate, worst_cost)
         call.mark("limits", mark)
         try:
             result, attempt = await self._first_success(
@@ -414,25 +423,29 @@ class ChatPipeline:
         except FaaSError as exc:
             await self._abandon(identity, call, reservation, exc)
             raise
-        attempt.succeeded(estimate)
-        call.usage = result.usage or _counted_embedding_usage(texts)
-        await self.limits.reconcile(reservation, call.usage.total_tokens, call.cost_usd)
+        usage = result.usage
+        if usage is None:
+            usage = await run_cpu(text_size(texts), _counted_embedding_usage, texts)
+        call.usage = usage
+        attempt.succeeded(usage.total_tokens)
+        await self.limits.reconcile(reservation, usage.total_tokens, call.cost_usd)
         await self.recorder.record(identity, call)
         return result, call
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _check_context(self, model: ModelConfig, body: dict[str, Any]) -> int:
+    async def _check_context(self, model: ModelConfig, body: dict[str, Any]) -> int:
         estimate = estimate_prompt_tokens(body["messages"])
         window = context_limit(model)
         # Count exactly only when the cheap estimate comes near the window.
         if window is not None and estimate * 4 // 3 > window:
-            exact = exact_prompt_tokens(body)
+            exact = await run_cpu(estimate * 4, exact_prompt_tokens, body)
             if exact > window:
                 raise PayloadTooLarge(
                     f"the prompt is {exact} tokens; model {model.name!r} accepts {window}",
                     details={"prompt_tokens": exact, "context_window": window},
                 )
+            return max(estimate, exact)
         return estimate
 
     async def _idempotency_begin(
@@ -540,9 +553,8 @@ class StreamRun:
     async def _settle(self, failed: ProviderError | None) -> None:
         call = self.call
         if call.usage is None:
-            call.usage = counted_usage(
-                self.body["messages"], _stream_text(self.seen), self.body.get("tools")
-            )
+            prompt = estimate_prompt_tokens(self.body["messages"])
+            call.usage = await count_usage(self.body, _stream_text(self.seen), prompt)
         if failed is not None:
             call.status, call.error_code = "partial", failed.kind
             self.attempt.failed(count_against_breaker=True)
@@ -576,6 +588,12 @@ def _stream_text(datas: list[bytes]) -> str:
                 function = call.get("function") or {}
                 parts.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
     return "".join(parts)
+
+
+async def count_usage(body: dict[str, Any], completion: str, prompt_estimate: int) -> Usage:
+    """Usage counted by the gateway when the provider reported none (off the loop if long)."""
+    size = prompt_estimate * 4 + len(completion)
+    return await run_cpu(size, counted_usage, body["messages"], completion, body.get("tools"))
 
 
 def _counted_embedding_usage(texts: list[str]) -> Usage:

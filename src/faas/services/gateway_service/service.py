@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from faas.services.gateway_service.config import (
     load_routing,
 )
 from faas.services.gateway_service.limits import (
+    Clock,
     LimitStore,
     MemoryLimitStore,
     RedisLimitStore,
@@ -35,6 +37,7 @@ from faas.services.gateway_service.models import (
     RateLimitsView,
 )
 from faas.services.gateway_service.pipeline import ChatPipeline, Providers
+from faas.services.gateway_service.providers import tokens
 from faas.services.gateway_service.routing import ModelRouter
 from faas.services.gateway_service.tenant_limits import TenantLimitsStore
 from faas.shared.config import Settings
@@ -51,7 +54,9 @@ def default_routing() -> RoutingTable:
     local = provider_available("llamacpp")
     minilm = provider_available("minilm")
     chat = (
-        Deployment(provider="llamacpp", model="smollm2-135m", context_window=2048)
+        Deployment(
+            provider="llamacpp", model="smollm2-135m", context_window=2048, max_output_tokens=512
+        )
         if local
         else Deployment(provider="mock", model="faas-mock")
     )
@@ -79,11 +84,13 @@ def default_routing() -> RoutingTable:
     )
 
 
-def build_limit_store(settings: Settings, kv: KeyValueStore) -> LimitStore:
+def build_limit_store(
+    settings: Settings, kv: KeyValueStore, clock: Clock = time.time
+) -> LimitStore:
     client = getattr(kv, "client", None)
     if kv.backend == "redis" and client is not None:
-        return RedisLimitStore(client, on_error=settings.gateway_limits_on_store_error)
-    return MemoryLimitStore()
+        return RedisLimitStore(client, on_error=settings.gateway_limits_on_store_error, clock=clock)
+    return MemoryLimitStore(clock)
 
 
 class GatewayService:
@@ -141,6 +148,9 @@ class GatewayService:
         return combined
 
     async def start(self) -> None:
+        # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first
+        # request stalled every other one.
+        await asyncio.to_thread(tokens.encoding)
         if self.routing_path is not None:
             self._mtime = self._stat()
             self._watcher = asyncio.create_task(self._watch(), name="gateway-routing-reload")
@@ -254,5 +264,6 @@ def _deployment_view(d: Deployment) -> DeploymentView:
         tpm=d.tpm,
         weight=d.weight,
         context_window=d.context_window,
+        max_output_tokens=d.max_output_tokens,
         price=d.price.model_dump(),
     )

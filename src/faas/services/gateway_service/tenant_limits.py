@@ -4,15 +4,19 @@ a short in-process cache so the request path never waits on SQL."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from faas.services.gateway_service.limits import TenantLimits
+from faas.services.gateway_service.limits import MAX_BUDGET_USD, MAX_RATE, TenantLimits
 from faas.shared.database import Base, Database, UTCDateTime
+
+log = logging.getLogger("faas.gateway.limits")
 
 
 class TenantLimitsRow(Base):
@@ -56,7 +60,7 @@ class TenantLimitsStore:
         started, writes = time.monotonic(), self._writes.get(tenant_id, 0)
         async with self.db.session() as session:
             row = await session.get(TenantLimitsRow, tenant_id)
-            limits = self.defaults if row is None else TenantLimits.model_validate(row.limits)
+            limits = self.defaults if row is None else _stored(tenant_id, row.limits)
         if self._writes.get(tenant_id, 0) == writes:
             self._cache[tenant_id] = (started + self.ttl_s, limits)
         return limits
@@ -78,6 +82,26 @@ class TenantLimitsStore:
         self._writes[tenant_id] += 1
         self._cache[tenant_id] = (time.monotonic() + self.ttl_s, limits)
         return limits
+
+
+def _stored(tenant_id: str, values: dict[str, Any]) -> TenantLimits:
+    """A saved row; one written before the limits were bounded is brought inside the bounds
+    (a huge budget becomes the largest allowed), so the tenant keeps being served."""
+    try:
+        return TenantLimits.model_validate(values)
+    except ValidationError:
+        log.warning("stored gateway limits out of bounds; clamped", extra={"tenant": tenant_id})
+    clamped: dict[str, Any] = dict(values)
+    for name, ceiling in (
+        ("rpm", MAX_RATE),
+        ("tpm", MAX_RATE),
+        ("daily_budget_usd", MAX_BUDGET_USD),
+        ("monthly_budget_usd", MAX_BUDGET_USD),
+    ):
+        value = clamped.get(name)
+        if isinstance(value, int | float) and not value <= ceiling:  # NaN too
+            clamped[name] = ceiling
+    return TenantLimits.model_validate(clamped)
 
 
 def _now() -> datetime:

@@ -13,7 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 from faas.services.gateway_service.config import Deployment
+from faas.services.gateway_service.offload import text_size
 from faas.services.gateway_service.providers.base import EmbeddingResult, Usage
+from faas.shared.cpu import run_cpu
 
 DEFAULT_DIMENSIONS = 384
 _WORD = re.compile(r"\w+")
@@ -90,18 +92,22 @@ def embed_texts(texts: list[str], dimensions: int = DEFAULT_DIMENSIONS) -> npt.N
     return out
 
 
+def _embed(texts: list[str], dimensions: int, model: str) -> EmbeddingResult:
+    from faas.services.gateway_service.providers.tokens import count_tokens
+
+    vectors = embed_texts(texts, dimensions)
+    usage = Usage(prompt_tokens=sum(count_tokens(t) for t in texts), source="estimated")
+    return EmbeddingResult(
+        vectors=vectors.tolist(), usage=usage, model=model or f"hash-{dimensions}"
+    )
+
+
 class HashEmbeddingProvider:
     name = "hash"
 
     async def embed(self, texts: list[str], deployment: Deployment) -> EmbeddingResult:
-        from faas.services.gateway_service.providers.tokens import count_tokens
-
         dimensions = deployment.dimensions or DEFAULT_DIMENSIONS
-        vectors = embed_texts(texts, dimensions)
-        usage = Usage(prompt_tokens=sum(count_tokens(t) for t in texts), source="estimated")
-        return EmbeddingResult(
-            vectors=vectors.tolist(), usage=usage, model=deployment.model or f"hash-{dimensions}"
-        )
+        return await run_cpu(text_size(texts), _embed, texts, dimensions, deployment.model)
 
     async def health(self, deployment: Deployment) -> bool:
         return True
