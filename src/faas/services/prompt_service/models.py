@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from faas.services.prompt_service.templates import MAX_TEMPLATE_CHARS
+from faas.shared.input_rules import MAX_DB_INT
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -46,7 +47,7 @@ def _check_label(label: str) -> None:
 
 class LabelMove(BaseModel):
     label: str
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_DB_INT)
 
     @model_validator(mode="after")
     def _valid(self) -> LabelMove:
@@ -91,7 +92,7 @@ class VersionView(BaseModel):
 
 class RenderRequest(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_DB_INT)
     label: str | None = Field(None, pattern=LABEL_PATTERN)
     variables: dict[str, Any] = Field(default_factory=dict)
 

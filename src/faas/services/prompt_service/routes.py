@@ -24,6 +24,7 @@ from faas.services.prompt_service.models import (
 from faas.shared.api import PageDep, caller, respond
 from faas.shared.contracts import Page, ServiceResponse
 from faas.shared.exceptions import ValidationFailed
+from faas.shared.input_rules import MAX_DB_INT
 
 if TYPE_CHECKING:
     from faas.services.prompt_service.service import PromptService
@@ -47,7 +48,7 @@ def build_router(service: PromptService) -> APIRouter:
     @router.get("/templates/{name}", response_model=ServiceResponse[TemplateView])
     async def get_template(
         name: TemplateName,
-        version: Annotated[int | None, Query(ge=1)] = None,
+        version: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
         label: Annotated[str | None, Query(pattern=LABEL_PATTERN)] = None,
     ) -> Response:
         """One version: `?version=`, `?label=` (`latest` is the newest), by default the

@@ -20,8 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.backends.kv import KeyValueStore
+from faas.services.gateway_service.providers import tokens
 from faas.services.gateway_service.providers.tokens import REPLY_PRIMING, count_chat_tokens
 from faas.services.prompt_service import templates
+from faas.services.prompt_service.budget import RenderLimits
 from faas.services.prompt_service.models import (
     DEFAULT_LABEL,
     LATEST,
@@ -36,6 +38,7 @@ from faas.services.prompt_service.models import (
     TemplateView,
     VersionView,
 )
+from faas.services.prompt_service.rendering import TemplateRenderer
 from faas.services.prompt_service.tables import (
     PromptLabelRow,
     PromptTemplateRow,
@@ -120,11 +123,13 @@ class PromptService:
         clients: ServiceClients,
         chat_model: str | None = None,
         cache_entries: int = 2048,
+        renderer: TemplateRenderer | None = None,
     ) -> None:
         self.db = db
         self.kv = kv
         self.clients = clients
         self.chat_model = chat_model
+        self.renderer = renderer or TemplateRenderer(RenderLimits())
         # (tenant, template_id, version) → compiled template; content per key is immutable.
         self.compiled: LRU[tuple[str, str, int], templates.Compiled] = LRU(cache_entries)
         # (tenant, name, version, label) → (generation, resolved version)
@@ -142,10 +147,16 @@ class PromptService:
         return build_router(self)
 
     async def start(self) -> None:
-        return None
+        self.renderer.start()
+        # The first token count loads cl100k: ~0.2 s, ~0.1 s of it holding the GIL (measured),
+        # which would stall the event loop in the middle of serving; pay it at start instead.
+        await self.renderer.run(count_chat_tokens, [{"role": "user", "content": "x"}])
+        # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first
+        # request stalled every other one.
+        await asyncio.to_thread(tokens.encoding)
 
     async def stop(self) -> None:
-        return None
+        await self.renderer.stop()
 
     # -- generations (invalidate label/version resolution, across replicas via the KV) ------
 
@@ -209,9 +220,10 @@ class PromptService:
     async def create_version(self, identity: Identity, body: TemplateCreate) -> TemplateView:
         tenant = identity.tenant_id
         await self.ensure_defaults(tenant)
-        templates.compile_template(body.content)  # a syntax error is a 422 before any write
+        # A syntax error is a 422 before any write; compiling 100k characters takes ~1 s.
+        await self.renderer.run(templates.compile_template, body.content)
         if body.variables_schema is not None:
-            templates.check_schema(body.variables_schema)
+            await self.renderer.run(templates.check_schema, body.variables_schema)
         for attempt in range(CREATE_ATTEMPTS):
             try:
                 view = await self._insert_version(identity, body)
@@ -469,11 +481,11 @@ class PromptService:
         self.resolved.put(key, (generation, resolved))
         return resolved
 
-    def _compiled(self, tenant: str, resolved: Resolved) -> templates.Compiled:
+    async def _compiled(self, tenant: str, resolved: Resolved) -> templates.Compiled:
         key = (tenant, resolved.template_id, resolved.version)
         compiled = self.compiled.get(key)
         if compiled is None:
-            compiled = templates.compile_template(resolved.content)
+            compiled = await self.renderer.run(templates.compile_template, resolved.content)
             self.compiled.put(key, compiled)
         return compiled
 
@@ -486,15 +498,15 @@ class PromptService:
     async def render_resolved(
         self, tenant: str, resolved: Resolved, variables: Mapping[str, Any]
     ) -> RenderResponse:
-        compiled = self._compiled(tenant, resolved)
+        compiled = await self._compiled(tenant, resolved)
         used = sorted(compiled.variables & variables.keys())
-        digest = hashlib.sha256(orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        # Variables may be megabytes: hashing them leaves the loop too.
+        digest = await self.renderer.run(_digest, variables)
         key = (tenant, resolved.template_id, resolved.version, digest)
         text = self.rendered.get(key)
         cached = text is not None
         if text is None:
-            templates.validate_variables(resolved.variables_schema, variables)
-            text = await asyncio.to_thread(templates.render, compiled, variables)
+            text = await self.renderer.render(compiled, variables, resolved.variables_schema)
             if len(text) <= RENDER_CACHE_MAX_CHARS:
                 self.rendered.put(key, text)
         return RenderResponse(
@@ -520,15 +532,17 @@ class PromptService:
             if first is not None:
                 system = history.pop(first)
         head = [system] if system is not None else []
-        base = count_chat_tokens(head)
+        # Counting tokens of megabytes of messages takes seconds: off the event loop.
+        base, costs = await self.renderer.run(_costs, head, history)
         if base > body.max_tokens:
             raise ValidationFailed(
                 f"the system prompt alone needs {base} tokens; max_tokens is {body.max_tokens}",
                 details={"system_tokens": base, "max_tokens": body.max_tokens},
             )
-        costs = [count_chat_tokens([m]) - REPLY_PRIMING for m in history]
         start = _fit(history, costs, body.max_tokens - base)
-        truncated = _context(head + history[start:], start, summarized=False)
+        truncated = await self.renderer.run(
+            _context, head + history[start:], start, summarized=False
+        )
         if start == 0 or body.strategy == "truncate":
             return truncated
 
@@ -545,7 +559,9 @@ class PromptService:
             truncated.note = "the summarizer returned nothing: truncated instead"
             return truncated
         summary_message = {"role": "system", "content": SUMMARY_PREFIX + summary}
-        result = _context([*head, summary_message, *history[start:]], start, summarized=True)
+        result = await self.renderer.run(
+            _context, [*head, summary_message, *history[start:]], start, summarized=True
+        )
         if result.token_count > body.max_tokens:
             truncated.note = (
                 f"the summary did not fit ({result.token_count} > {body.max_tokens} tokens): "
@@ -576,6 +592,15 @@ class PromptService:
         response = await self.clients.get("gateway").post("/api/v1/gateway/generate", json=request)
         raise_for_error(response, "gateway")
         return str(response.json()["data"].get("text") or "").strip()
+
+
+def _digest(variables: Mapping[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _costs(head: list[dict[str, Any]], history: list[dict[str, Any]]) -> tuple[int, list[int]]:
+    """Tokens of the head (system prompt and reply priming), and of each message alone."""
+    return count_chat_tokens(head), [count_chat_tokens([m]) - REPLY_PRIMING for m in history]
 
 
 def _fit(history: list[dict[str, Any]], costs: list[int], budget: int) -> int:

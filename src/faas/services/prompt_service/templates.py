@@ -3,9 +3,14 @@
 Templates are untrusted text written by API callers. They run in an
 `ImmutableSandboxedEnvironment` (no attribute starting with `_`, no mutation of lists or
 dicts, sandboxed `str.format`) with `StrictUndefined` (a missing variable is an error, never an
-empty string) and no globals but a bounded `range`. On top of the sandbox, calls and the
-`*`, `**` and `%` operators are refused when they would build something larger than the output
-limit, and rendering stops as soon as the output passes it.
+empty string) and no globals but a bounded `range`. The sandbox bounds what a template may
+touch; two more bounds make the work finite:
+
+- the size of values: every operation that runs as one step of C code (`*`, `+`, `%`, `~`,
+  a call, a filter, printing a value) is refused, before it runs, when its result or the text
+  of its inputs would pass `MAX_VALUE_CHARS` — a list holding the same megabyte string a
+  thousand times is small until it is printed;
+- the number of steps, the time and the output of the whole render (budget.py).
 """
 
 from __future__ import annotations
@@ -18,37 +23,85 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import nodes as jinja_nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
 
-from faas.shared.exceptions import ValidationFailed
+from faas.services.prompt_service.budget import RenderAborted, RenderBudget
+from faas.shared.exceptions import DependencyUnavailable, ValidationFailed
 
 MAX_TEMPLATE_CHARS = 100_000
-MAX_OUTPUT_CHARS = 1_000_000
+MAX_VALUE_CHARS = 1_000_000
 MAX_POWER_BITS = 100_000
 TEMPLATE_FILENAME = "<template>"
 _UNDEFINED_RE = re.compile(r"^'([^']+)' is undefined$")
 # A run of 7+ digits in a format string is a field width of a megabyte or more.
 _HUGE_WIDTH_RE = re.compile(r"\d{7,}")
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_SIZED = (str, bytes, list, tuple)
+
+
+class ValueTooLarge(SecurityError):
+    """A single value (or the text it prints as) would pass MAX_VALUE_CHARS."""
+
+    limit = "render_value_chars"
+
+
+def _text_weight(value: Any, limit: int) -> int:
+    """An upper-bound estimate of the characters `value` prints as (its strings' lengths plus
+    one per item), walking containers; stops as soon as the total passes `limit`, so the walk
+    costs at most `limit` steps whatever the value."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, _CONTAINERS):
+            total += len(item) + 1
+            if total > limit:
+                return total
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            else:
+                stack.extend(item)
+        else:
+            total += 1
+        if total > limit:
+            return total
+    return total
+
+
+def _check_printable(value: Any) -> Any:
+    if isinstance(value, _CONTAINERS) and _text_weight(value, MAX_VALUE_CHARS) > MAX_VALUE_CHARS:
+        raise ValueTooLarge(f"a value that prints as more than {MAX_VALUE_CHARS} characters")
+    return value
+
+
+def _check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    for arg in (*args, *kwargs.values()):
+        _check_printable(arg)
 
 
 def _check_size(value: Any) -> Any:
-    if isinstance(value, str | bytes | list | tuple | dict) and len(value) > MAX_OUTPUT_CHARS:
-        raise SecurityError(f"a value of more than {MAX_OUTPUT_CHARS} items is not allowed")
+    if isinstance(value, str | bytes | list | tuple | dict) and len(value) > MAX_VALUE_CHARS:
+        raise ValueTooLarge(f"a value of more than {MAX_VALUE_CHARS} items is not allowed")
     return value
 
 
 def _check_width(value: Any) -> None:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OUTPUT_CHARS:
-        raise SecurityError(f"a width or count above {MAX_OUTPUT_CHARS} is not allowed")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_VALUE_CHARS:
+        raise ValueTooLarge(f"a width or count above {MAX_VALUE_CHARS} is not allowed")
 
 
 def _check_format(pattern: Any) -> None:
     if isinstance(pattern, str) and _HUGE_WIDTH_RE.search(pattern):
-        raise SecurityError("format widths of a million or more are not allowed")
+        raise ValueTooLarge("format widths of a million or more are not allowed")
 
 
 # str methods that build a string as large as one of their integer arguments
@@ -68,13 +121,14 @@ def _check_str_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) 
         old, new = args[0], args[1]
         if isinstance(new, str) and len(new) > len(old):
             grown = len(owner) + owner.count(old) * (len(new) - len(old))
-            if grown > MAX_OUTPUT_CHARS:
-                raise SecurityError("the replacement would exceed the output limit")
+            if grown > MAX_VALUE_CHARS:
+                raise ValueTooLarge("the replacement would exceed the value limit")
 
 
 def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)  # keeps jinja_pass_arg (pass_environment & co.)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_inputs(args, kwargs)
         if name in ("center", "indent"):
             for arg in (*args[1:], *kwargs.values()):
                 _check_width(arg)
@@ -85,10 +139,56 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     return guarded
 
 
-class PromptSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox plus size limits on what a single expression may build."""
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse `left <operator> right` before it runs when its result would be too large."""
+    if operator == "*":
+        if isinstance(left, int) and isinstance(right, int):
+            if left.bit_length() + right.bit_length() > MAX_POWER_BITS:
+                raise ValueTooLarge("the product is too large")
+            return
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 1:
+                if len(seq) * times > MAX_VALUE_CHARS:
+                    raise ValueTooLarge("the repetition would exceed the value limit")
+                if _text_weight(seq, MAX_VALUE_CHARS // times) * times > MAX_VALUE_CHARS:
+                    raise ValueTooLarge("the repetition would exceed the value limit")
+    elif operator == "**":
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and (abs(right) > 1024 or max(left.bit_length(), 1) * abs(right) > MAX_POWER_BITS)
+        ):
+            raise ValueTooLarge("the power is too large")
+    elif operator == "+":
+        if (
+            isinstance(left, _SIZED)
+            and isinstance(right, _SIZED)
+            and len(left) + len(right) > MAX_VALUE_CHARS
+        ):
+            raise ValueTooLarge("the sum would exceed the value limit")
+    elif operator == "%" and isinstance(left, str):
+        _check_format(left)
+        if _text_weight(right, MAX_VALUE_CHARS) + len(left) > MAX_VALUE_CHARS:
+            raise ValueTooLarge("the formatted string would exceed the value limit")
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+
+class _GuardedCodeGenerator(CodeGenerator):
+    """`a ~ b` compiles to a call of the environment's `checked_concat`, which checks sizes first
+    (Jinja's own `str_join` is one unchecked step of C code)."""
+
+    def visit_Concat(self, node: jinja_nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class PromptSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox plus size limits on what a single step may build."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _GuardedCodeGenerator
 
     def __init__(self) -> None:
         super().__init__(
@@ -97,29 +197,25 @@ class PromptSandbox(ImmutableSandboxedEnvironment):
             keep_trailing_newline=True,
             auto_reload=False,
             cache_size=0,
+            finalize=_check_printable,  # applied to every `{{ }}` before it is printed
         )
         # No lipsum, cycler, joiner, namespace or dict: data comes from variables only.
         self.globals = {"range": safe_range}
         self.filters = {name: _guarded_filter(name, f) for name, f in self.filters.items()}
 
+    def checked_concat(self, values: tuple[Any, ...]) -> str:
+        parts: list[str] = []
+        size = 0
+        for value in values:
+            text = value if isinstance(value, str) else str(_check_printable(value))
+            size += len(text)
+            if size > MAX_VALUE_CHARS:
+                raise ValueTooLarge("the concatenation would exceed the value limit")
+            parts.append(text)
+        return "".join(parts)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_OUTPUT_CHARS
-                ):
-                    raise SecurityError("the repetition would exceed the output limit")
-        elif operator == "**":
-            if (
-                isinstance(left, int)
-                and isinstance(right, int)
-                and (abs(right) > 1024 or max(left.bit_length(), 1) * abs(right) > MAX_POWER_BITS)
-            ):
-                raise SecurityError("the power is too large")
-        elif operator == "%" and isinstance(left, str):
-            _check_format(left)
+        _check_binop(operator, left, right)
         return _check_size(super().call_binop(context, operator, left, right))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -136,6 +232,7 @@ class PromptSandbox(ImmutableSandboxedEnvironment):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
+        _check_inputs(args, kwargs)
         _check_str_call(__obj, args, kwargs)
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
@@ -179,24 +276,36 @@ def compile_template(source: str) -> Compiled:
             f"template syntax error on line {exc.lineno}: {exc.message}",
             details={"line": exc.lineno, "error": exc.message},
         ) from None
+    except RecursionError:  # Jinja's parser and compiler recurse once per nesting level
+        raise ValidationFailed(
+            "the template nests expressions or blocks too deeply",
+            details={"error": "nesting"},
+        ) from None
     return Compiled(template, frozenset(meta.find_undeclared_variables(ast)))
 
 
-def render(compiled: Compiled, variables: Mapping[str, Any]) -> str:
-    """Render in the sandbox; every failure of the template is a 422 that says why and where."""
+def render(compiled: Compiled, variables: Mapping[str, Any], budget: RenderBudget) -> str:
+    """Render in the sandbox within `budget`; every failure of the template is a 422 that
+    says why and where (a spent budget: `details.limit` names the limit, `details.max` its
+    value)."""
     parts: list[str] = []
     size = 0
+    max_output = budget.limits.max_output_bytes
     try:
-        for part in compiled.template.generate(dict(variables)):
-            size += len(part)
-            if size > MAX_OUTPUT_CHARS:
-                raise ValidationFailed(
-                    f"the rendered prompt exceeds {MAX_OUTPUT_CHARS} characters",
-                    details={"limit": MAX_OUTPUT_CHARS},
-                )
-            parts.append(part)
-    except ValidationFailed:
-        raise
+        with budget.enforced():
+            for part in compiled.template.generate(dict(variables)):
+                size += len(part) if part.isascii() else len(part.encode("utf-8", "replace"))
+                if size > max_output:
+                    raise RenderAborted("render_output_bytes", max_output)
+                parts.append(part)
+    except RenderAborted as exc:
+        raise _aborted(exc, budget, compiled) from None
+    except ValueTooLarge as exc:
+        line = _line_of(exc)
+        raise ValidationFailed(
+            f"the template built a value too large{_at(line)}: {exc}",
+            details={"limit": ValueTooLarge.limit, "max": MAX_VALUE_CHARS, "line": line},
+        ) from None
     except SecurityError as exc:
         line = _line_of(exc)
         raise ValidationFailed(
@@ -221,6 +330,30 @@ def render(compiled: Compiled, variables: Mapping[str, Any]) -> str:
             details={"line": line, "error": type(exc).__name__},
         ) from None
     return "".join(parts)
+
+
+_LIMIT_TEXT = {
+    "render_operations": "the template ran more than {max} operations",
+    "render_timeout_s": "the template rendered for more than {max} s",
+    "render_output_bytes": "the rendered prompt exceeds {max} bytes",
+}
+
+
+def _aborted(exc: RenderAborted, budget: RenderBudget, compiled: Compiled) -> Exception:
+    if exc.limit == "stopped":
+        return DependencyUnavailable(
+            f"the render was stopped: {budget.stop_reason}", details={"limit": "stopped"}
+        )
+    # Jinja maps only `Exception`s back to template lines; this one carries a line of the
+    # compiled Python code.
+    line = _line_of(exc)
+    if line is not None:
+        line = compiled.template.get_corresponding_lineno(line)
+    maximum = exc.maximum
+    return ValidationFailed(
+        _LIMIT_TEXT[exc.limit].format(max=maximum) + _at(line),
+        details={"limit": exc.limit, "max": maximum, "line": line},
+    )
 
 
 # -- variables schemas ----------------------------------------------------------------------
