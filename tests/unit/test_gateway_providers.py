@@ -32,6 +32,7 @@ from faas.services.gateway_service.providers.base import (
 from faas.services.gateway_service.providers.hash import HashEmbeddingProvider, embed_texts
 from faas.services.gateway_service.providers.mock import MockProvider
 from faas.services.gateway_service.providers.openai import OpenAICompatibleProvider, SSEDecoder
+from tests.conftest import INSTALL_LLAMACPP, INSTALL_MINILM, require_extra
 from tests.support.mock_upstream import MockUpstream
 
 KEY = "sk-test-secret-key-123456"
@@ -402,8 +403,8 @@ MINILM_REFERENCE = [
 ]
 
 
-@pytest.mark.skipif(not provider_available("minilm"), reason="extra 'embeddings' not installed")
 async def test_minilm_matches_reference() -> None:
+    require_extra("minilm", INSTALL_MINILM)
     provider = build_embedding_provider("minilm")
     padding = [f"filler sentence number {i}" for i in range(34)]
     result = await provider.embed(
@@ -423,8 +424,8 @@ async def test_minilm_matches_reference() -> None:
 LOCAL = Deployment(provider="llamacpp", model="smollm2-135m")
 
 
-@pytest.mark.skipif(not provider_available("llamacpp"), reason="extra 'local' not installed")
 async def test_llamacpp_chat_stream_and_queueing() -> None:
+    require_extra("llamacpp", INSTALL_LLAMACPP)
     provider = build_chat_provider("llamacpp")
     try:
         request = ChatRequest(
@@ -446,8 +447,8 @@ async def test_llamacpp_chat_stream_and_queueing() -> None:
 # --- litellm (extra `litellm`) ----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not provider_available("litellm"), reason="extra 'litellm' not installed")
 async def test_litellm_against_mock_upstream(upstream: MockUpstream) -> None:
+    require_extra("litellm", "pip install -c constraints.txt 'faas[litellm]'")
     provider = build_chat_provider("litellm")
     d = Deployment(provider="litellm", model="openai/m1", api_base=upstream.url, api_key=KEY)
     result = await provider.chat(HELLO, d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -16,6 +17,9 @@ from fastapi import FastAPI
 from faas.app import create_service_app
 from faas.integrations.nats import Message
 from faas.integrations.otel import setup_telemetry
+from faas.jobs import JobContext, JobQueue, JobStatus, JobWorker
+from faas.jobs.models import JobRecord
+from faas.jobs.queue import JobHeld
 from faas.jobs.routes import accepted
 from faas.runtime import Runtime
 from faas.shared.config import Settings
@@ -232,3 +236,144 @@ async def test_accepted_answers_202_with_location() -> None:
         "status": "queued",
         "location": "/api/v1/jobs/j1",
     }
+
+
+# --- attempts and the lease: one run at a time per job -----------------------------------------
+
+
+class Clock:
+    """A settable clock for the job records (the lease is measured in it)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+async def idle_runtime(make_settings: Callable[..., Settings]) -> AsyncIterator[Runtime]:
+    """A runtime whose jobs nobody consumes: the tests below play the worker."""
+    settings = make_settings(job_modules=["tests.jobkinds"], job_max_attempts=3)
+    runtime = Runtime.build(settings, telemetry=setup_telemetry("faas-test", set_global=False))
+    runtime.load_job_modules()
+    await runtime.start(run_worker=False)
+    yield runtime
+    await runtime.close()
+
+
+async def test_claim_counts_runs_and_refuses_a_job_whose_run_holds_a_live_lease(
+    idle_runtime: Runtime,
+) -> None:
+    clock = Clock()
+    queue = JobQueue(idle_runtime.db, idle_runtime.bus, idle_runtime.jobs.registry, clock=clock)
+    view = await queue.submit(ACME, "testjobs.echo", {})
+
+    first = await queue.claim(view.job_id, lease_s=10)
+    assert first is not None and first.attempts == 1 and first.status == "running"
+    with pytest.raises(JobHeld):  # a second delivery while the first run is alive
+        await queue.claim(view.job_id, lease_s=10)
+    clock.advance(9)
+    await queue.touch(view.job_id)  # the run renews its lease
+    clock.advance(9)
+    with pytest.raises(JobHeld):
+        await queue.claim(view.job_id, lease_s=10)
+    clock.advance(2)  # 11 s without renewal: its worker is gone
+    second = await queue.claim(view.job_id, lease_s=10)
+    assert second is not None and second.attempts == 2
+
+    await queue.finish(view.job_id, JobStatus.SUCCEEDED, result={})
+    assert await queue.claim(view.job_id, lease_s=10) is None
+    assert (await queue.get("acme", view.job_id)).attempts == 2
+
+
+class Delivery:
+    """A `JobDelivery` that records how it was settled."""
+
+    def __init__(self, job_id: str, attempt: int) -> None:
+        self.job_id = job_id
+        self.kind = "testjobs.gated"
+        self.data = orjson.dumps({"job_id": job_id})
+        self.headers: dict[str, str] = {}
+        self.attempt = attempt
+        self.max_attempts = 3
+        self.settled: list[str] = []
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+    async def retry_later(self, delay_s: float) -> None:
+        self.settled.append("retry")
+
+    async def fail(self, reason: str) -> None:
+        self.settled.append("fail")
+
+    async def in_progress(self) -> None:
+        return None
+
+
+class CountingQueue(JobQueue):
+    claims = 0
+
+    async def claim(self, job_id: str, lease_s: float) -> JobRecord | None:
+        self.claims += 1
+        return await super().claim(job_id, lease_s)
+
+
+class CapturingBus:
+    """Hands the worker's delivery handler to the test instead of consuming a queue."""
+
+    handler: Callable[[Any], Any] | None = None
+
+    async def consume(self, kinds: list[str], handler: Any, *, concurrency: int = 4) -> Any:
+        self.handler = handler
+        return self
+
+    async def unsubscribe(self) -> None:
+        return None
+
+    async def queue_depth(self, kind: str | None = None) -> int:
+        return 0
+
+
+async def test_a_second_delivery_of_a_running_job_waits_for_it_and_never_runs_it(
+    idle_runtime: Runtime,
+) -> None:
+    """The bus may deliver one job twice at once (JetStream does, after a worker crash): the
+    record's lease lets one delivery run it, and the other acks once that run is over."""
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def gated(ctx: JobContext) -> Any:
+        runs.append(ctx.attempt)
+        await release.wait()
+        return {"attempt": ctx.attempt}
+
+    registry = idle_runtime.jobs.registry
+    registry.register("testjobs.gated", gated)
+    queue = CountingQueue(idle_runtime.db, idle_runtime.bus, registry, clock=Clock())
+    bus = CapturingBus()
+    # The clock stands still, so the lease never lapses, however long the first run takes.
+    worker = JobWorker(queue, bus, registry, lease_s=0.2)  # type: ignore[arg-type]
+    await worker.start(["testjobs.gated"])
+    assert bus.handler is not None
+    view = await queue.submit(ACME, "testjobs.gated", {})
+    first, second = Delivery(view.job_id, 1), Delivery(view.job_id, 1)
+    running = asyncio.create_task(bus.handler(first))
+    while not runs:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(bus.handler(second))
+    while queue.claims < 4:  # the second delivery found the job held, three times over
+        await asyncio.sleep(0.01)
+    assert not second.settled and runs == [1]
+
+    release.set()
+    await asyncio.gather(running, waiting)
+    await worker.stop()
+    assert runs == [1]
+    assert first.settled == ["ack"] and second.settled == ["ack"]
+    job = await queue.get("acme", view.job_id)
+    assert job.status == "succeeded" and job.attempts == 1

@@ -54,7 +54,9 @@ class JobDelivery(Protocol):
     kind: str
     data: bytes
     headers: dict[str, str]
-    attempt: int  # 1-based delivery count
+    # 1-based delivery count, as the broker keeps it. Not a count of runs: nats-server 2.9
+    # restarts it at 1 or skips numbers after a worker crash (jobs count runs in their record).
+    attempt: int
     max_attempts: int
 
     async def ack(self) -> None: ...

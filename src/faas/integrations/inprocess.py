@@ -311,7 +311,7 @@ class _LocalConsumer:
                 delivery,
                 tracer=bus.tracer,
                 metrics_=bus.metrics,
-                heartbeat_s=bus.ack_wait_s / 3,
+                heartbeat_s=bus.heartbeat_s,
                 retry_base_s=bus.retry_base_s,
                 retry_max_s=bus.retry_max_s,
             )
@@ -414,6 +414,7 @@ class InProcessBus:
         *,
         broker: InProcessBroker | None = None,
         ack_wait_s: float = 30.0,
+        heartbeat_s: float | None = None,
         max_attempts: int = 5,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
@@ -426,6 +427,8 @@ class InProcessBus:
         self.prefixer = Prefixer(prefix)
         self.broker = broker or InProcessBroker()
         self.ack_wait_s = ack_wait_s
+        # How often a running job tells the broker it is alive: well inside ack_wait.
+        self.heartbeat_s = heartbeat_s or ack_wait_s / 3
         self.max_attempts = max_attempts
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s

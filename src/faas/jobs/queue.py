@@ -7,11 +7,11 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, or_, select, update
 
 from faas.integrations.nats import MessageBus
 from faas.jobs.models import JobRecord, JobStatus, JobView
@@ -27,6 +27,10 @@ KIND_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$")
 
 class JobCancelled(Exception):
     """Raised inside a handler when the job was cancelled while running."""
+
+
+class JobHeld(Exception):
+    """A delivery of a job that another run holds (see `JobQueue.claim`)."""
 
 
 class PermanentJobError(Exception):
@@ -70,6 +74,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_TERMINAL = [status.value for status in JobStatus if status.terminal]
+
+
 @dataclass
 class JobContext:
     """What a handler gets: the job's identity and payload, and a way to report progress."""
@@ -79,7 +86,7 @@ class JobContext:
     tenant_id: str
     user_id: str | None
     payload: dict[str, Any]
-    attempt: int
+    attempt: int  # 1-based: this is the job's n-th run (the record's `attempts`)
     queue: JobQueue
 
     @property
@@ -94,10 +101,18 @@ class JobContext:
 
 
 class JobQueue:
-    def __init__(self, db: Database, bus: MessageBus, registry: JobRegistry) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: MessageBus,
+        registry: JobRegistry,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.db = db
         self.bus = bus
         self.registry = registry
+        self.clock = clock
 
     async def submit(
         self,
@@ -111,7 +126,7 @@ class JobQueue:
         registered = self.registry.get(kind)
         job_id = job_id or new_id()
         ctx = current_context()
-        now = utcnow()
+        now = self.clock()
         async with self.db.session() as session:
             if await session.get(JobRecord, job_id) is not None:
                 raise Conflict(f"job {job_id} already exists")
@@ -183,7 +198,7 @@ class JobQueue:
             status = JobStatus(row.status)
             if status.terminal:
                 raise Conflict(f"job {job_id} is already {status.value}")
-            row.updated_at = utcnow()
+            row.updated_at = self.clock()
             if status is JobStatus.QUEUED:
                 row.status = JobStatus.CANCELLED.value
                 row.stage = "cancelled"
@@ -195,25 +210,54 @@ class JobQueue:
 
     # -- used by workers -------------------------------------------------------------------
 
-    async def claim(self, job_id: str, attempt: int) -> JobRecord | None:
-        """Mark the job running for this delivery; None when it needs no run (finished,
-        cancelled or unknown), which is what makes redelivered jobs run their effects once."""
+    async def claim(self, job_id: str, lease_s: float) -> JobRecord | None:
+        """Mark the job running for this delivery and count the run in `attempts`; None when
+        it needs no run (finished, cancelled or unknown), which is what makes redelivered jobs
+        run their effects once. Raises JobHeld while another run holds the job: it is running
+        and its worker touched it less than `lease_s` ago.
+
+        The count is ours, not the bus's: JetStream's delivery count (nats-server 2.9) goes
+        back to 1 when a job's redelivery comes due while no pull request is waiting (its
+        worker was killed, the next one not started yet), and that same job may then be
+        delivered twice at once; it also goes up for deliveries nobody ran (to a dead
+        worker's pending pull request).
+        """
+        now = self.clock()
+        free = or_(
+            JobRecord.status != JobStatus.RUNNING.value,
+            JobRecord.updated_at < now - timedelta(seconds=lease_s),
+        )
         async with self.db.session() as session:
-            row = await session.get(JobRecord, job_id, with_for_update=not self.db.is_sqlite)
+            # One statement, so that of two deliveries of one job only one takes it.
+            taken = await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.status.not_in(_TERMINAL), free)
+                .values(attempts=JobRecord.attempts + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            row = await session.get(JobRecord, job_id, populate_existing=True)
             if row is None or JobStatus(row.status).terminal:
                 return None
-            now = utcnow()
+            if not cast("CursorResult[Any]", taken).rowcount:
+                raise JobHeld(job_id)
             row.status = JobStatus.RUNNING.value
             row.stage = "running" if row.stage in (None, "queued", "retrying") else row.stage
-            row.attempts = attempt
             row.started_at = row.started_at or now
-            row.updated_at = now
             await session.flush()
             session.expunge(row)
             return row
 
+    async def touch(self, job_id: str) -> None:
+        """Renew the lease of a running job (see `claim`)."""
+        async with self.db.session() as session:
+            await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.status == JobStatus.RUNNING.value)
+                .values(updated_at=self.clock())
+            )
+
     async def record_progress(self, job_id: str, fraction: float, stage: str | None) -> bool:
-        values: dict[str, Any] = {"progress": fraction, "updated_at": utcnow()}
+        values: dict[str, Any] = {"progress": fraction, "updated_at": self.clock()}
         if stage is not None:
             values["stage"] = stage
         async with self.db.session() as session:
@@ -231,7 +275,7 @@ class JobQueue:
         result: Any = None,
         error: str | None = None,
     ) -> JobRecord | None:
-        now = utcnow()
+        now = self.clock()
         async with self.db.session() as session:
             row = await session.get(JobRecord, job_id)
             if row is None:

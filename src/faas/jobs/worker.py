@@ -2,7 +2,8 @@
 
 A delivery whose record is already finished is acked without running (a worker that died after
 finishing but before acking); a worker that dies mid-run stops heartbeating and JetStream
-redelivers the job to another worker.
+redelivers the job to another worker. The record's attempts and lease (see `JobQueue.claim`),
+not the bus's delivery count, decide whether a delivery runs: one run at a time per job.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import orjson
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link
 
+from faas.integrations.bus import retry_delay
 from faas.integrations.nats import JobDelivery, MessageBus, Subscription
 from faas.integrations.otel import link_from_headers
 from faas.jobs.models import JobRecord, JobStatus, JobView
 from faas.jobs.queue import (
     JobCancelled,
     JobContext,
+    JobHeld,
     JobQueue,
     JobRegistry,
     PermanentJobError,
@@ -34,6 +37,7 @@ log = logging.getLogger("faas.jobs.worker")
 
 CALLBACK_ATTEMPTS = 4
 DEPTH_REFRESH_S = 5.0
+RETRY_MAX_S = 60.0
 
 
 class JobWorker:
@@ -45,6 +49,7 @@ class JobWorker:
         *,
         concurrency: int = 4,
         retry_base_s: float = 1.0,
+        lease_s: float = 60.0,
         meter: metrics.Meter | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -53,6 +58,7 @@ class JobWorker:
         self.registry = registry
         self.concurrency = concurrency
         self.retry_base_s = retry_base_s
+        self.lease_s = lease_s
         self._tracer = tracer or trace.get_tracer("faas.jobs")
         self._subscription: Subscription | None = None
         self._depth = 0
@@ -99,7 +105,7 @@ class JobWorker:
 
     async def _on_delivery(self, delivery: JobDelivery) -> None:
         job_id = orjson.loads(delivery.data)["job_id"]
-        record = await self.queue.claim(job_id, delivery.attempt)
+        record = await self._claim(job_id)
         if record is None:
             await delivery.ack()
             return
@@ -107,10 +113,43 @@ class JobWorker:
             correlation_id=record.correlation_id or job_id, request_id=job_id, identity=None
         )
         token = set_context(ctx)
+        lease = asyncio.create_task(self._renew_lease(job_id), name=f"job-lease {job_id}")
         try:
             await self._run(record, delivery)
+        except asyncio.CancelledError:  # the worker is stopping: leave the job to the next one
+            last = max(record.attempts, delivery.attempt) >= delivery.max_attempts
+            reason = f"worker stopped during attempt {record.attempts}"
+            try:
+                await self.queue.finish(
+                    job_id, JobStatus.FAILED if last else JobStatus.QUEUED, error=reason
+                )
+            except Exception:  # the next delivery still takes it once the lease lapses
+                log.warning("releasing job %s at stop failed", job_id, exc_info=True)
+            raise
         finally:
+            lease.cancel()
             reset_context(token)
+
+    async def _claim(self, job_id: str) -> JobRecord | None:
+        """Claim the job; a second delivery of a job that a live run holds waits (the bus
+        keeps it from redelivery meanwhile) until that run ends or stops renewing its lease."""
+        waiting = False
+        while True:
+            try:
+                return await self.queue.claim(job_id, self.lease_s)
+            except JobHeld:
+                if not waiting:
+                    log.info("job is running elsewhere; waiting", extra={"job_id": job_id})
+                    waiting = True
+                await asyncio.sleep(self.lease_s / 4)
+
+    async def _renew_lease(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 4)
+            try:
+                await self.queue.touch(job_id)
+            except Exception:
+                log.warning("renewing the lease of job %s failed", job_id, exc_info=True)
 
     async def _run(self, record: JobRecord, delivery: JobDelivery) -> None:
         registered = self.registry.get(record.kind)
@@ -122,7 +161,7 @@ class JobWorker:
             tenant_id=record.tenant_id,
             user_id=record.user_id,
             payload=dict(record.payload or {}),
-            attempt=delivery.attempt,
+            attempt=record.attempts,
             queue=self.queue,
         )
         started = time.perf_counter()
@@ -132,7 +171,7 @@ class JobWorker:
             attributes={
                 "faas.job.id": record.id,
                 "faas.job.kind": record.kind,
-                "faas.job.attempt": delivery.attempt,
+                "faas.job.attempt": record.attempts,
                 "faas.tenant_id": record.tenant_id,
             },
         ) as span:
@@ -151,7 +190,7 @@ class JobWorker:
                 reason = f"{type(exc).__name__}: {exc}"
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, reason)
-                if delivery.attempt >= delivery.max_attempts:
+                if max(record.attempts, delivery.attempt) >= delivery.max_attempts:
                     log.warning("job failed for good", extra={"job_id": record.id, "error": reason})
                     await self._finish(record, delivery, JobStatus.FAILED, started, error=reason)
                     await delivery.fail(reason)
@@ -159,7 +198,7 @@ class JobWorker:
                     log.info("job attempt failed; will retry", extra={"job_id": record.id})
                     await self.queue.finish(record.id, JobStatus.QUEUED, error=reason)
                     await delivery.retry_later(
-                        min(60.0, self.retry_base_s * 2.0 ** (delivery.attempt - 1))
+                        retry_delay(self.retry_base_s, record.attempts, RETRY_MAX_S)
                     )
                 return
             await self._finish(record, delivery, JobStatus.SUCCEEDED, started, result=result)
