@@ -22,6 +22,7 @@ from faas.documents import (
     clean,
     detect_format,
     parse,
+    screen,
     text_hash,
 )
 from faas.services.gateway_service.providers.tokens import count_tokens
@@ -107,9 +108,9 @@ def report_pdf(page_count: int = 4) -> bytes:
     return make_pdf(pages, title="Quarterly Report")
 
 
-def encrypt(pdf: bytes, user_password: str) -> bytes:
+def encrypt(pdf: bytes, user_password: str, *, algorithm: str = "AES-128") -> bytes:
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
-    writer.encrypt(user_password=user_password, owner_password="owner", algorithm="AES-128")
+    writer.encrypt(user_password=user_password, owner_password="owner", algorithm=algorithm)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -143,6 +144,16 @@ def zip_bomb() -> bytes:
             block = b"\x00" * (1024 * 1024)
             for _ in range(24):
                 member.write(block)
+    return out.getvalue()
+
+
+def zip_of_many(members: int) -> bytes:
+    """A valid DOCX-shaped ZIP of `members` empty entries: tiny on disk, costly to walk."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("word/document.xml", "<document/>")
+        for number in range(members - 1):
+            archive.writestr(f"{number:x}", b"")
     return out.getvalue()
 
 
@@ -304,6 +315,43 @@ def test_docx_zip_bomb_is_refused_before_decompressing() -> None:
     assert reason_of(bomb, "docx") == "zip_bomb"
     assert reason_of(make_docx(), "docx", ParseLimits(max_uncompressed_bytes=10_000)) == "zip_bomb"
     assert reason_of(b"PK\x03\x04 truncated", "docx") == "corrupt"
+
+
+def screened_reason(data: bytes, fmt: str, limits: ParseLimits | None = None) -> str:
+    with pytest.raises(UnreadableDocument) as caught:
+        screen(data, fmt, limits=limits or ParseLimits())
+    assert caught.value.status_code == 422
+    return caught.value.reason
+
+
+def test_screening_refuses_zip_bombs_by_ratio_total_size_and_member_count() -> None:
+    assert screened_reason(zip_bomb(), "docx") == "zip_bomb"
+    many = zip_of_many(50)
+    screen(many, "docx", limits=ParseLimits(max_zip_members=50))
+    assert screened_reason(many, "docx", ParseLimits(max_zip_members=49)) == "zip_bomb"
+    assert screened_reason(zip_of_many(10_001), "docx") == "zip_bomb"
+    document = make_docx()
+    screen(document, "docx")
+    assert screened_reason(document, "docx", ParseLimits(max_uncompressed_bytes=10_000)) == (
+        "zip_bomb"
+    )
+    assert screened_reason(b"PK\x03\x04 truncated", "docx") == "corrupt"
+
+
+def test_screening_refuses_encrypted_and_long_pdfs_without_extracting_text() -> None:
+    assert screened_reason(encrypt(report_pdf(2), "secret"), "pdf") == "encrypted"
+    assert screened_reason(encrypt(report_pdf(2), "s", algorithm="AES-256"), "pdf") == "encrypted"
+    assert screened_reason(report_pdf(4), "pdf", ParseLimits(max_pages=3)) == "too_many_pages"
+    assert screened_reason(b"%PDF-1.7\nthis is not a pdf at all\n", "pdf") == "corrupt"
+    screen(encrypt(report_pdf(2), ""), "pdf")
+    # Only extraction can tell that a PDF has no text: screening lets it through.
+    screen(make_pdf([["x"]], image_only=True), "pdf")
+
+
+def test_screening_refuses_empty_files_and_text_beyond_the_character_limit() -> None:
+    assert screened_reason(b"", "text") == "empty"
+    assert screened_reason(b"a" * 41, "text", ParseLimits(max_chars=10)) == "too_large"
+    screen(b"a" * 40, "text", limits=ParseLimits(max_chars=10))
 
 
 # ---- HTML, markdown, CSV, JSON, text -----------------------------------------------------

@@ -14,7 +14,14 @@ import pytest
 from faas.shared.config import Settings
 from tests.conftest import auth
 from tests.platform_app import Platform, platform
-from tests.unit.test_documents import encrypt, make_docx, report_pdf, zip_bomb
+from tests.unit.test_documents import (
+    encrypt,
+    make_docx,
+    make_pdf,
+    report_pdf,
+    zip_bomb,
+    zip_of_many,
+)
 
 A = auth("acme")
 B = auth("globex")
@@ -32,7 +39,7 @@ async def env(tmp_path: Any, make_settings: Callable[..., Settings]) -> AsyncIte
     )
     settings = make_settings(
         gateway_models=routing,
-        max_upload_bytes=200_000,
+        max_upload_bytes=2_000_000,
         ingestion_url_allowlist=["127.0.0.1"],
         job_retry_base_s=0.01,
     )
@@ -120,31 +127,77 @@ async def test_empty_file_is_422(env: Platform) -> None:
 
 
 async def test_file_over_the_limit_is_413(env: Platform) -> None:
-    response = await upload(env, [("big.txt", b"a" * 300_000, "text/plain")])
+    response = await upload(env, [("big.txt", b"a" * 2_100_000, "text/plain")])
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def assert_nothing_kept(env: Platform) -> None:
+    listed = (await env.client.get("/api/v1/ingestion/files", headers=A)).json()["data"]
+    assert listed["total"] == 0
+    jobs = (await env.client.get("/api/v1/jobs", headers=A)).json()["data"]
+    assert jobs["total"] == 0
+    uploads = env.runtime.settings.data_dir / "uploads" / "acme"
+    assert not uploads.exists() or not any(uploads.iterdir())
 
 
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
         ("secret.pdf", encrypt(report_pdf(1), "pw"), "encrypted"),
+        ("renamed.bin", encrypt(report_pdf(1), "pw", algorithm="RC4-128"), "encrypted"),
         ("bomb.docx", zip_bomb(), "zip_bomb"),
+        ("crowded.docx", zip_of_many(10_001), "zip_bomb"),
+        ("broken.docx", b"PK\x03\x04 not a zip at all", "corrupt"),
     ],
 )
-async def test_unreadable_files_fail_their_job_with_the_reason(
+async def test_encrypted_files_and_zip_bombs_are_422_at_upload_keeping_nothing(
     env: Platform, name: str, data: bytes, reason: str
 ) -> None:
-    response = await upload(env, [(name, data, "application/octet-stream")])
-    if response.status_code == 422:  # refused at upload time: also correct, nothing kept
-        assert response.json()["error"]["details"]["reason"] == reason
-        return
+    good = ("fine.txt", b"a file that is fine on its own", "text/plain")
+    response = await upload(env, [good, (name, data, "application/octet-stream")])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["details"]["reason"] == reason
+    assert error["details"]["file"] == name
+    await assert_nothing_kept(env)
+
+
+async def test_a_pdf_with_an_empty_user_password_is_accepted(env: Platform) -> None:
+    response = await upload(env, [("open.pdf", encrypt(report_pdf(2), ""), "application/pdf")])
+    assert response.status_code == 202, response.text
+    done = await wait_file(env, response.json()["data"]["files"][0]["file_id"])
+    assert done["status"] == "indexed" and done["pages"] == 2
+
+
+async def test_an_image_only_pdf_fails_its_job_with_the_reason_and_no_retry(env: Platform) -> None:
+    """Only text extraction finds that a PDF has no text: the job fails, it is not retried."""
+    scanned = make_pdf([["x"], ["y"]], image_only=True)
+    response = await upload(env, [("scan.pdf", scanned, "application/pdf")])
+    assert response.status_code == 202, response.text
     accepted = response.json()["data"]["files"][0]
     done = await wait_file(env, accepted["file_id"])
-    assert done["status"] == "failed"
-    assert done["error"]
+    assert done["status"] == "failed" and "no extractable text" in done["error"]
     job = (await env.client.get(accepted["location"], headers=A)).json()["data"]
-    assert job["status"] == "failed" and job["attempts"] == 1  # no pointless retries
+    assert job["status"] == "failed" and job["attempts"] == 1
+
+
+@pytest.mark.parametrize("count", [0, 11])
+async def test_an_upload_takes_one_to_ten_files(env: Platform, count: int) -> None:
+    files = [(f"f{i}.txt", b"some words", "text/plain") for i in range(count)]
+    response = await upload(env, files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_failed" and error["message"]
+    assert "files" in str(error["details"])
+    await assert_nothing_kept(env)
+
+
+async def test_ten_files_are_accepted(env: Platform) -> None:
+    files = [(f"f{i}.txt", b"some words %d" % i, "text/plain") for i in range(10)]
+    response = await upload(env, files, auto_ingest="false")
+    assert response.status_code == 202, response.text
+    assert len(response.json()["data"]["files"]) == 10
 
 
 async def test_pii_is_redacted_when_asked(env: Platform) -> None:

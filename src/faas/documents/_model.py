@@ -36,6 +36,7 @@ class ParseLimits:
     max_chars: int = 20_000_000
     max_uncompressed_bytes: int = 200 * 1024 * 1024
     max_compression_ratio: float = 200.0
+    max_zip_members: int = 10_000
     max_json_depth: int = 64
     max_csv_rows: int = 1_000_000
 

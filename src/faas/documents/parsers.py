@@ -21,9 +21,15 @@ from faas.documents._records import csv_to_text, json_to_text
 from faas.documents.formats import FORMATS, decode_text, looks_binary
 from faas.shared.exceptions import UnsupportedMediaType
 
-__all__ = ["PageSpan", "ParseLimits", "ParsedDocument", "UnreadableDocument", "parse"]
+__all__ = [
+    "PageSpan",
+    "ParseLimits",
+    "ParsedDocument",
+    "UnreadableDocument",
+    "parse",
+    "screen",
+]
 
-_MAX_ZIP_MEMBERS = 10_000
 # Small members compress extremely well when repetitive; only a big one can be a bomb.
 _RATIO_FLOOR_BYTES = 1024 * 1024
 _MD_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.M)
@@ -41,13 +47,24 @@ _DOCX_ERRORS = (
 )
 
 
+def screen(data: bytes | Path, fmt: str, *, limits: ParseLimits = ParseLimits()) -> None:
+    """The checks that need no text extraction, cheap enough to run while the client waits:
+    empty, encrypted, structurally corrupt, over the page limit, a zip bomb (from the ZIP
+    directory), text formats too large to fit `max_chars`. Raises UnreadableDocument (422).
+    `parse` runs the same checks first, then finds what only extraction can (no text, a
+    corrupt page, too many characters)."""
+    size = _size(data, fmt)
+    if fmt == "pdf":
+        _open_pdf(data, limits)
+    elif fmt == "docx":
+        _check_zip(data, limits)
+    elif size > limits.max_chars * 4:
+        raise _too_large(limits)
+
+
 def parse(data: bytes | Path, fmt: str, *, limits: ParseLimits = ParseLimits()) -> ParsedDocument:
     """Text, title, page spans and metadata of a document; raises UnreadableDocument (422)."""
-    if fmt not in FORMATS:
-        raise UnsupportedMediaType(f"Unsupported document format: {fmt}", details={"format": fmt})
-    size = data.stat().st_size if isinstance(data, Path) else len(data)
-    if size == 0:
-        raise UnreadableDocument("The document is empty", reason="empty")
+    size = _size(data, fmt)
     pages: list[PageSpan] | None = None
     metadata: dict[str, Any] = {}
     title: str | None = None
@@ -86,6 +103,15 @@ def parse(data: bytes | Path, fmt: str, *, limits: ParseLimits = ParseLimits()) 
     return ParsedDocument(text=text, format=fmt, title=title, pages=spans, metadata=metadata)
 
 
+def _size(data: bytes | Path, fmt: str) -> int:
+    if fmt not in FORMATS:
+        raise UnsupportedMediaType(f"Unsupported document format: {fmt}", details={"format": fmt})
+    size = data.stat().st_size if isinstance(data, Path) else len(data)
+    if size == 0:
+        raise UnreadableDocument("The document is empty", reason="empty")
+    return size
+
+
 def _too_large(limits: ParseLimits) -> UnreadableDocument:
     return UnreadableDocument(
         f"The document's text exceeds {limits.max_chars} characters",
@@ -98,9 +124,9 @@ def _stream(data: bytes | Path) -> io.BytesIO | Path:
     return data if isinstance(data, Path) else io.BytesIO(data)
 
 
-def _parse_pdf(
-    data: bytes | Path, limits: ParseLimits
-) -> tuple[str, str | None, list[PageSpan], dict[str, Any]]:
+def _open_pdf(data: bytes | Path, limits: ParseLimits) -> tuple[PdfReader, int]:
+    """The reader and its page count; refuses a PDF that needs a password, cannot be opened,
+    or has more pages than allowed. Reads the cross-reference table and the page tree only."""
     try:
         reader = PdfReader(_stream(data))
         if reader.is_encrypted:
@@ -124,6 +150,13 @@ def _parse_pdf(
             reason="too_many_pages",
             details={"pages": page_count, "max_pages": limits.max_pages},
         )
+    return reader, page_count
+
+
+def _parse_pdf(
+    data: bytes | Path, limits: ParseLimits
+) -> tuple[str, str | None, list[PageSpan], dict[str, Any]]:
+    reader, page_count = _open_pdf(data, limits)
     parts: list[str] = []
     spans: list[PageSpan] = []
     failed: list[int] = []
@@ -177,7 +210,7 @@ def _check_zip(data: bytes | Path, limits: ParseLimits) -> None:
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UnreadableDocument(f"The DOCX is not a valid ZIP: {exc}", reason="corrupt") from exc
-    bomb = len(infos) > _MAX_ZIP_MEMBERS
+    bomb = len(infos) > limits.max_zip_members
     total = sum(info.file_size for info in infos)
     bomb = bomb or total > limits.max_uncompressed_bytes
     worst = max(

@@ -45,7 +45,10 @@ def build_router(service: IngestionService) -> APIRouter:
         """Accept files (PDF, DOCX, HTML, Markdown, text, CSV, JSON) as jobs: 202 with one job
         per file, each to be followed at its `location`."""
         if not files or len(files) > MAX_FILES:
-            raise ValidationFailed(f"send between 1 and {MAX_FILES} files")
+            raise ValidationFailed(
+                f"send between 1 and {MAX_FILES} files",
+                details={"field": "files", "count": len(files), "max_files": MAX_FILES},
+            )
         uploads = [Upload(f.filename or "upload", f.content_type, f.file) for f in files]
         accepted = await service.upload(
             caller(),

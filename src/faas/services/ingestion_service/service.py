@@ -81,10 +81,9 @@ class IngestionService:
         auto_ingest: bool,
         redact_pii: bool,
     ) -> list[FileAccepted]:
-        """Check every file first (type by content, size, emptiness): one bad file refuses the
-        whole request and nothing is kept, so a client can fix and resend it as a whole."""
-        from faas.documents import detect_format
-
+        """Check every file first (type by content, size, emptiness, and the structural checks
+        of `screen`: encrypted, zip bomb, page count): one bad file refuses the whole request
+        and nothing is kept, so a client can fix and resend it as a whole."""
         staged: list[tuple[Upload, Path, str, int, str]] = []
         tenant_dir = self.root / identity.tenant_id
         tenant_dir.mkdir(parents=True, exist_ok=True)
@@ -102,11 +101,9 @@ class IngestionService:
                         details={"file": upload.filename, "reason": "empty"},
                     )
                 try:
+                    # Reading a PDF's page tree or a ZIP directory is CPU work: off the loop.
                     fmt = await asyncio.to_thread(
-                        detect_format,
-                        path,
-                        filename=upload.filename,
-                        content_type=upload.content_type,
+                        _screen, path, filename=upload.filename, content_type=upload.content_type
                     )
                 except FaaSError as exc:
                     exc.details.setdefault("file", upload.filename)
@@ -253,10 +250,12 @@ class IngestionService:
                     row, format=fmt, size_bytes=fetched.size, content_type=fetched.content_type
                 )
             await self._stage(ctx, row, "extracting", 0.1)
-            parsed = await asyncio.to_thread(parse, path, row.format or "text")
+            cpu = self.runtime.cpu
+            size = path.stat().st_size
+            parsed = await cpu.run(size, parse, path, row.format or "text")
             await self._stage(ctx, row, "cleaning", 0.4)
-            cleaned = await asyncio.to_thread(
-                clean, parsed, redact_pii=bool(ctx.payload.get("redact_pii"))
+            cleaned = await cpu.run(
+                len(parsed.text), clean, parsed, redact_pii=bool(ctx.payload.get("redact_pii"))
             )
             await self._update(row, pages=len(cleaned.pages) or None, chars=len(cleaned.text))
             if not row.auto_ingest:
@@ -338,6 +337,15 @@ class IngestionService:
             for key, value in {**values, "updated_at": _now()}.items():
                 setattr(current, key, value)
                 setattr(row, key, value)
+
+
+def _screen(path: Path, *, filename: str, content_type: str | None) -> str:
+    """The file's format, once it passed the checks that need no text extraction."""
+    from faas.documents import detect_format, screen
+
+    fmt = detect_format(path, filename=filename, content_type=content_type)
+    screen(path, fmt)
+    return fmt
 
 
 def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, str]:
