@@ -19,6 +19,7 @@ from faas.jobs import JobQueue, JobRegistry, JobWorker
 from faas.shared.auth import TokenVerifier, mint_token, signing_secret
 from faas.shared.config import Settings
 from faas.shared.context import Identity
+from faas.shared.cpu import CpuPool
 from faas.shared.database import Database
 from faas.shared.exceptions import DependencyUnavailable
 from faas.shared.http_client import CircuitBreaker, ServiceClient
@@ -86,6 +87,7 @@ class Runtime:
     clients: ServiceClients
     verifier: TokenVerifier | None
     worker: JobWorker | None = None
+    cpu: CpuPool = field(default_factory=CpuPool)
 
     @classmethod
     def build(cls, settings: Settings, *, telemetry: Telemetry | None = None) -> Runtime:
@@ -105,6 +107,7 @@ class Runtime:
             jobs=JobQueue(db, bus, JobRegistry()),
             clients=ServiceClients(settings, tracer=telemetry.tracer),
             verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
+            cpu=CpuPool(settings.cpu_workers),
         )
 
     @property
@@ -132,6 +135,7 @@ class Runtime:
             self.jobs.registry,
             concurrency=self.settings.job_concurrency,
             retry_base_s=self.settings.job_retry_base_s,
+            lease_s=2 * self.settings.job_ack_wait_s,
             meter=self.telemetry.meter,
             tracer=self.telemetry.tracer,
         )
@@ -150,6 +154,7 @@ class Runtime:
         await self.bus.close()
         await self.kv.close()
         await self.db.close()
+        self.cpu.shutdown()
         self.telemetry.shutdown()
 
     def service_identity(self, tenant_id: str, user_id: str | None) -> Identity:

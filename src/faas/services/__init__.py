@@ -40,6 +40,7 @@ def _rag(runtime: Runtime) -> Service:
         clients=runtime.clients,
         embedding_model=runtime.settings.rag_embedding_model,
         chat_model=runtime.settings.rag_chat_model,
+        cpu=runtime.cpu,
     )
 
 
@@ -59,13 +60,20 @@ def _agent(runtime: Runtime) -> Service:
         jobs=runtime.jobs,
         runtime=runtime,
         http_allowlist=runtime.settings.agent_http_allowlist,
+        session_lock_wait_s=runtime.settings.agent_session_lock_wait_s,
     )
 
 
 def _prompt(runtime: Runtime) -> Service:
+    from faas.services.prompt_service.rendering import TemplateRenderer
     from faas.services.prompt_service.service import PromptService
 
-    return PromptService(db=runtime.db, kv=runtime.kv, clients=runtime.clients)
+    return PromptService(
+        db=runtime.db,
+        kv=runtime.kv,
+        clients=runtime.clients,
+        renderer=TemplateRenderer.from_settings(runtime.settings),
+    )
 
 
 def _prompt_generator(runtime: Runtime) -> Service:

@@ -45,6 +45,18 @@ class FaaSError(Exception):
     def default_message(cls) -> str:
         return cls.code.replace("_", " ").capitalize()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (work in faas.shared.cpu's pool): the default
+        # pickling re-calls __init__ with the message alone and loses details and headers.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[FaaSError], state: dict[str, Any]) -> FaaSError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message"))
+    error.__dict__.update(state)
+    return error
+
 
 class BadRequest(FaaSError):
     status_code = 400

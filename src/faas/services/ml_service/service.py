@@ -114,7 +114,7 @@ class MLService:
     async def create_dataset(
         self, identity: Identity, name: str, rows: list[dict[str, Any]], fmt: str
     ) -> DatasetView:
-        schema = data.infer_schema(rows)
+        schema = await asyncio.to_thread(data.infer_schema, rows)
         dataset_id = new_id()
         path = self._dataset_path(identity.tenant_id, dataset_id)
         digest = await asyncio.to_thread(_write_rows, path, rows)

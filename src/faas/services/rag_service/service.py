@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from faas.backends.kv import KeyValueStore
 from faas.backends.vectors import Hit, IndexedChunk, VectorIndex
+
+# At import, not at first use: importing the parsers (docx, lxml, pypdf) takes ~0.5 s, which
+# on the first document held the event loop.
+from faas.documents import PageSpan, ParsedDocument, chunk, text_hash
 from faas.integrations.events import EventPublisher
+from faas.services.gateway_service.providers import tokens
 from faas.services.rag_service.models import (
     CollectionCreate,
     CollectionView,
@@ -35,20 +40,52 @@ from faas.services.rag_service.retrieval import mmr, reciprocal_rank_fusion
 from faas.services.rag_service.tables import ChunkRow, CollectionRow, DocumentRow
 from faas.shared.context import Identity, new_id
 from faas.shared.contracts import Page
+from faas.shared.cpu import CpuPool
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import Conflict, NotFound, ValidationFailed
 from faas.shared.http_client import raise_for_error
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from faas.runtime import ServiceClients
 
 log = logging.getLogger("faas.rag")
 EMBED_BATCH = 256
+# The gateway takes at most 300,000 tokens per embeddings request; a token is at least one
+# UTF-8 byte, so batches of at most this many bytes always fit.
+EMBED_BATCH_BYTES = 300_000
 FUSION_DEPTH = 10
+
+
+def _embed_batches(texts: Sequence[str]) -> list[list[str]]:
+    batches: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        length = len(text.encode())
+        if batches[-1] and (len(batches[-1]) >= EMBED_BATCH or size + length > EMBED_BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(text)
+        size += length
+    return [b for b in batches if b]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+CHUNK_INSERT_BATCH = 500
+
+
+async def _insert_chunks(session: AsyncSession, chunks: Sequence[ChunkRow]) -> None:
+    """Chunk rows in batches of plain values. The ORM's unit of work over a big document's
+    thousands of rows ran for hundreds of milliseconds on the event loop in one go; each batch
+    now awaits the database, so other requests are served in between."""
+    keys = [attr.key for attr in inspect(ChunkRow).column_attrs]
+    for start in range(0, len(chunks), CHUNK_INSERT_BATCH):
+        batch = chunks[start : start + CHUNK_INSERT_BATCH]
+        await session.execute(insert(ChunkRow), [{k: getattr(c, k) for k in keys} for c in batch])
 
 
 def content_hash(text: str) -> str:
@@ -76,8 +113,10 @@ class RagService:
         embedding_model: str | None = None,
         chat_model: str | None = None,
         query_cache_ttl_s: float = 600.0,
+        cpu: CpuPool | None = None,
     ) -> None:
         self.db = db
+        self.cpu = cpu or CpuPool()
         self.index = index
         self.kv = kv
         self.events = events
@@ -93,6 +132,9 @@ class RagService:
 
     async def start(self) -> None:
         await self.index.start()
+        # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first
+        # request stalled every other one.
+        await asyncio.to_thread(tokens.encoding)
 
     async def stop(self) -> None:
         await self.index.close()
@@ -198,7 +240,7 @@ class RagService:
                     updated_at=now,
                 )
                 await session.flush()
-                session.add_all(chunks)
+                await _insert_chunks(session, chunks)
         except IntegrityError:
             # The same content was indexed concurrently: one document, the other one's id.
             existing = await self._by_hash(tenant, collection_id, digest)
@@ -294,7 +336,7 @@ class RagService:
             if body.content is not None:
                 row.content_hash = content_hash(body.content)
                 await session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
-                session.add_all(chunks)
+                await _insert_chunks(session, chunks)
             if body.title is not None:
                 row.title = body.title
             if body.source is not None:
@@ -358,10 +400,8 @@ class RagService:
         chunk_overlap: int,
         reusable: dict[str, tuple[bytes, str]],
     ) -> tuple[list[ChunkRow], int]:
-        from faas.documents import text_hash
-
-        pieces = await asyncio.to_thread(
-            _chunk_by_page, content, pages or [], chunk_size, chunk_overlap
+        pieces = await self.cpu.run(
+            len(content), _chunk_by_page, content, pages or [], chunk_size, chunk_overlap
         )
         if not pieces:
             raise ValidationFailed("the document has no text to index")
@@ -374,6 +414,8 @@ class RagService:
                 vectors[i] = (matrix[position].tobytes(), model)
         rows = []
         for i, piece in enumerate(pieces):
+            if i and i % CHUNK_INSERT_BATCH == 0:
+                await asyncio.sleep(0)  # thousands of ORM objects: let other requests run
             embedding, model = vectors.get(i) or reusable[hashes[i]]
             rows.append(
                 ChunkRow(
@@ -437,8 +479,8 @@ class RagService:
         gateway = self.clients.get("gateway")
         parts: list[np.ndarray] = []
         model = ""
-        for start in range(0, len(texts), EMBED_BATCH):
-            body: dict[str, Any] = {"texts": list(texts[start : start + EMBED_BATCH])}
+        for batch in _embed_batches(texts):
+            body: dict[str, Any] = {"texts": batch}
             if self.embedding_model:
                 body["model"] = self.embedding_model
             response = await gateway.post("/api/v1/gateway/embeddings", json=body)
@@ -553,8 +595,6 @@ def _chunk_by_page(
     """Chunks that never straddle a page, so every citation can name its page; without page
     spans, the document is chunked as a whole."""
     from dataclasses import replace
-
-    from faas.documents import PageSpan, ParsedDocument, chunk
 
     spans = [(p.page, p.start, min(p.end, len(content))) for p in pages if p.end > p.start]
     if not spans:
