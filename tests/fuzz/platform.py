@@ -25,6 +25,7 @@ import httpx
 from faas.backends.vectors.pgvector import asyncpg_dsn
 from tests.conftest import NATS_URL, REDIS_URL, TEST_SECRET, need_server, token_for
 from tests.e2e.test_faas_up import free_port, stop, wait_ready
+from tests.e2e.test_readme_tour import OFFLINE_MODELS
 from tests.support.pgvector import pgvector_server, with_database
 
 OWNER = "fuzz-a"
@@ -64,16 +65,19 @@ class RunningPlatform:
 
 
 def _env(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The mock chat model and hash embeddings even where `make models` installed local ones:
+    the fuzz sends thousands of requests, and a local model answers each in seconds."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    routing = data_dir / "models.yaml"
+    routing.write_text(OFFLINE_MODELS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAAS_")}
-    return (
-        env
-        | {
-            "FAAS_DATA_DIR": str(data_dir),
-            "FAAS_LOG_REQUESTS": "false",
-            "FAAS_JWT_SECRET": TEST_SECRET,
-        }
-        | extra
-    )
+    faas = {
+        "FAAS_DATA_DIR": str(data_dir),
+        "FAAS_LOG_REQUESTS": "false",
+        "FAAS_JWT_SECRET": TEST_SECRET,
+        "FAAS_GATEWAY_MODELS": str(routing),
+    }
+    return env | faas | extra
 
 
 @contextlib.contextmanager
