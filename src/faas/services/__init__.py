@@ -41,6 +41,8 @@ def _rag(runtime: Runtime) -> Service:
         embedding_model=runtime.settings.rag_embedding_model,
         chat_model=runtime.settings.rag_chat_model,
         cpu=runtime.cpu,
+        jobs=runtime.jobs,
+        service_identity=runtime.service_identity,
     )
 
 

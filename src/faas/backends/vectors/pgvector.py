@@ -54,6 +54,46 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _missing_extension(url: str) -> str:
+    return (
+        f"PostgreSQL at {redacted(url)} has no pgvector extension, so RAG search is off: "
+        "install pgvector (the PGDG apt repository's postgresql-NN-pgvector, or the "
+        "pgvector/pgvector image), or set FAAS_VECTOR_URL=sqlite to keep vectors in SQLite"
+    )
+
+
+async def pgvector_problem(url: str) -> str | None:
+    """None when the database has pgvector or lets this user create it; else why not.
+
+    Read-only, for `faas doctor`: the extension is only looked up, never created.
+    """
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"PostgreSQL at {redacted(url)} is unreachable: {exc}"
+    try:
+        installed = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+        if installed:
+            return None
+        available = await conn.fetchval(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        )
+        if not available:
+            return _missing_extension(url)
+        may_create = await conn.fetchval(
+            "SELECT rolsuper OR has_database_privilege(current_database(), 'CREATE') "
+            "FROM pg_roles WHERE rolname = current_user"
+        )
+        if not may_create:
+            return (
+                f"PostgreSQL at {redacted(url)} has pgvector installed but not enabled, and this "
+                "user may not enable it: run CREATE EXTENSION vector as a superuser"
+            )
+        return None
+    finally:
+        await conn.close()
+
+
 def _table(dim: int) -> str:
     return f"{_TABLE_PREFIX}{int(dim)}"
 
@@ -150,10 +190,7 @@ class PgVectorIndex:
             "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
         )
         if row is None:
-            raise DependencyUnavailable(
-                f"PostgreSQL at {redacted(self.url)} has no pgvector extension: "
-                "install pgvector or set FAAS_VECTOR_URL"
-            )
+            raise DependencyUnavailable(_missing_extension(self.url))
         self._schema = row["nspname"]
         version = tuple(int(p) for p in row["extversion"].split(".")[:2] if p.isdigit())
         self._iterative = version >= (0, 8)

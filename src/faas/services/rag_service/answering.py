@@ -21,9 +21,10 @@ from faas.services.rag_service.models import (
 )
 from faas.services.rag_service.retrieval import (
     REWRITE_TEMPLATE,
+    answer_confidence,
     build_prompt,
     cited_numbers,
-    sentence_support,
+    cited_support,
     sentences,
 )
 from faas.shared.api import stream_error
@@ -138,19 +139,13 @@ class Answerer:
             for page in pages:
                 if isinstance(page, int) and page not in source.pages:
                     source.pages.append(page)
-        texts = [h.text for h in prepared.hits]
+        texts = [f"{h.title}\n{h.text[:PASSAGE_CHARS]}" for h in prepared.hits]  # as shown
+        scored = [(s, cited_support(s, texts)) for s in sentences(answer)] if texts else []
         support = [
             SentenceSupport(sentence=s, support=round(v, 3), supported=v >= SUPPORTED)
-            for s in sentences(answer)
-            for v in [sentence_support(s, texts)]
+            for s, v in scored
         ]
-        confidence = (
-            0.0
-            if not prepared.hits
-            else round(sum(x.support for x in support) / len(support), 3)
-            if support
-            else 0.0
-        )
+        confidence = round(answer_confidence(scored), 3)
         return QueryResponse(
             answer=answer,
             query=prepared.query,

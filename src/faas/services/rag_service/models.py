@@ -5,15 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MAX_CONTENT_CHARS = 20_000_000
 
 
 class CollectionCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "handbook", "description": "The team handbook"}]}
+    )
+
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field("", max_length=2000)
+
+
+class ReindexRequest(BaseModel):
+    """Re-embed a collection (or, without one, every collection of the tenant) with the
+    embedding model the gateway serves now."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"collection": "handbook"}]})
+
+    collection: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class CollectionView(BaseModel):
@@ -22,6 +35,9 @@ class CollectionView(BaseModel):
     description: str
     documents: int
     created_at: datetime
+    embedding_model: str | None = None
+    """The gateway deployment (`provider:model`) its chunks were embedded with."""
+    embedding_dimensions: int | None = None
 
 
 class PageSpanIn(BaseModel):
@@ -31,6 +47,21 @@ class PageSpanIn(BaseModel):
 
 
 class DocumentCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Semantic caching",
+                    "content": (
+                        "A semantic cache returns a stored answer when a new question means"
+                        " the same as one answered before, which saves a model call."
+                    ),
+                    "metadata": {"team": "platform"},
+                }
+            ]
+        }
+    )
+
     title: str = Field(min_length=1, max_length=512)
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     source: str | None = Field(None, max_length=4096)
@@ -50,6 +81,8 @@ class DocumentCreate(BaseModel):
 
 
 class DocumentUpdate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"metadata": {"team": "search"}}]})
+
     title: str | None = Field(None, min_length=1, max_length=512)
     content: str | None = Field(None, min_length=1, max_length=MAX_CONTENT_CHARS)
     source: str | None = None
@@ -84,6 +117,14 @@ class DocumentView(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"query_text": "what does a semantic cache return?", "top_k": 3, "mode": "hybrid"}
+            ]
+        }
+    )
+
     query_text: str | None = Field(None, min_length=1, max_length=8000)
     query_embedding: list[float] | None = Field(None, min_length=1, max_length=8192)
     top_k: int = Field(5, ge=1, le=100)
@@ -119,6 +160,12 @@ class SearchResponse(BaseModel):
 
 
 class QueryRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"query": "What does a semantic cache return?", "top_k": 3}]
+        }
+    )
+
     query: str = Field(min_length=1, max_length=8000)
     top_k: int = Field(5, ge=1, le=50)
     filters: dict[str, Any] | None = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response, StreamingResponse
 
+from faas.jobs.models import JobView
 from faas.services.rag_service.answering import Answerer
 from faas.services.rag_service.models import (
     NAME_PATTERN,
@@ -18,6 +19,7 @@ from faas.services.rag_service.models import (
     DocumentView,
     QueryRequest,
     QueryResponse,
+    ReindexRequest,
     SearchRequest,
     SearchResponse,
 )
@@ -49,6 +51,13 @@ def build_router(service: RagService) -> APIRouter:
     async def delete_collection(name: CollectionName) -> Response:
         removed = await service.delete_collection(caller(), name)
         return respond({"documents_removed": removed})
+
+    @router.post("/reindex", status_code=202, response_model=ServiceResponse[JobView])
+    async def reindex(body: ReindexRequest) -> Response:
+        """Re-embed a collection (or every one) with the gateway's current embedding model, as
+        a job: follow it at `/api/v1/jobs/{id}`. Needed after the embedding model changed."""
+        job = await service.submit_reindex(caller(), body)
+        return respond(job, status_code=202)
 
     @router.post("/documents", status_code=201, response_model=ServiceResponse[DocumentIndexed])
     async def create_document(body: DocumentCreate) -> Response:

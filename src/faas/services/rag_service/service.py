@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from faas.backends.vectors import Hit, IndexedChunk, VectorIndex
 from faas.documents import PageSpan, ParsedDocument, chunk, text_hash
 from faas.integrations.events import EventPublisher
 from faas.services.gateway_service.providers import tokens
+from faas.services.rag_service.embedding_space import mismatch, model_id
 from faas.services.rag_service.models import (
     CollectionCreate,
     CollectionView,
@@ -32,22 +33,27 @@ from faas.services.rag_service.models import (
     DocumentUpdate,
     DocumentView,
     PageSpanIn,
+    ReindexRequest,
     SearchHit,
     SearchRequest,
     SearchResponse,
 )
+from faas.services.rag_service.reindex import JOB_KIND as REINDEX_JOB
+from faas.services.rag_service.reindex import Reindexer
 from faas.services.rag_service.retrieval import mmr, reciprocal_rank_fusion
 from faas.services.rag_service.tables import ChunkRow, CollectionRow, DocumentRow
 from faas.shared.context import Identity, new_id
 from faas.shared.contracts import Page
 from faas.shared.cpu import CpuPool
 from faas.shared.database import Database, TenantRepository
-from faas.shared.exceptions import Conflict, NotFound, ValidationFailed
+from faas.shared.exceptions import Conflict, DependencyUnavailable, NotFound, ValidationFailed
 from faas.shared.http_client import raise_for_error
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from faas.jobs import JobQueue
+    from faas.jobs.models import JobView
     from faas.runtime import ServiceClients
 
 log = logging.getLogger("faas.rag")
@@ -114,6 +120,8 @@ class RagService:
         chat_model: str | None = None,
         query_cache_ttl_s: float = 600.0,
         cpu: CpuPool | None = None,
+        jobs: JobQueue | None = None,
+        service_identity: Callable[[str, str | None], Identity] | None = None,
     ) -> None:
         self.db = db
         self.cpu = cpu or CpuPool()
@@ -124,6 +132,12 @@ class RagService:
         self.embedding_model = embedding_model
         self.chat_model = chat_model
         self.query_cache_ttl_s = query_cache_ttl_s
+        self.unavailable: str | None = None
+        self.jobs = jobs
+        # Who background work (reindex) is, towards the gateway: a short-lived service token.
+        self.service_identity = service_identity or (lambda t, u: Identity(tenant_id=t, user_id=u))
+        if jobs is not None:
+            jobs.registry.register(REINDEX_JOB, Reindexer(self).run)
 
     def router(self) -> APIRouter:
         from faas.services.rag_service.routes import build_router
@@ -131,13 +145,41 @@ class RagService:
         return build_router(self)
 
     async def start(self) -> None:
-        await self.index.start()
+        await self._start_index()
         # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first
         # request stalled every other one.
         await asyncio.to_thread(tokens.encoding)
 
     async def stop(self) -> None:
         await self.index.close()
+
+    async def _start_index(self) -> None:
+        """A vector store that cannot work (PostgreSQL without pgvector, unreachable) leaves
+        RAG answering 503 with the reason while the rest of the platform serves; readiness
+        tries again, so installing pgvector needs no restart."""
+        try:
+            await self.index.start()
+        except DependencyUnavailable as exc:
+            if self.unavailable != exc.message:
+                log.warning("RAG search is unavailable: %s", exc.message)
+            self.unavailable = exc.message
+        else:
+            if self.unavailable is not None:
+                log.info("RAG search is available again (%s)", self.index.backend)
+            self.unavailable = None
+
+    async def readiness(self) -> dict[str, str | None]:
+        """The vector store's check: None when it works, else why not."""
+        if self.unavailable is not None:
+            await self._start_index()
+        if self.unavailable is not None:
+            return {"rag_vectors": self.unavailable}
+        ok = await self.index.ping()
+        return {"rag_vectors": None if ok else f"the {self.index.backend} vector store is down"}
+
+    def require_index(self) -> None:
+        if self.unavailable is not None:
+            raise DependencyUnavailable(self.unavailable, details={"dependency": "vector_store"})
 
     # -- collections -----------------------------------------------------------------------
 
@@ -170,6 +212,7 @@ class RagService:
 
     async def delete_collection(self, identity: Identity, name: str) -> int:
         tenant = identity.tenant_id
+        self.require_index()
         async with self.db.session() as session:
             repo = TenantRepository(session, CollectionRow, tenant)
             row = await session.scalar(repo.select(CollectionRow.name == name))
@@ -187,7 +230,7 @@ class RagService:
             await session.delete(row)
             collection_id = row.id
         await self.index.delete_collection(tenant, collection_id)
-        await self._bump_generation(tenant)
+        await self.bump_generation(tenant)
         return len(documents)
 
     async def _collection_id(self, tenant: str, name: str, *, create: bool) -> str:
@@ -206,6 +249,16 @@ class RagService:
                 continue  # created concurrently by another request: read it
         raise Conflict(f"collection {name!r} is being created concurrently; retry")
 
+    async def submit_reindex(self, identity: Identity, body: ReindexRequest) -> JobView:
+        """A `rag.reindex` job re-embedding the collection (or all) with the current model."""
+        self.require_index()
+        if self.jobs is None:
+            raise DependencyUnavailable("this RAG service runs without a job queue")
+        if body.collection:
+            await self._collection_id(identity.tenant_id, body.collection, create=False)
+        payload = {"collection": body.collection} if body.collection else {}
+        return await self.jobs.submit(identity, REINDEX_JOB, payload)
+
     # -- documents -------------------------------------------------------------------------
 
     async def create_document(self, identity: Identity, body: DocumentCreate) -> DocumentIndexed:
@@ -213,6 +266,7 @@ class RagService:
         so a retry after a failed index write repairs the document instead of calling it a
         duplicate; identical content sent twice at once ends as one document."""
         tenant = identity.tenant_id
+        self.require_index()
         collection_id = await self._collection_id(tenant, body.collection, create=True)
         digest = content_hash(body.content)
         existing = await self._by_hash(tenant, collection_id, digest)
@@ -222,6 +276,7 @@ class RagService:
         chunks, embedded = await self._prepare_chunks(
             tenant, document_id, body.content, body.pages, body.chunk_size, body.chunk_overlap, {}
         )
+        await self._claim_space(tenant, collection_id, document_id, chunks)
         now = _now()
         try:
             async with self.db.session() as session:
@@ -247,7 +302,7 @@ class RagService:
             if existing is None:
                 raise
             return await self._duplicate(tenant, existing)
-        await self._index(tenant, collection_id, document_id, body.metadata, chunks)
+        await self.index_chunks(tenant, collection_id, document_id, body.metadata, chunks)
         await self._mark_indexed(tenant, document_id)
         await self._indexed_event(tenant, document_id, collection_id, len(chunks), 1)
         return DocumentIndexed(
@@ -281,7 +336,9 @@ class RagService:
                 for chunk_row in chunks:
                     session.expunge(chunk_row)
             await self.index.delete_document(tenant, existing.id)
-            await self._index(tenant, existing.collection_id, existing.id, existing.meta, chunks)
+            await self.index_chunks(
+                tenant, existing.collection_id, existing.id, existing.meta, chunks
+            )
             await self._mark_indexed(tenant, existing.id)
         return DocumentIndexed(
             document_id=existing.id,
@@ -304,6 +361,7 @@ class RagService:
         """New content is re-chunked, and only chunks whose text changed are embedded again;
         without new content only the title, source or metadata change."""
         tenant = identity.tenant_id
+        self.require_index()
         async with self.db.session() as session:
             row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
             if row is None:
@@ -329,6 +387,7 @@ class RagService:
                 body.chunk_overlap,
                 reusable,
             )
+        await self._claim_space(tenant, collection_id, document_id, chunks)
         async with self.db.session() as session:
             row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
             if row is None:
@@ -345,7 +404,7 @@ class RagService:
             row.chunk_count = len(chunks)
             row.token_count = sum(c.token_count for c in chunks)
         await self.index.delete_document(tenant, document_id)
-        await self._index(tenant, collection_id, document_id, metadata, chunks)
+        await self.index_chunks(tenant, collection_id, document_id, metadata, chunks)
         await self._indexed_event(tenant, document_id, collection_id, len(chunks), version)
         return DocumentIndexed(
             document_id=document_id,
@@ -357,6 +416,7 @@ class RagService:
 
     async def delete_document(self, identity: Identity, document_id: str) -> None:
         tenant = identity.tenant_id
+        self.require_index()
         async with self.db.session() as session:
             row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
             if row is None:
@@ -364,7 +424,7 @@ class RagService:
             await session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
             await session.delete(row)
         await self.index.delete_document(tenant, document_id)
-        await self._bump_generation(tenant)
+        await self.bump_generation(tenant)
         await self.events.publish("rag", "document_deleted", tenant, {"document_id": document_id})
 
     async def get_document(self, tenant: str, document_id: str) -> DocumentView:
@@ -410,7 +470,12 @@ class RagService:
         vectors: dict[int, tuple[bytes, str]] = {}
         if missing:
             matrix, model = await self.embed([pieces[i].text for i in missing])
-            for position, i in enumerate(missing):
+            # Reused vectors of another model would leave the document in two spaces.
+            stale = [i for i, h in enumerate(hashes) if h in reusable and reusable[h][1] != model]
+            if stale:
+                more, _ = await self.embed([pieces[i].text for i in stale])
+                matrix = np.vstack([matrix, more])
+            for position, i in enumerate([*missing, *stale]):
                 vectors[i] = (matrix[position].tobytes(), model)
         rows = []
         for i, piece in enumerate(pieces):
@@ -431,9 +496,59 @@ class RagService:
                     embedding_model=model,
                 )
             )
-        return rows, len(missing)
+        return rows, len(vectors)
 
-    async def _index(
+    async def _claim_space(
+        self, tenant: str, collection_id: str, document_id: str, chunks: Sequence[ChunkRow]
+    ) -> None:
+        """Chunks join a collection only in its embedding space; an empty collection (or one
+        whose other documents are all gone) takes the space of what comes in."""
+        spaces = sorted({(c.embedding_model, len(c.embedding) // 4) for c in chunks})
+        if not spaces:
+            return
+        async with self.db.session() as session:
+            row = await TenantRepository(session, CollectionRow, tenant).get(collection_id)
+            if row is None:
+                raise NotFound(f"collection {collection_id} not found")
+            recorded = (row.embedding_model, row.embedding_dimensions)
+            if row.embedding_model is not None and spaces != [recorded]:
+                others = await session.scalar(
+                    select(func.count()).where(
+                        DocumentRow.tenant_id == tenant,
+                        DocumentRow.collection_id == collection_id,
+                        DocumentRow.id != document_id,
+                    )
+                )
+                if others:
+                    model, dims = next(s for s in spaces if s != recorded)
+                    raise mismatch(row.name, row.embedding_model, recorded[1], model, dims)
+            row.embedding_model, row.embedding_dimensions = spaces[-1]
+
+    async def _check_space(
+        self, tenant: str, collection_ids: list[str] | None, model: str, dims: int
+    ) -> None:
+        """A query embedded by `model` may only meet collections embedded by it."""
+        async with self.db.session() as session:
+            query = TenantRepository(session, CollectionRow, tenant).select(
+                CollectionRow.embedding_model.is_not(None),
+                CollectionRow.embedding_model != model,
+            )
+            if collection_ids is not None:
+                query = query.where(CollectionRow.id.in_(collection_ids))
+            stale = (await session.scalars(query.order_by(CollectionRow.name))).all()
+            for row in stale:
+                has_documents = await session.scalar(
+                    select(func.count()).where(
+                        DocumentRow.tenant_id == tenant, DocumentRow.collection_id == row.id
+                    )
+                )
+                if has_documents:
+                    assert row.embedding_model is not None
+                    raise mismatch(
+                        row.name, row.embedding_model, row.embedding_dimensions, model, dims
+                    )
+
+    async def index_chunks(
         self,
         tenant: str,
         collection_id: str,
@@ -455,7 +570,7 @@ class RagService:
                 for c in chunks
             ]
         )
-        await self._bump_generation(tenant)
+        await self.bump_generation(tenant)
 
     async def _indexed_event(
         self, tenant: str, document_id: str, collection_id: str, chunks: int, version: int
@@ -486,12 +601,13 @@ class RagService:
             response = await gateway.post("/api/v1/gateway/embeddings", json=body)
             raise_for_error(response, "gateway")
             data = response.json()["data"]
-            model = str(data["model"])
+            model = model_id(data)
             parts.append(np.asarray(data["vectors"], dtype=np.float32))
         return _unit(np.vstack(parts)), model
 
     async def search(self, identity: Identity, body: SearchRequest) -> SearchResponse:
         tenant = identity.tenant_id
+        self.require_index()
         collection_ids = (
             [await self._collection_id(tenant, body.collection, create=False)]
             if body.collection
@@ -506,10 +622,19 @@ class RagService:
         keyword_hits: list[Hit] = []
         if body.mode in ("vector", "hybrid"):
             if body.query_embedding is not None:
-                vector = _unit(np.asarray([body.query_embedding], dtype=np.float32))[0]
+                raw = np.asarray([body.query_embedding], dtype=np.float64)
+                # float32 overflows to inf above ~3.4e38, and inf has no direction.
+                if not np.isfinite(raw).all() or np.abs(raw).max() > np.finfo(np.float32).max:
+                    raise ValidationFailed(
+                        "query_embedding must hold finite numbers within float32 range",
+                        details={"field": "query_embedding"},
+                    )
+                vector = _unit(raw.astype(np.float32))[0]
             else:
                 assert body.query_text is not None
-                vector = (await self.embed([body.query_text]))[0][0]
+                matrix, model = await self.embed([body.query_text])
+                vector = matrix[0]
+                await self._check_space(tenant, collection_ids, model, len(vector))
             vector_hits = await self.index.search_vector(
                 tenant, vector, depth, collection_ids=collection_ids, filters=body.filters
             )
@@ -578,7 +703,7 @@ class RagService:
 
     # -- query cache -----------------------------------------------------------------------
 
-    async def _bump_generation(self, tenant: str) -> None:
+    async def bump_generation(self, tenant: str) -> None:
         await self.kv.incr(f"faas-meta:{tenant}:rag:generation")
 
     async def cache_key(self, tenant: str, payload: dict[str, Any]) -> str:
@@ -633,6 +758,8 @@ def _collection_view(row: CollectionRow, documents: int) -> CollectionView:
         description=row.description,
         documents=documents,
         created_at=row.created_at,
+        embedding_model=row.embedding_model,
+        embedding_dimensions=row.embedding_dimensions,
     )
 
 

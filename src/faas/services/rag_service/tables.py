@@ -1,4 +1,4 @@
-"""Relational state of the RAG service (migration 0003): collections, documents, chunks.
+"""Relational state of the RAG service (migrations 0003, 0012): collections, documents, chunks.
 Chunk embeddings are kept here too, so an update re-embeds only chunks whose text changed."""
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ class CollectionRow(TenantOwned, Base):
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What its chunks were embedded with (migration 0012); None until the first document.
+    embedding_model: Mapped[str | None] = mapped_column(String(256), default=None)
+    embedding_dimensions: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class DocumentRow(TenantOwned, Base):
