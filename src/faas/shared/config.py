@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import itertools
 import math
+import re
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICE_NAMES: tuple[str, ...] = (
@@ -28,7 +30,69 @@ DEFAULT_PORTS: dict[str, int] = {name: 8001 + i for i, name in enumerate(SERVICE
 
 
 class ConfigError(ValueError):
-    """The configuration cannot run; the message names the variable to set."""
+    """The configuration cannot run; each problem is one line naming the variable to set."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def unknown_service(name: str) -> str:
+    """One line refusing a service name, suggesting the closest known one."""
+    close = difflib.get_close_matches(name, SERVICE_NAMES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown service {name!r}{hint}; known: {', '.join(SERVICE_NAMES)}"
+
+
+_SECRET_NAME = re.compile(r"secret|key|password|token", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)@")
+MASK = "********"
+
+
+def masked(name: str, value: object) -> str:
+    """`value` as it may be printed: secrets (by type or by name) masked, URL passwords too."""
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr) or (_SECRET_NAME.search(name) and value != ""):
+        return MASK
+    if isinstance(value, list | tuple):
+        return ",".join(masked(name, v) for v in value)
+    text = str(value)
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
+
+
+_ALLOWED = {
+    "int_parsing": "use a whole number",
+    "int_from_float": "use a whole number",
+    "float_parsing": "use a number",
+    "finite_number": "use a finite number",
+    "bool_parsing": "use true or false",
+    "path_type": "use a file path",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def describe_problem(error: Any) -> str:
+    """One line for one pydantic error of Settings: the variable, its value, what is allowed."""
+    field = str(error["loc"][0]) if error.get("loc") else ""
+    variable = f"FAAS_{field.upper()}"
+    shown = repr(masked(field, error.get("input")))
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "literal_error":
+        allowed = str(ctx.get("expected", "")).replace("'", "")
+        return f"{variable}={shown} is not allowed: use {allowed}"
+    if kind in _ALLOWED:
+        return f"{variable}={shown} is not allowed: {_ALLOWED[kind]}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        return f"{variable}={shown} is not allowed: use a value {words} {ctx.get(key)}"
+    reason = str(error.get("msg", "")).removeprefix("Value error, ")
+    return f"{variable}={shown} is not allowed: {reason}"
 
 
 # Secrets that appear in examples and tutorials; production refuses them.
@@ -181,6 +245,15 @@ class Settings(BaseSettings):
             return [s.strip() for s in value.split(",") if s.strip()]
         return value
 
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: list[str]) -> list[str]:
+        # Empty is allowed: a `faas worker` that runs only FAAS_JOB_MODULES' job kinds.
+        unknown = [name for name in value if name not in SERVICE_NAMES]
+        if unknown:
+            raise ValueError("; ".join(unknown_service(name) for name in unknown))
+        return value
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -222,4 +295,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Settings from the environment; ConfigError carries one line per invalid variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(*(describe_problem(e) for e in exc.errors())) from None

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from faas.shared.exceptions import ValidationFailed
 
 ProviderName = Literal["openai", "litellm", "llamacpp", "minilm", "hash", "mock"]
 EMBEDDING_PROVIDERS = frozenset({"minilm", "hash"})
+_ENV_REFERENCE = re.compile(r"^(?:env:|\$\{?)([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+def env_reference(value: object) -> str | None:
+    """The variable an api_key names (`env:NAME`, `$NAME`, `${NAME}`), or None."""
+    if not isinstance(value, str):
+        return None
+    match = _ENV_REFERENCE.match(value.strip())
+    return match.group(1) if match else None
 
 
 class Price(BaseModel):
@@ -65,17 +84,34 @@ class Deployment(BaseModel):
     dimensions: int | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("api_key", mode="before")
+    # The variable its api_key names when that is unset: the deployment cannot serve.
+    _missing_key: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _resolve_env(cls, value: object) -> object:
-        # `env:NAME` keeps secrets out of the file; a missing variable is a clear error.
-        if isinstance(value, str) and value.startswith("env:"):
-            name = value[4:]
-            resolved = os.environ.get(name)
-            if resolved is None:
-                raise ValueError(f"api_key refers to ${name}, which is not set")
-            return resolved
-        return value
+    def _resolve_key(cls, data: Any, handler: ModelWrapValidatorHandler[Deployment]) -> Deployment:
+        # `env:NAME`, `$NAME` or `${NAME}` keeps secrets out of the file. An unset variable
+        # makes this deployment unavailable rather than the whole file invalid: the others
+        # (a local fallback) still serve.
+        variable = env_reference(data.get("api_key")) if isinstance(data, dict) else None
+        if variable is None:
+            return handler(data)
+        value = os.environ.get(variable) or None
+        deployment = handler({**data, "api_key": value})
+        if value is None:
+            deployment._missing_key = variable
+        return deployment
+
+    @property
+    def missing_key(self) -> str | None:
+        return self._missing_key
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why this deployment cannot serve, or None when it can."""
+        if self._missing_key is None:
+            return None
+        return f"api_key needs ${self._missing_key}, which is not set"
 
     def output_bound(self, prompt_tokens: int, asked: int | None, fallback: int) -> int:
         """The most completion tokens an answer can bill: what the request allows, else the
@@ -142,14 +178,55 @@ class RoutingTable(BaseModel):
         raise ValidationFailed(f"no {kind} model is configured")
 
 
+def unavailable_deployments(table: RoutingTable) -> list[tuple[ModelConfig, Deployment]]:
+    """Deployments that cannot serve as configured (a key's variable is unset)."""
+    return [(m, d) for m in table.models for d in m.deployments if d.unavailable]
+
+
+def describe_unavailable(model: ModelConfig, deployment: Deployment) -> str:
+    """One line for a deployment that cannot serve, saying what the model falls back to."""
+    usable = [d for d in model.deployments if not d.unavailable]
+    outcome = (
+        f"requests use {', '.join(d.id for d in usable)}"
+        if usable
+        else "the model has no other deployment: its requests get 503"
+    )
+    return (
+        f"model {model.name!r}: deployment {deployment.id} is unavailable "
+        f"({deployment.unavailable}); {outcome}"
+    )
+
+
 def load_routing(path: Path) -> RoutingTable:
+    """The routing table in `path`; ValidationFailed lists one line per problem in
+    `details["problems"]` (a key's value is never among them)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ValidationFailed(f"cannot read model routing {path}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise ValidationFailed(
+            f"cannot read model routing {path}: {reason}", details={"problems": [reason]}
+        ) from exc
     if not isinstance(raw, dict):
-        raise ValidationFailed(f"{path}: expected a mapping with a 'models' list")
+        problem = "expected a mapping with a 'models' list"
+        raise ValidationFailed(f"{path}: {problem}", details={"problems": [problem]})
     try:
         return RoutingTable.model_validate({**raw, "source": str(path)})
-    except ValueError as exc:
-        raise ValidationFailed(f"invalid model routing in {path}: {exc}") from exc
+    except ValidationError as exc:
+        problems = [_problem(error) for error in exc.errors()]
+        raise ValidationFailed(
+            f"invalid model routing in {path}: {'; '.join(problems)}",
+            details={"problems": problems},
+        ) from None
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "file"
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        allowed = str((error.get("ctx") or {}).get("expected", "")).replace("'", "")
+        reason = f"use {allowed}"
+    secret = any(part in ("api_key", "headers") for part in error["loc"])
+    if secret or error["type"] == "missing" or isinstance(error.get("input"), dict | list):
+        return f"{where}: {reason}"
+    return f"{where}={error.get('input')!r} is not allowed: {reason}"

@@ -309,6 +309,15 @@ class ChatPipeline:
         await self.recorder.record(identity, call)
 
     def _attempt(self, state: Any, tokens: int, failures: list[dict[str, Any]]) -> Attempt | None:
+        if state.deployment.unavailable:
+            failures.append(
+                {
+                    "deployment": state.deployment.id,
+                    "kind": "unavailable",
+                    "message": state.deployment.unavailable,
+                }
+            )
+            return None
         attempt = self.router.admit(state, tokens)
         if attempt is None:
             failures.append(
@@ -622,6 +631,12 @@ def client_error(exc: ProviderError, deployment: Deployment) -> FaaSError:
 def exhausted(model: ModelConfig, failures: list[dict[str, Any]]) -> FaaSError:
     details = {"model": model.name, "attempts": failures}
     kinds = {f["kind"] for f in failures}
+    if "unavailable" in kinds and kinds <= {"unavailable", "skipped"}:
+        reasons = sorted({f["message"] for f in failures if f["kind"] == "unavailable"})
+        return DependencyUnavailable(
+            f"no deployment of {model.name!r} is available: {'; '.join(reasons)}",
+            details=details,
+        )
     if failures and kinds <= {"skipped"}:
         return DependencyUnavailable(
             f"no deployment of {model.name!r} can take requests now (breakers open or "

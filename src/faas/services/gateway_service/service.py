@@ -20,7 +20,9 @@ from faas.services.gateway_service.config import (
     Deployment,
     ModelConfig,
     RoutingTable,
+    describe_unavailable,
     load_routing,
+    unavailable_deployments,
 )
 from faas.services.gateway_service.limits import (
     Clock,
@@ -84,6 +86,11 @@ def default_routing() -> RoutingTable:
     )
 
 
+def warn_unavailable(table: RoutingTable) -> None:
+    for model, deployment in unavailable_deployments(table):
+        log.warning(describe_unavailable(model, deployment))
+
+
 def build_limit_store(
     settings: Settings, kv: KeyValueStore, clock: Clock = time.time
 ) -> LimitStore:
@@ -110,6 +117,8 @@ class GatewayService:
         self.settings = settings
         self.routing_path: Path | None = settings.gateway_models
         table = routing or (load_routing(self.routing_path) if self.routing_path else None)
+        if table is not None:
+            warn_unavailable(table)
         self.model_router = ModelRouter(
             table or default_routing(),
             breaker_failures=settings.gateway_breaker_failures,
@@ -169,6 +178,7 @@ class GatewayService:
         if self.routing_path is None:
             return self.model_router.table
         table = load_routing(self.routing_path)
+        warn_unavailable(table)
         self.model_router.table = table
         log.info("model routing reloaded", extra={"source": str(self.routing_path)})
         return table
@@ -228,6 +238,8 @@ class GatewayService:
         ]
 
     async def _health(self, model: ModelConfig, deployment: Deployment) -> bool:
+        if deployment.unavailable:
+            return False
         try:
             provider: Any = (
                 self.providers.chat(deployment.provider)
