@@ -5,16 +5,25 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from faas import __version__
-from faas.shared.config import DEFAULT_PORTS, ConfigError, Settings, load_settings
+from faas.services.rag_service.cli import rag_app
+from faas.shared.config import (
+    DEFAULT_PORTS,
+    ConfigError,
+    Settings,
+    load_settings,
+    unknown_service,
+)
 
 app = typer.Typer(
     help="faas: AI components as independent, scalable services.", no_args_is_help=True
@@ -37,9 +46,30 @@ def _settings(**overrides: object) -> Settings:
         settings = load_settings(**overrides)
         settings.check_runnable()
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        _refuse(exc)
+    from faas.diagnostics import startup_problems
+
+    problems = startup_problems(settings)
+    if problems:
+        _refuse(ConfigError(*problems))
     return settings
+
+
+def _refuse(exc: ConfigError) -> NoReturn:
+    """One line per configuration problem, exit code 2."""
+    for problem in exc.problems:
+        console.print(f"[red]configuration error:[/red] {escape(problem)}", soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> NoReturn:
+    """One line (never wrapped, whatever the terminal's width), exit code 2."""
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _data_dir(settings: Settings) -> str:
+    return f"{settings.data_dir.resolve()} (FAAS_DATA_DIR)"
 
 
 def _dev_token(settings: Settings) -> str | None:
@@ -58,6 +88,10 @@ def _banner(settings: Settings, urls: dict[str, str], backends: dict[str, str]) 
     for name, url in urls.items():
         console.print(f"  {name:<18} {url}")
     console.print("  backends: " + ", ".join(f"{k}={v}" for k, v in backends.items()))
+    console.print(f"  data dir: {escape(_data_dir(settings))}", soft_wrap=True)
+    from faas.services.rag_service.models_in_use import banner_line
+
+    console.print(banner_line(settings), soft_wrap=True)
     token = _dev_token(settings)
     if token:
         console.print("  development token (tenant 'demo', user 'dev', 24h, admin):")
@@ -66,19 +100,38 @@ def _banner(settings: Settings, urls: dict[str, str], backends: dict[str, str]) 
         console.print(f"  auth: {settings.auth}")
 
 
-def _run(settings: Settings, names: list[str] | None, host: str, port: int) -> None:
+def _run(
+    settings: Settings,
+    names: list[str] | None,
+    host: str,
+    port: int,
+    *,
+    busy_hint: str,
+    fds: list[int] | None = None,
+) -> None:
+    """Serve on `host:port`, bound before anything is built or printed; or, as a child of
+    `faas up --split`, on the sockets it inherited (`fds`), without a banner of its own."""
     import uvicorn
 
     from faas.app import build_app
+    from faas.ports import PortUnavailable, listen_sockets
     from faas.shared.logging import configure_logging
 
+    if fds:
+        sockets = [socket.socket(fileno=fd) for fd in fds]
+    else:
+        try:
+            sockets = listen_sockets(host, port)
+        except PortUnavailable as exc:
+            _fail(f"{exc}: {busy_hint}")
     configure_logging(settings.log_level)
     fastapi_app = build_app(settings, names, server=True)
     runtime = fastapi_app.state.runtime
     base = f"http://{host}:{port}"
     urls = {"api": base, "docs": f"{base}/docs", "ready": f"{base}/readyz"}
     urls |= {f"service {n}": base for n in fastapi_app.state.services}
-    _banner(settings, urls, runtime.backends)
+    if not fds:
+        _banner(settings, urls, runtime.backends)
     config = uvicorn.Config(
         fastapi_app,
         host=host,
@@ -95,44 +148,59 @@ def _run(settings: Settings, names: list[str] | None, host: str, port: int) -> N
     # place that re-raise is a no-op and a requested stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 @app.command()
 def up(
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port of the combined app")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="interface to listen on (default: FAAS_HOST, else 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port of the combined app (default: FAAS_PORT, else 8000)")
+    ] = None,
     split: Annotated[
-        bool, typer.Option("--split", help="one process per service on its default port")
+        bool,
+        typer.Option("--split", help="one process per service, on ports 8001-8009 (+ offset)"),
     ] = False,
     port_offset: Annotated[
-        int, typer.Option(help="with --split: added to every service's default port")
+        int,
+        typer.Option(help="with --split: added to every port (100: gateway 8101 ... 8109)"),
     ] = 0,
 ) -> None:
     """Run every service: in one process on one port, or (--split) one process per service."""
     settings = _settings()
+    if split and port is not None:
+        _fail("--port is the combined app's port; with --split move every port by --port-offset")
+    if port_offset and not split:
+        _fail("--port-offset applies with --split; the combined app takes --port (or FAAS_PORT)")
     if split:
-        _supervise(settings, host, port_offset)
+        _supervise(settings, host or settings.host, port_offset)
         return
-    _run(settings, None, host, port)
+    busy = "stop it, or choose another port: faas up --port N (or FAAS_PORT=N, make up PORT=N)"
+    _run(settings, None, host or settings.host, port or settings.port, busy_hint=busy)
 
 
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help="service name, e.g. cache")],
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    host: Annotated[str | None, typer.Option(help="default: FAAS_HOST, else 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default: the service's own port")] = None,
+    fds: Annotated[
+        list[int] | None,
+        typer.Option("--fd", hidden=True, help="faas up --split: serve on this inherited socket"),
+    ] = None,
 ) -> None:
     """Run one service alone."""
     from faas.services import available
 
     if service not in available():
-        console.print(
-            f"[red]unknown service {service!r}[/red]; available: {', '.join(available())}"
-        )
+        console.print(f"[red]faas serve:[/red] {escape(unknown_service(service))}", soft_wrap=True)
         raise typer.Exit(2)
     settings = _settings(service_name=service)
-    _run(settings, [service], host, port or DEFAULT_PORTS[service])
+    busy = "stop it, or choose another port with --port"
+    port = port or DEFAULT_PORTS[service]
+    _run(settings, [service], host or settings.host, port, busy_hint=busy, fds=fds)
 
 
 @app.command()
@@ -216,10 +284,20 @@ def token(
             param_hint="--scope",
         )
     settings = _settings()
-    secret = signing_secret(settings)
+    # Never create the secret here: a token signed with a new secret in the wrong directory
+    # would only meet 401s. `faas up` creates it.
+    secret = signing_secret(settings, create=False)
     if secret is None:
-        console.print("[red]no signing secret:[/red] set FAAS_JWT_SECRET")
-        raise typer.Exit(2)
+        _fail(
+            f"no signing secret: FAAS_JWT_SECRET is unset and the data dir {_data_dir(settings)} "
+            "has no development secret; run `faas token` where `faas up` runs, or set "
+            "FAAS_DATA_DIR to the data dir its banner shows"
+        )
+    if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
+        console.print("faas token: signed with FAAS_JWT_SECRET", soft_wrap=True)
+    else:
+        note = f"faas token: signed with the development secret of data dir {_data_dir(settings)}"
+        console.print(escape(note), soft_wrap=True)
     try:
         value = mint_token(
             secret,
@@ -252,12 +330,41 @@ def version() -> None:
 
 
 def _supervise(settings: Settings, host: str, port_offset: int) -> None:
-    """Start one `faas serve` child per service, restart crashed ones, stop all on Ctrl-C."""
+    """Bind every service's port, then start one `faas serve` child per service on its
+    sockets. A child that exits before it ever listened, or refuses to start (exit 2), stops
+    them all; one that crashes later is restarted (its port stays bound, so nothing can take
+    it). One banner once every child listens; Ctrl-C stops all."""
+    from faas.ports import PortUnavailable, listen_sockets
     from faas.services import available
 
     names = [n for n in available() if n in settings.services]
     ports = {n: DEFAULT_PORTS[n] + port_offset for n in names}
     urls = {n: f"http://{host}:{ports[n]}" for n in names}
+    sockets: dict[str, list[socket.socket]] = {}
+    try:
+        for name in names:
+            try:
+                sockets[name] = listen_sockets(host, ports[name])
+            except PortUnavailable as exc:
+                _fail(
+                    f"service {name}: {exc}: stop it, or move every service's port with "
+                    "--port-offset N (gateway on 8001+N ... prompt_generator on 8009+N)"
+                )
+        _run_children(settings, host, names, ports, urls, sockets)
+    finally:
+        for bound in sockets.values():
+            for sock in bound:
+                sock.close()
+
+
+def _run_children(
+    settings: Settings,
+    host: str,
+    names: list[str],
+    ports: dict[str, int],
+    urls: dict[str, str],
+    sockets: dict[str, list[socket.socket]],
+) -> None:
     env = dict(os.environ)
     for name, url in urls.items():
         env.setdefault(f"FAAS_{name.upper()}_URL", url)
@@ -272,18 +379,16 @@ def _supervise(settings: Settings, host: str, port_offset: int) -> None:
         env["FAAS_MIGRATE_ON_START"] = "false"
 
     def start(name: str) -> subprocess.Popen[bytes]:
+        fds = [sock.fileno() for sock in sockets[name]]
         cmd = [sys.executable, "-m", "faas", "serve", name, "--host", host]
         cmd += ["--port", str(ports[name])]
-        return subprocess.Popen(cmd, env=env)
+        cmd += [arg for fd in fds for arg in ("--fd", str(fd))]
+        return subprocess.Popen(cmd, env=env, pass_fds=fds)
 
-    children = {name: start(name) for name in names}
-    _banner(settings, {f"service {n}": u for n, u in urls.items()}, {"mode": "split"})
-    if not settings.nats_url and {"gateway", "llmops"} <= set(names):
-        # Each child has its own in-process bus; the database is shared (the data dir's file).
-        console.print(
-            "  [yellow]without FAAS_NATS_URL events stay in the process that publishes them: "
-            "LLMOps records no gateway usage (jobs run where they are submitted)[/yellow]"
-        )
+    def listening(name: str) -> bool:
+        # The child's listen() is on the socket this process holds too: no probe connection.
+        return all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for s in sockets[name])
+
     stopping = False
 
     def stop(*_: object) -> None:
@@ -292,29 +397,98 @@ def _supervise(settings: Settings, host: str, port_offset: int) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    console.print(f"faas {__version__}: starting {len(names)} services, one process each…")
+    children = {name: start(name) for name in names}
+    started: set[str] = set()
     restarts: dict[str, int] = dict.fromkeys(names, 0)
-    while not stopping:
-        time.sleep(0.5)
+    restart_at: dict[str, float] = {}
+    failure: str | None = None
+    while not stopping and failure is None:
+        time.sleep(0.2)
+        now = time.monotonic()
         for name, child in list(children.items()):
-            code = child.poll()
-            if code is None or stopping:
+            if name in restart_at:
+                if now >= restart_at[name]:
+                    del restart_at[name]
+                    children[name] = start(name)
                 continue
+            code = child.poll()
+            if code is None:
+                if name not in started and listening(name):
+                    started.add(name)
+                    if started == set(names):
+                        _split_banner(settings, urls, names)
+                continue
+            if code == 2 or name not in started:
+                failure = (
+                    f"service {name} could not start (exit code {code}, its reason above): "
+                    "stopped every service"
+                )
+                break
             restarts[name] += 1
             delay = min(30.0, 0.5 * 2 ** min(restarts[name], 6))
             console.print(
                 f"[yellow]service {name} exited with code {code}; restarting in {delay:.1f}s "
                 f"(restart #{restarts[name]})[/yellow]"
             )
-            time.sleep(delay)
-            children[name] = start(name)
-    for child in children.values():
+            restart_at[name] = now + delay
+    running = [child for child in children.values() if child.poll() is None]
+    for child in running:
         child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + settings.shutdown_grace_s + 2
-    for child in children.values():
+    for child in running:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
+    if failure is not None:
+        _fail(failure)
+
+
+def _split_banner(settings: Settings, urls: dict[str, str], names: list[str]) -> None:
+    _banner(settings, {f"service {n}": u for n, u in urls.items()}, {"mode": "split"})
+    if not settings.nats_url and {"gateway", "llmops"} <= set(names):
+        # Each child has its own in-process bus; the database is shared (the data dir's file).
+        console.print(
+            "  [yellow]without FAAS_NATS_URL events stay in the process that publishes them: "
+            "LLMOps records no gateway usage (jobs run where they are submitted)[/yellow]"
+        )
+
+
+@app.command()
+def doctor() -> None:
+    """Check what this setup needs (data dir, secret, database, pgvector, Redis, NATS, model
+    routing and keys, local models, ports): one line per check with the fix; exit 1 on a fail."""
+    import asyncio
+
+    from faas.diagnostics import doctor as run_checks
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _refuse(exc)
+    checks = asyncio.run(run_checks(settings))
+    for check in checks:
+        typer.echo(check.line())
+    if any(check.status == "fail" for check in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings and where each comes from (env or default), secrets
+    masked."""
+    from faas.diagnostics import effective_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _refuse(exc)
+    for line in effective_settings(settings, os.environ):
+        typer.echo(line)
+
+
+app.add_typer(rag_app, name="rag")
 
 
 def main() -> None:

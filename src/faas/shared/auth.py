@@ -39,10 +39,13 @@ def dev_secret(data_dir: Path) -> str:
     return value
 
 
-def signing_secret(settings: Settings) -> str | None:
+def signing_secret(settings: Settings, *, create: bool = True) -> str | None:
+    """FAAS_JWT_SECRET, else in development the data dir's secret (made if `create`)."""
     if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
         return settings.jwt_secret.get_secret_value()
     if settings.env == "development" and not (settings.jwt_public_key or settings.jwks_url):
+        if not create and not (settings.data_dir / SECRET_FILE).exists():
+            return None
         return dev_secret(settings.data_dir)
     return None
 
@@ -178,6 +181,14 @@ class TokenVerifier:
             raise Unauthenticated("token not yet valid") from exc
         except jwt.PyJWKClientError as exc:
             raise Unauthenticated("token signing key not found in JWKS") from exc
+        except jwt.InvalidSignatureError as exc:
+            if self._public_key or self._jwks is not None:
+                raise Unauthenticated(f"invalid token: {exc}") from exc
+            raise Unauthenticated(
+                f"invalid token: {exc}: it was signed with another secret; `faas token` signs "
+                "with FAAS_JWT_SECRET or else the secret in its data dir (FAAS_DATA_DIR), which "
+                "must be the server's"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
 
