@@ -11,14 +11,21 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from faas import __version__
@@ -27,10 +34,12 @@ from faas.integrations.codec_http import CodecMiddleware, make_error_renderer
 from faas.integrations.otel import TracingMiddleware
 from faas.jobs.routes import build_jobs_router
 from faas.runtime import Runtime
+from faas.services.rag_service.models_in_use import models_in_use
 from faas.shared.api import Service
 from faas.shared.exceptions import (
     DependencyUnavailable,
     FaaSError,
+    UnsupportedMediaType,
     ValidationFailed,
     error_for_status,
 )
@@ -42,6 +51,7 @@ from faas.shared.middleware import (
     BodyLimitMiddleware,
     InputRulesMiddleware,
     RequestContextMiddleware,
+    is_json_media,
     json_error_renderer,
 )
 
@@ -62,6 +72,24 @@ def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
     return {"errors": errors}
 
 
+# What pydantic reports when a model is handed the raw body (bytes or text) instead of an object.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "list_type", "model_type"})
+
+
+def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
+    """The body was sent under another media type (curl's `-d` sends a form type): FastAPI
+    then validates the raw text and says "Input should be a valid dictionary", which hides the
+    actual mistake."""
+    # No Content-Type counts too: FastAPI (strict_content_type) then reads the body as bytes.
+    content_type = request.headers.get("content-type")
+    if content_type is not None and is_json_media(content_type):
+        return False
+    return any(
+        tuple(e.get("loc", ())) == ("body",) and e.get("type") in _NOT_AN_OBJECT
+        for e in exc.errors()
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_faas_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FaaSError)
@@ -71,6 +99,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        if _body_not_json(request, exc):
+            error = UnsupportedMediaType(
+                "the body must be JSON: send Content-Type: application/json",
+                details={"field": "body", "content_type": request.headers.get("content-type")},
+            )
+            return error_response(error, request.url.path)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = (
@@ -141,6 +175,57 @@ def install_bearer_security(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+DOCS_STATIC = "/docs/static"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their scripts served from the installed
+    `fastapi-offline` package: FastAPI's default pages load them from a CDN and stay blank
+    without internet."""
+    app.mount(
+        DOCS_STATIC,
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-static",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            # The token pasted in "Authorize" survives a reload of the page.
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+async def service_readiness(services: Sequence[Service]) -> dict[str, str | None]:
+    """Checks of services that define `readiness()`: None when passing, else the reason."""
+    reasons: dict[str, str | None] = {}
+    for service in services:
+        probe = getattr(service, "readiness", None)
+        if probe is not None:
+            reasons |= await probe()
+    return reasons
+
+
 def create_service_app(
     services: Sequence[Service],
     runtime: Runtime,
@@ -181,6 +266,8 @@ def create_service_app(
         # faas traces and measures requests itself (TracingMiddleware); FastAPI's own
         # instrumentation would add a second server span and duplicate metrics per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.telemetry = telemetry
@@ -192,6 +279,7 @@ def create_service_app(
         app.router.routes.extend(router.routes)
 
     install_bearer_security(app)
+    install_docs(app)
 
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:
@@ -200,13 +288,20 @@ def create_service_app(
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
         checks = await runtime.readiness()
-        ready = all(ok for name, ok in checks.items() if name not in OPTIONAL_CHECKS)
+        # A service's own checks (RAG's vector store) degrade it alone: they never take the
+        # instance out of rotation, and each failing one says why.
+        reasons = await service_readiness(services)
+        checks |= {name: reason is None for name, reason in reasons.items()}
+        optional = OPTIONAL_CHECKS | reasons.keys()
+        ready = all(ok for name, ok in checks.items() if name not in optional)
         degraded = not all(checks.values())
         body = {
             "status": ("degraded" if degraded else "ready") if ready else "not_ready",
             "checks": {k: "ok" if v else "down" for k, v in checks.items()},
+            "reasons": {k: v for k, v in reasons.items() if v is not None},
             "services": sorted(s.name for s in services),
             "backends": runtime.backends,
+            "models": models_in_use(settings),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -235,6 +330,7 @@ def create_service_app(
         renderer=render_error,
         # The dashboard page itself is public; the data it fetches needs the user's token.
         public_paths=PUBLIC_PATHS | {"/llmops/dashboard"},
+        public_prefixes=(f"{DOCS_STATIC}/",),
     )
     app.add_middleware(
         BodyLimitMiddleware,

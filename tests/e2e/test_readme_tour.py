@@ -1,5 +1,7 @@
 """The README's five-minute tour and the services' README examples, run verbatim with bash
-against a real `faas up` (every service, embedded defaults, a temporary data dir).
+against a real `faas up` (every service, embedded defaults, a temporary data dir) on a port that
+is not the default: the tour names its address once (`B=http://localhost:8000`), and this test
+sets that one line to the test's address, as a user on another port would.
 
 Every `curl` in a block must answer 2xx (`--fail-with-body` under `set -euo pipefail`), unless
 the block is marked `<!-- tour: expect NNN -->`, where every call must answer NNN instead.
@@ -24,6 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "src" / "faas" / "services"
+TOUR_ADDRESS = re.compile(r"^B=http://localhost:8000\b.*$", re.MULTILINE)
 BLOCK = re.compile(
     r"(?:<!--\s*tour:\s*(?P<marker>[^>]*?)\s*-->\s*\n)?```bash\n(?P<code>.*?)^```",
     re.DOTALL | re.MULTILINE,
@@ -94,7 +97,16 @@ def example_blocks(service: str) -> list[Block]:
     return bash_blocks(section(readme, "## Example"))
 
 
-def script(blocks: list[Block], url: str) -> str:
+def tour_script(blocks: list[Block], url: str) -> str:
+    """The tour with its one address line set to `url`: every other URL is `$B/...`."""
+    code = script(blocks, url, rewrite_urls=False)
+    code, count = TOUR_ADDRESS.subn(f"B={url}", code)
+    assert count == 1, "the tour must set B=http://localhost:8000 exactly once"
+    assert ":8000" not in code, "a tour URL does not use $B"
+    return code
+
+
+def script(blocks: list[Block], url: str, *, rewrite_urls: bool = True) -> str:
     """One bash script: the blocks in order (variables carry over), with this test's URL and
     `faas` command, and curl made to fail on any status other than the one expected."""
     faas_cmd = f"{shlex.quote(sys.executable)} -m faas"
@@ -103,7 +115,9 @@ def script(blocks: list[Block], url: str) -> str:
         if block.skip:
             continue
         lines = [line for line in block.code.splitlines() if "xdg-open" not in line]
-        code = "\n".join(lines).replace("localhost:8000", url.removeprefix("http://"))
+        code = "\n".join(lines)
+        if rewrite_urls:
+            code = code.replace("localhost:8000", url.removeprefix("http://"))
         parts.append(
             STRICT if block.expect is None else EXPECT.replace("STATUS", str(block.expect))
         )
@@ -117,11 +131,14 @@ class Platform:
     env: dict[str, str]
 
     def run(self, blocks: list[Block], cwd: Path, token: str | None = None) -> str:
+        return self.run_script(script(blocks, self.url), cwd, token)
+
+    def run_script(self, code: str, cwd: Path, token: str | None = None) -> str:
         env = dict(self.env)
         if token is not None:
             env["FAAS_TOKEN"] = token
         result = subprocess.run(
-            ["bash", "-c", script(blocks, self.url)],
+            ["bash", "-c", code],
             cwd=cwd,
             env=env,
             capture_output=True,
@@ -141,6 +158,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     (base / "models.yaml").write_text(OFFLINE_MODELS)
     env = faas_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(base / "models.yaml")}
     port = free_port()
+    assert port != 8000
     log = base / "faas.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -163,7 +181,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 def test_the_tour_has_an_example_for_every_service() -> None:
     blocks = tour_blocks()
-    assert blocks[0].skip and blocks[0].code.strip() == "make up"
+    assert blocks[0].skip and blocks[0].code.startswith("make up ")
     checked = "\n".join(b.code for b in blocks if not b.skip and b.expect is None)
     for path in (
         "/v1/chat/completions",  # gateway
@@ -183,12 +201,16 @@ def test_the_tour_has_an_example_for_every_service() -> None:
 
 
 def test_the_readme_tour_runs_verbatim(platform: Platform, tmp_path: Path) -> None:
-    out = platform.run(tour_blocks(), tmp_path)
+    out = platform.run_script(tour_script(tour_blocks(), platform.url), tmp_path)
     for expected in (
         '"found":true',
         '"found":false',
         '"status":"indexed"',
         '"citations":[{',
+        '"answer":"[mock] Refunds are paid within 14 days of the return [1]."',
+        '"cited_in_answer":true',
+        '"confidence":0.857',
+        '"type":"tool_call","id":',  # the offline agent searches the documents
         '"type":"done"',
         '"rendered":"Hello Ada!"',
         '"rendered":"Welcome back, Ada!"',

@@ -275,7 +275,8 @@ class CodecRegistry:
         codec = self.find(content_type)
         if codec is None:
             raise UnsupportedMediaType(
-                f"unsupported Content-Type {content_type!r}",
+                f"unsupported Content-Type {content_type!r}: send Content-Type: {JSON}"
+                f" (accepted: {', '.join(self.media_types)})",
                 details={"content_type": content_type, "supported": self.media_types},
             )
         return codec

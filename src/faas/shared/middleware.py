@@ -224,9 +224,11 @@ class BodyLimitMiddleware:
 INLINE_CHECK_BYTES = 256 * 1024
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json_media(content_type: str | None) -> bool:
+    """A JSON body, or one without a Content-Type (checked by the input rule too; the route
+    then answers 415 asking for `application/json`)."""
     if content_type is None:
-        return True  # FastAPI parses a body without a Content-Type as JSON
+        return True
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
 
@@ -249,7 +251,7 @@ class InputRulesMiddleware:
             return
         try:
             check_url(scope["path"], scope.get("query_string", b""))
-            if scope.get("method") in ("POST", "PUT", "PATCH") and _is_json(
+            if scope.get("method") in ("POST", "PUT", "PATCH") and is_json_media(
                 _header(scope, b"content-type")
             ):
                 receive = await self._checked_body(scope, receive)

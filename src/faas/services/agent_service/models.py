@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}$"
 
@@ -17,6 +17,21 @@ class MemorySpec(BaseModel):
 
 
 class AgentSpec(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "helper",
+                    "description": "Answers questions; does arithmetic with the calculator",
+                    "model": "chat-default",
+                    "system_prompt": "You are a concise assistant.",
+                    "tools": ["calculator"],
+                    "max_iterations": 4,
+                }
+            ]
+        }
+    )
+
     name: str = Field(pattern=NAME)
     description: str = Field("", max_length=2000)
     model: str = Field("chat-default", min_length=1, max_length=128)
@@ -35,6 +50,12 @@ class AgentSpec(BaseModel):
 
 
 class AgentUpdate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"system_prompt": "You answer in one sentence.", "max_iterations": 3}]
+        }
+    )
+
     name: str | None = Field(None, pattern=NAME)
     description: str | None = Field(None, max_length=2000)
     model: str | None = Field(None, min_length=1, max_length=128)
@@ -47,6 +68,9 @@ class AgentUpdate(BaseModel):
 
 
 class AgentView(AgentSpec):
+    # The request's example would describe a response without its id and times.
+    model_config = ConfigDict(json_schema_extra={})
+
     id: str
     created_by: str | None = None
     origin: Literal["prompt_generator"] | None = Field(
@@ -75,10 +99,17 @@ class ExecuteRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     run_async: bool = Field(False, alias="async")
 
-    model_config = {"populate_by_name": True}
+    model_config = {
+        "json_schema_extra": {"examples": [{"task": "What is 17 * 23?"}]},
+        "populate_by_name": True,
+    }
 
 
 class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message": "Hello! What can you do?"}]}
+    )
+
     message: str = Field(min_length=1, max_length=100_000)
     session_id: str | None = Field(None, max_length=64)
     stream: bool = False
@@ -119,6 +150,14 @@ class ChatResponse(BaseModel):
 
 
 class MemoryCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"text": "The user prefers answers in French.", "metadata": {"source": "profile"}}
+            ]
+        }
+    )
+
     text: str = Field(min_length=1, max_length=10_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -139,6 +178,22 @@ class WorkflowStep(BaseModel):
 
 
 class WorkflowRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "input": "faas serves AI components as independent services.",
+                    "steps": [
+                        {
+                            "agent_id": "6f1c2a9e4b7d4e0f8a3b5c7d9e1f2a4b",
+                            "task": "Summarise in five words: {input}",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     mode: Literal["sequence"] = "sequence"
     input: str = Field(min_length=1, max_length=100_000)
     steps: list[WorkflowStep] = Field(min_length=1, max_length=20)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -44,6 +45,24 @@ NUMERIC_TYPES = frozenset({"number", "integer"})
 class ExpressionToolSpec(BaseModel):
     """A tool that computes `expression` from its arguments: each name the expression uses is a
     required numeric property of `parameters` (a JSON Schema of "type": "object")."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "expression",
+                    "name": "with_vat",
+                    "description": "A net price with 20% VAT added",
+                    "expression": "price * 1.2",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"price": {"type": "number"}},
+                        "required": ["price"],
+                    },
+                }
+            ]
+        }
+    )
 
     kind: Literal["expression"] = "expression"
     name: str = Field(pattern=NAME_PATTERN)

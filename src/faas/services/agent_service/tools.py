@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema.validators import Draft202012Validator, validator_for
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from faas.runtime import ServiceClients
 from faas.services.agent_service.calculator import CalculatorError, evaluate
@@ -551,6 +551,25 @@ class HttpToolSpec(BaseModel):
     """A tenant-declared tool that calls one HTTP endpoint. `{param}` placeholders in the URL
     (path and query, never the host) and header values are filled from the arguments, URL
     values percent-encoded; for POST and PUT the other arguments are the JSON body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "http",
+                    "name": "order_status",
+                    "description": "The status of an order, by its id",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"order_id": {"type": "string"}},
+                        "required": ["order_id"],
+                    },
+                    "method": "GET",
+                    "url_template": "https://shop.internal/api/orders/{order_id}",
+                }
+            ]
+        }
+    )
 
     kind: Literal["http"] = "http"
     name: str = Field(pattern=NAME_PATTERN)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 KEY_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,256}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -42,6 +42,14 @@ TtlSeconds = Annotated[float, Field(gt=0, le=MAX_TTL_S)]
 
 
 class CacheSetRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"key": "greeting", "value": {"text": "hello"}, "ttl_s": 300, "tags": ["demo"]}
+            ]
+        }
+    )
+
     key: Key
     value: Any
     ttl_s: TtlSeconds | None = None
@@ -57,17 +65,34 @@ class CacheItem(BaseModel):
 
 
 class CacheMSetRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"key": "greeting", "value": "hello"},
+                        {"key": "farewell", "value": "bye", "ttl_s": 60},
+                    ]
+                }
+            ]
+        }
+    )
+
     items: list[CacheItem] = Field(min_length=1, max_length=MAX_BATCH)
     namespace: Name = "default"
 
 
 class CacheMGetRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"keys": ["greeting", "farewell"]}]})
+
     keys: list[Key] = Field(min_length=1, max_length=MAX_BATCH)
     namespace: Name = "default"
 
 
 class CacheInvalidateRequest(BaseModel):
     """Remove keys by glob pattern (within one namespace) and/or by tag, in the caller's tenant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tags": ["demo"]}]})
 
     pattern: Pattern | None = None
     tags: list[Name] | None = Field(default=None, max_length=32)

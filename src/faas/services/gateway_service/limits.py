@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from faas.shared.exceptions import DependencyUnavailable, RateLimited
 
@@ -33,6 +33,14 @@ Clock = Callable[[], float]
 
 
 class TenantLimits(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"rpm": 600, "tpm": 200000, "daily_budget_usd": 5.0, "monthly_budget_usd": 100.0}
+            ]
+        }
+    )
+
     rpm: int | None = Field(None, ge=1, le=MAX_RATE, description="requests per minute")
     tpm: int | None = Field(None, ge=1, le=MAX_RATE, description="tokens per minute")
     daily_budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)

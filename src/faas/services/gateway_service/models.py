@@ -32,6 +32,20 @@ class CacheOptions(BaseModel):
 
 
 class GenerateRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "chat-default",
+                    "messages": [
+                        {"role": "user", "content": "Name three uses of a vector database."}
+                    ],
+                    "max_tokens": 128,
+                }
+            ]
+        }
+    )
+
     prompt: str | None = Field(None, max_length=2_000_000)
     messages: list[Message] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
     model: str | None = None
@@ -95,6 +109,17 @@ class GenerateResponse(BaseModel):
 
 
 class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "embed-default",
+                    "texts": ["faas serves AI components", "a semantic cache"],
+                }
+            ]
+        }
+    )
+
     texts: list[str] = Field(min_length=1, max_length=MAX_EMBED_TEXTS)
     model: str | None = None
 

@@ -50,6 +50,33 @@ class EmbeddingBody(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
+CHAT_EXAMPLE = {
+    "model": "chat-default",
+    "messages": [{"role": "user", "content": "In one sentence, what is a semantic cache?"}],
+}
+EMBEDDING_EXAMPLE = {"model": "embed-default", "input": ["faas serves AI components"]}
+
+
+def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """`schema` with its `$defs` references replaced by their definitions: an `openapi_extra`
+    schema is placed as is, where `#/$defs/...` would point at nothing."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema
+
+
+def json_body_doc(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
+    """The request body of a route that parses it itself, for the OpenAPI document."""
+    content = {"schema": _inline(model.model_json_schema()), "example": example}
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+
+
 async def _json(request: Request) -> Any:
     checked = request.scope.get("state", {}).get("faas_json")
     if checked is not None:  # decoded once by InputRulesMiddleware
@@ -74,7 +101,9 @@ def build_openai_router(service: GatewayService) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["openai-compatible"])
     pipeline = service.pipeline
 
-    @router.post("/chat/completions")
+    # The bodies are parsed here rather than by FastAPI, so that errors take OpenAI's shape
+    # (`param`): their schema is declared for the docs.
+    @router.post("/chat/completions", openapi_extra=json_body_doc(ChatCompletionBody, CHAT_EXAMPLE))
     async def chat_completions(
         request: Request, idempotency_key: str | None = Header(None, max_length=255)
     ) -> Response:
@@ -97,7 +126,7 @@ def build_openai_router(service: GatewayService) -> APIRouter:
             orjson.dumps(completion.body), media_type="application/json", headers=headers
         )
 
-    @router.post("/embeddings")
+    @router.post("/embeddings", openapi_extra=json_body_doc(EmbeddingBody, EMBEDDING_EXAMPLE))
     async def embeddings(request: Request) -> Response:
         identity = caller()
         parsed: EmbeddingBody = _validate(EmbeddingBody, await _json(request))

@@ -65,9 +65,11 @@ class ModelRouter:
             return self.table.default_for("chat" if kind == "chat" else "embedding")
         model = self.table.get(name)
         if model is None:
+            # In the message too: OpenAI's error shape (the /v1 routes) carries no details.
+            known = [m.name for m in self.table.models]
             raise NotFound(
-                f"unknown model {name!r}",
-                details={"known_models": [m.name for m in self.table.models]},
+                f"unknown model {name!r}; known models: {', '.join(known)}",
+                details={"known_models": known, "param": "model"},
             )
         if model.kind != kind:
             raise ValidationFailed(f"model {name!r} is a {model.kind} model, not {kind}")

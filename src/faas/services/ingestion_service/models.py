@@ -5,12 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from faas.services.rag_service.models import NAME_PATTERN
 
 
 class UrlIngest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://en.wikipedia.org/wiki/Retrieval-augmented_generation",
+                    "collection": "default",
+                }
+            ]
+        }
+    )
+
     url: str = Field(min_length=8, max_length=4096)
     collection: str = Field("default", pattern=NAME_PATTERN)
     metadata: dict[str, Any] = Field(default_factory=dict)

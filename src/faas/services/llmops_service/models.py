@@ -16,7 +16,22 @@ GroupBy = Literal["model", "day", "hour"]
 class OperationIn(BaseModel):
     """One LLM operation logged by an external caller (the gateway's events need no call)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "gpt-4o-mini",
+                    "provider": "openai",
+                    "prompt_tokens": 120,
+                    "completion_tokens": 40,
+                    "cost_usd": 4.2e-05,
+                    "latency_ms": 850.0,
+                    "status": "ok",
+                }
+            ]
+        },
+        extra="forbid",
+    )
 
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     occurred_at: datetime | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from faas.shared.input_rules import MAX_DB_INT
 
@@ -39,6 +39,21 @@ class DatasetView(BaseModel):
 
 
 class TrainRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "iris-classifier",
+                    "task": "classification",
+                    "algorithm": "random_forest",
+                    "dataset_id": "6f1c2a9e4b7d4e0f8a3b5c7d9e1f2a4b",
+                    "target": "species",
+                    "hyperparameters": {"n_estimators": 50},
+                }
+            ]
+        }
+    )
+
     name: str = Field(pattern=NAME_PATTERN)
     task: Task
     algorithm: Algorithm
@@ -82,15 +97,23 @@ class ModelView(BaseModel):
 
 
 class AliasSet(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"alias": "staging", "version": 1}]})
+
     alias: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     version: int = Field(ge=1, le=MAX_DB_INT)
 
 
 class DeployRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"version": 1}]})
+
     version: int = Field(ge=1, le=MAX_DB_INT)
 
 
 class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"features": {"sepal_length": 5.1, "petal_length": 1.4}}]}
+    )
+
     features: dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=10_000)
     version: int | None = Field(None, ge=1, le=MAX_DB_INT)
@@ -112,6 +135,12 @@ class PredictResponse(BaseModel):
 
 
 class BatchPredictRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"dataset_id": "6f1c2a9e4b7d4e0f8a3b5c7d9e1f2a4b", "alias": "champion"}]
+        }
+    )
+
     dataset_id: str = Field(min_length=1, max_length=64)
     version: int | None = Field(None, ge=1, le=MAX_DB_INT)
     alias: str | None = None
@@ -125,6 +154,30 @@ class V2Tensor(BaseModel):
 
 
 class V2InferRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "request-1",
+                    "inputs": [
+                        {
+                            "name": "sepal_length",
+                            "shape": [2],
+                            "datatype": "FP64",
+                            "data": [5.1, 7.0],
+                        },
+                        {
+                            "name": "petal_length",
+                            "shape": [2],
+                            "datatype": "FP64",
+                            "data": [1.4, 4.7],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     id: str | None = None
     inputs: list[V2Tensor] = Field(min_length=1, max_length=500)
     parameters: dict[str, Any] | None = None

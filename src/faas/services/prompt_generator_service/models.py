@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from faas.shared.input_rules import PRINTABLE
 
@@ -102,6 +102,12 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 class AgentPrompt(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"prompt": "An agent that answers questions about our refund policy"}]
+        }
+    )
+
     prompt: str = Field(min_length=1, max_length=20_000)
     model: str | None = Field(
         None, min_length=1, max_length=128, description="gateway model (also the agent's model)"
@@ -110,6 +116,12 @@ class AgentPrompt(BaseModel):
 
 class ToolPrompt(BaseModel):
     """Describe a tool: the model picks `http` (calls an API) or `expression` (a formula)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"prompt": "A tool that looks up an order's status by its id"}]
+        }
+    )
 
     prompt: str = Field(min_length=1, max_length=20_000)
     model: str | None = Field(None, min_length=1, max_length=128)
@@ -130,6 +142,10 @@ class GeneratedTool(BaseModel):
 
 
 class RateRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"rating": 5, "feedback": "Clear and accurate"}]}
+    )
+
     rating: int = Field(ge=1, le=5)
     feedback: str | None = Field(None, max_length=5000)
 
@@ -150,6 +166,20 @@ class FeedbackStats(BaseModel):
 
 
 class PermissionChange(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "resource_type": "agent",
+                    "resource_id": "6f1c2a9e4b7d4e0f8a3b5c7d9e1f2a4b",
+                    "user_id": "bob",
+                    "permission": "execute",
+                    "action": "grant",
+                }
+            ]
+        }
+    )
+
     resource_type: Kind
     resource_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
     user_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
@@ -185,6 +215,23 @@ class CheckItem(BaseModel):
 
 
 class BulkCheckRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "bob",
+                    "checks": [
+                        {
+                            "resource_type": "agent",
+                            "resource_id": "6f1c2a9e4b7d4e0f8a3b5c7d9e1f2a4b",
+                            "permission": "execute",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     user_id: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
     checks: list[CheckItem] = Field(min_length=1, max_length=100)
 

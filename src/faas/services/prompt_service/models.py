@@ -20,6 +20,19 @@ MAX_MESSAGES = 4096
 
 
 class TemplateCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "greet",
+                    "content": "Hello {{ name }}, welcome to {{ product }}!",
+                    "description": "A greeting",
+                    "labels": ["production"],
+                }
+            ]
+        }
+    )
+
     name: str = Field(pattern=NAME_PATTERN)
     content: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
     variables_schema: dict[str, Any] | None = None
@@ -46,6 +59,10 @@ def _check_label(label: str) -> None:
 
 
 class LabelMove(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"label": "production", "version": 1}]}
+    )
+
     label: str
     version: int = Field(ge=1, le=MAX_DB_INT)
 
@@ -91,6 +108,18 @@ class VersionView(BaseModel):
 
 
 class RenderRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "greet",
+                    "label": "production",
+                    "variables": {"name": "Ada", "product": "faas"},
+                }
+            ]
+        }
+    )
+
     name: str = Field(pattern=NAME_PATTERN)
     version: int | None = Field(None, ge=1, le=MAX_DB_INT)
     label: str | None = Field(None, pattern=LABEL_PATTERN)
@@ -122,6 +151,26 @@ class ChatMessage(BaseModel):
 
 
 class ContextRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "messages": [
+                        {"role": "user", "content": "What is a semantic cache?"},
+                        {
+                            "role": "assistant",
+                            "content": "A cache keyed by meaning rather than exact text.",
+                        },
+                        {"role": "user", "content": "When does it help?"},
+                    ],
+                    "system_prompt": "You are concise.",
+                    "max_tokens": 1000,
+                    "strategy": "truncate",
+                }
+            ]
+        }
+    )
+
     messages: list[ChatMessage] = Field(max_length=MAX_MESSAGES)
     system_prompt: str | None = Field(None, max_length=2_000_000)
     max_tokens: int = Field(ge=1, le=10_000_000)
