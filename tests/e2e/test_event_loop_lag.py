@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import TEST_SECRET, token_for
 from tests.e2e.test_faas_up import faas_env, free_port, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.support.faas_process import OFFLINE_MODELS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -19,7 +19,7 @@ import pytest
 from faas.shared.auth import dev_secret
 from tests.e2e.test_agent_split import port_block
 from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.support.faas_process import OFFLINE_MODELS, running_faas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,31 +54,10 @@ class Running:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """One `faas up` whose port comes from FAAS_PORT alone (no --port)."""
-    base = tmp_path_factory.mktemp("first-hour")
-    (base / "models.yaml").write_text(OFFLINE_MODELS)
     port = free_port()
-    env = faas_env(base / "data") | {
-        "FAAS_GATEWAY_MODELS": str(base / "models.yaml"),
-        "FAAS_PORT": str(port),
-    }
-    log = base / "faas.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "faas", "up"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, proc, timeout_s=90)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
-        yield Running(proc, port, url, env, base / "data", log)
-    finally:
-        assert stop(proc) == 0, log.read_text(errors="replace")[-4000:]
+    base = tmp_path_factory.mktemp("first-hour")
+    with running_faas(base, env={"FAAS_PORT": str(port)}, args=["up"], port=port) as up:
+        yield Running(up.proc, up.port, up.url, up.env, up.data_dir, up.log)
 
 
 def test_faas_port_moves_the_app_and_the_banner_names_the_data_dir(server: Running) -> None:

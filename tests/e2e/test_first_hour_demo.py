@@ -5,8 +5,6 @@ confidence that says whether the documents answered the question."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.e2e.test_faas_up import faas
+from tests.support.faas_process import running_faas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,25 +29,8 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    base = tmp_path_factory.mktemp("demo")
-    (base / "models.yaml").write_text(OFFLINE_MODELS)
-    env = faas_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(base / "models.yaml")}
-    port = free_port()
-    log = base / "faas.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "faas", "up", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, proc, timeout_s=90)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
+    with running_faas(tmp_path_factory.mktemp("demo")) as up:
+        env, url = up.env, up.url
         token = faas("token", "--tenant", "acme", "--user", "ann", env=env)
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
@@ -62,8 +43,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             )
             assert agent.status_code == 201, agent.text
             yield Demo(client, agent.json()["data"]["id"])
-    finally:
-        assert stop(proc) == 0, log.read_text(errors="replace")[-4000:]
 
 
 def sse(text: str) -> list[dict[str, Any]]:

@@ -5,8 +5,6 @@ curl get one clear line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +12,8 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.e2e.test_faas_up import faas
+from tests.support.faas_process import running_faas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,27 +34,8 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    base = tmp_path_factory.mktemp("first-hour-docs")
-    (base / "models.yaml").write_text(OFFLINE_MODELS)
-    env = faas_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(base / "models.yaml")}
-    port = free_port()
-    log = base / "faas.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "faas", "up", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, proc, timeout_s=90)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
-        yield Platform(url, faas("token", "--tenant", "acme", "--user", "ann", env=env))
-    finally:
-        assert stop(proc) == 0, log.read_text(errors="replace")[-4000:]
+    with running_faas(tmp_path_factory.mktemp("first-hour-docs")) as up:
+        yield Platform(up.url, faas("token", "--tenant", "acme", "--user", "ann", env=up.env))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from faas.backends.vectors.pgvector import asyncpg_dsn
 from tests.conftest import DATABASE_URL, NATS_URL, need_server
 from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.support.faas_process import OFFLINE_MODELS
 from tests.support.pgvector import with_database
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")

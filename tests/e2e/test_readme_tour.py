@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
+from tests.e2e.test_faas_up import faas
+from tests.support.faas_process import running_faas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,20 +32,6 @@ BLOCK = re.compile(
     r"(?:<!--\s*tour:\s*(?P<marker>[^>]*?)\s*-->\s*\n)?```bash\n(?P<code>.*?)^```",
     re.DOTALL | re.MULTILINE,
 )
-# The defaults of a fresh checkout (no `make models`): the same answers wherever this runs.
-OFFLINE_MODELS = """\
-models:
-  - name: chat-default
-    deployments:
-      - provider: mock
-        model: faas-mock
-  - name: embed-default
-    kind: embedding
-    deployments:
-      - provider: hash
-        model: hash-384
-        dimensions: 384
-"""
 # curl older than 7.76 has no --fail-with-body: it still fails then, without showing the body.
 STRICT = """FAIL=--fail-with-body
 command curl --fail-with-body -V >/dev/null 2>&1 || FAIL=--fail
@@ -154,29 +141,9 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    base = tmp_path_factory.mktemp("readme")
-    (base / "models.yaml").write_text(OFFLINE_MODELS)
-    env = faas_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(base / "models.yaml")}
-    port = free_port()
-    assert port != 8000
-    log = base / "faas.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "faas", "up", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, proc, timeout_s=90)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
-        yield Platform(url, env)
-    finally:
-        assert stop(proc) == 0, log.read_text(errors="replace")[-4000:]
+    with running_faas(tmp_path_factory.mktemp("readme")) as faas_up:
+        assert faas_up.port != 8000
+        yield Platform(faas_up.url, faas_up.env)
 
 
 def test_the_tour_has_an_example_for_every_service() -> None:

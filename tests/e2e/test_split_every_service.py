@@ -21,7 +21,7 @@ import pytest
 from faas.shared.config import DEFAULT_PORTS, SERVICE_NAMES
 from tests.e2e.test_agent_split import port_block
 from tests.e2e.test_faas_up import faas, faas_env, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.support.faas_process import OFFLINE_MODELS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(360)]
 

@@ -25,7 +25,7 @@ import httpx
 from faas.backends.vectors.pgvector import asyncpg_dsn
 from tests.conftest import NATS_URL, REDIS_URL, TEST_SECRET, need_server, token_for
 from tests.e2e.test_faas_up import free_port, stop, wait_ready
-from tests.e2e.test_readme_tour import OFFLINE_MODELS
+from tests.support.faas_process import OFFLINE_MODELS
 from tests.support.pgvector import pgvector_server, with_database
 
 OWNER = "fuzz-a"
