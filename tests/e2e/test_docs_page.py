@@ -5,15 +5,13 @@ they work offline and list the operations."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_faas_up import faas_env, free_port, stop, wait_ready
 from tests.e2e.test_llmops_dashboard import chromium
-from tests.support.faas_process import OFFLINE_MODELS
+from tests.support.faas_process import running_faas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,22 +21,8 @@ OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    base = tmp_path_factory.mktemp("docs-page")
-    (base / "models.yaml").write_text(OFFLINE_MODELS)
-    env = faas_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(base / "models.yaml")}
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "faas", "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, timeout_s=90)
-        yield url
-    finally:
-        assert stop(proc) == 0
+    with running_faas(tmp_path_factory.mktemp("docs-page")) as up:
+        yield up.url
 
 
 def render(page: str, profile: Path, screenshot: Path) -> str:

@@ -12,19 +12,15 @@ GIL). A stall of the event loop shows as many slow probes, or one far slower: bo
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET, token_for
-from tests.e2e.test_faas_up import faas_env, free_port, stop, wait_ready
-from tests.support.faas_process import OFFLINE_MODELS
+from tests.support.faas_process import running_faas
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -96,28 +92,10 @@ HEAVY: dict[str, Heavy] = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir: Path = tmp_path_factory.mktemp("lag")
-    # Hash embeddings even where `make models` installed MiniLM (~7 chunks/s): the sizes
-    # below are large for the platform's own work, not for a model's.
-    (data_dir / "models.yaml").write_text(OFFLINE_MODELS)
-    env = faas_env(data_dir) | {
-        "FAAS_JWT_SECRET": TEST_SECRET,
-        "FAAS_GATEWAY_MODELS": str(data_dir / "models.yaml"),
-    }
-    port = free_port()
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "faas", "up", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, timeout_s=120)
-        yield url
-    finally:
-        stop(proc)
+    # Hash embeddings (the offline models) even where `make models` installed MiniLM
+    # (~7 chunks/s): the sizes below are large for the platform's own work, not a model's.
+    with running_faas(tmp_path_factory.mktemp("lag"), env={"FAAS_JWT_SECRET": TEST_SECRET}) as up:
+        yield up.url
 
 
 @pytest.mark.parametrize("kind", sorted(HEAVY))
