@@ -11,7 +11,7 @@ help:
 	@echo "make up     run every faas service on http://127.0.0.1:8000 (embedded defaults)"
 	@echo "            another port: make up PORT=8900; one process per service: make up ARGS=--split"
 	@echo "make test   run the whole test suite"
-	@echo "make lint   ruff + mypy --strict"
+	@echo "make lint   ruff + mypy --strict + the layering contracts (import-linter)"
 	@echo "make bench  run the benchmarks (results appended to docs/benchmarks.md)"
 	@echo "make models install the local models: MiniLM embeddings and SmolLM2 chat (llama.cpp)"
 
@@ -52,6 +52,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests bench

@@ -44,6 +44,7 @@ from faas.app import create_service_app
 from faas.integrations.otel import setup_telemetry
 from faas.runtime import Runtime
 from faas.services import BUILDERS
+from faas.services.gateway_service.client import GatewayClient
 from faas.shared.auth import mint_token
 from faas.shared.config import Settings
 
@@ -108,14 +109,17 @@ class _RecordingGateway:
         self._inner = inner
         self._sink = sink
 
-    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        response: httpx.Response = await self._inner.post(path, **kwargs)
+    def get(self, name: str) -> Any:  # as ServiceClients, for the runner's GatewayClient
+        return self if name == "gateway" else self._inner.get(name)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = await self._inner.get("gateway").request(method, path, **kwargs)
         overhead = float(response.headers.get("x-gateway-overhead-ms", "nan"))
         self._sink.append((overhead, response.headers.get("x-cache", "?")))
         return response
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        return getattr(self._inner.get("gateway"), name)
 
 
 # Time spent inside `db.session()` blocks (waiting for a pooled connection, queries, commit) by
@@ -174,9 +178,7 @@ async def platform(work: Path) -> AsyncIterator[Env]:
                 env = Env(client, runtime, services, upstream, {"Authorization": f"Bearer {token}"})
                 agent = services["agent"]
                 clients = agent.clients
-                agent.runner._gateway = lambda: _RecordingGateway(
-                    clients.get("gateway"), env.gateway_calls
-                )
+                agent.runner.gateway = GatewayClient(_RecordingGateway(clients, env.gateway_calls))
                 yield env
 
 

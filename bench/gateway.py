@@ -288,7 +288,7 @@ async def _drop_streams(prefix: str) -> None:
     import nats
     from nats.js.errors import NotFoundError
 
-    from faas.integrations.bus import stream_names
+    from faas.integrations.bus.subjects import stream_names
 
     client = await nats.connect(NATS_URL)
     try:

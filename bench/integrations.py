@@ -52,14 +52,14 @@ from _common import (
     stop_process,
     today,
 )
+from faas.integrations.bus.memory import InProcessBus
+from faas.integrations.bus.nats import NatsBus
 from faas.integrations.codec import (
     JsonCodec,
     MsgpackCodec,
     envelope_dict,
     envelope_message,
 )
-from faas.integrations.inprocess import InProcessBus
-from faas.integrations.nats import NatsBus
 from faas.integrations.proto import faas_pb2 as pb
 from faas.shared.contracts import ServiceResponse
 

@@ -50,8 +50,9 @@ import contextlib
 
 from faas.app import create_service_app
 from faas.backends.vectors.pgvector import asyncpg_dsn
-from faas.integrations.bus import event_stream_name
-from faas.integrations.nats import NatsBus, server_barrier
+from faas.integrations.bus.nats import NatsBus
+from faas.integrations.bus.nats_admin import server_barrier
+from faas.integrations.bus.subjects import event_stream_name
 from faas.integrations.otel import setup_telemetry
 from faas.runtime import Runtime
 from faas.services.llmops_service.service import LlmopsService

@@ -87,8 +87,8 @@ async def run(requests: int, work: Path) -> dict[str, list[float]]:
                 await asyncio.sleep(0.05)
             assert job["status"] == "succeeded", job
             await client.post("/api/v1/ml/models/bench/deploy", json={"version": 1})
-            resolved = await service.resolve("bench", "bench")  # type: ignore[attr-defined]
-            pipeline = await service._load("bench", resolved)  # type: ignore[attr-defined]
+            resolved = await service.registry.resolve("bench", "bench")  # type: ignore[attr-defined]
+            pipeline = await service.server.load("bench", resolved)  # type: ignore[attr-defined]
             schema, output = resolved.row.input_schema, resolved.row.output
             predict = {"features": ROW}
             infer = {

@@ -12,12 +12,12 @@ import orjson
 from fastapi import FastAPI
 
 from faas.app import create_service_app
-from faas.integrations.nats import Message
+from faas.backends.limits import Clock, build_limit_store
+from faas.integrations.bus import Message
 from faas.integrations.otel import setup_telemetry
 from faas.runtime import Runtime
-from faas.services.gateway_service.config import RoutingTable
-from faas.services.gateway_service.limits import Clock
-from faas.services.gateway_service.service import GatewayService, build_limit_store
+from faas.services.gateway_service.routing_table import RoutingTable
+from faas.services.gateway_service.service import GatewayService
 from faas.shared.config import Settings
 
 

@@ -15,137 +15,40 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from sqlalchemy.exc import OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
 
 from faas import __version__
+from faas.app_errors import by_prefix, install_error_handlers
 from faas.integrations.codec import default_registry
 from faas.integrations.codec_http import CodecMiddleware, make_error_renderer
 from faas.integrations.otel import TracingMiddleware
 from faas.jobs.routes import build_jobs_router
+from faas.kernel import ServiceRegistry, ServiceSpec
 from faas.runtime import Runtime
-from faas.services.rag_service.models_in_use import models_in_use
 from faas.shared.api import Service
-from faas.shared.exceptions import (
-    DependencyUnavailable,
-    FaaSError,
-    UnsupportedMediaType,
-    ValidationFailed,
-    error_for_status,
-)
 from faas.shared.logging import RequestLog
 from faas.shared.middleware import (
-    OPENAI_PREFIX,
     PUBLIC_PATHS,
     AuthMiddleware,
     BodyLimitMiddleware,
+    ErrorRenderer,
     InputRulesMiddleware,
     RequestContextMiddleware,
-    is_json_media,
     json_error_renderer,
 )
 
 log = logging.getLogger("faas.app")
 
 
-def error_response(exc: FaaSError, path: str = "") -> Response:
-    body, media_type = json_error_renderer({"path": path}, exc)
-    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=media_type)
-
-
-def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
-    # Report where and why, not the offending input (it may be large or sensitive).
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return {"errors": errors}
-
-
-# What pydantic reports when a model is handed the raw body (bytes or text) instead of an object.
-_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "list_type", "model_type"})
-
-
-def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
-    """The body was sent under another media type (curl's `-d` sends a form type): FastAPI
-    then validates the raw text and says "Input should be a valid dictionary", which hides the
-    actual mistake."""
-    # No Content-Type counts too: FastAPI (strict_content_type) then reads the body as bytes.
-    content_type = request.headers.get("content-type")
-    if content_type is not None and is_json_media(content_type):
-        return False
-    return any(
-        tuple(e.get("loc", ())) == ("body",) and e.get("type") in _NOT_AN_OBJECT
-        for e in exc.errors()
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    async def on_faas_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, FaaSError)
-        if exc.status_code >= 500:
-            log.error("request failed: %s", exc.message, extra={"code": exc.code})
-        return error_response(exc, request.url.path)
-
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        if _body_not_json(request, exc):
-            error = UnsupportedMediaType(
-                "the body must be JSON: send Content-Type: application/json",
-                details={"field": "body", "content_type": request.headers.get("content-type")},
-            )
-            return error_response(error, request.url.path)
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        message = (
-            f"invalid request: {where}: {first.get('msg', '')}" if first else "invalid request"
-        )
-        details = _validation_details(exc)
-        return error_response(ValidationFailed(message, details=details), request.url.path)
-
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        cls = error_for_status(exc.status_code)
-        error = cls(str(exc.detail), headers=dict(exc.headers or {}))
-        error.status_code = exc.status_code
-        if exc.status_code == 405:
-            error.code = "method_not_allowed"
-        return error_response(error, request.url.path)
-
-    async def on_database(request: Request, exc: Exception) -> Response:
-        # The database refused or lost the operation (SQLite's write lock under heavy write
-        # concurrency, a PostgreSQL restart): retryable, so a 503 rather than a 500.
-        log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-        error = DependencyUnavailable(
-            "the database is busy or unreachable; retry shortly", headers={"Retry-After": "1"}
-        )
-        return error_response(error, request.url.path)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unexpected error", exc_info=exc)
-        return error_response(FaaSError("Internal server error"), request.url.path)
-
-    app.add_exception_handler(FaaSError, on_faas_error)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(OperationalError, on_database)
-    app.add_exception_handler(Exception, on_unexpected)
-
-
 # NATS being away degrades events (they are buffered) but requests still work, so it is
 # reported without taking the instance out of rotation.
 OPTIONAL_CHECKS = frozenset({"nats"})
-MAX_FILES_PER_UPLOAD = 10
 
 
 def install_bearer_security(app: FastAPI) -> None:
@@ -226,17 +129,9 @@ async def service_readiness(services: Sequence[Service]) -> dict[str, str | None
     return reasons
 
 
-def create_service_app(
-    services: Sequence[Service],
-    runtime: Runtime,
-    *,
-    title: str = "faas",
-    freeze_after_start: bool = False,
-) -> FastAPI:
-    settings = runtime.settings
-    telemetry = runtime.telemetry
-    request_log = RequestLog()
-
+def _lifespan(
+    runtime: Runtime, services: Sequence[Service], request_log: RequestLog, *, freeze: bool
+) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
@@ -245,7 +140,7 @@ def create_service_app(
             for service in services:
                 await service.start()
                 started.append(service)
-            if freeze_after_start:
+            if freeze:
                 # What start-up built (modules, the app, tokenizer tables) lives as long as the
                 # process: out of the collector's reach, a full collection no longer scans it.
                 # Without this, a collection set off by one big request held the GIL ~120 ms.
@@ -258,28 +153,14 @@ def create_service_app(
             await runtime.close()
             request_log.flush()
 
-    app = FastAPI(
-        title=title,
-        version=__version__,
-        lifespan=lifespan,
-        description="AI components as independent, scalable services.",
-        # faas traces and measures requests itself (TracingMiddleware); FastAPI's own
-        # instrumentation would add a second server span and duplicate metrics per request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.runtime = runtime
-    app.state.telemetry = telemetry
-    app.state.services = {s.name: s for s in services}
-    install_error_handlers(app)
-    for router in [*(s.router() for s in services), build_jobs_router(runtime.jobs)]:
-        # Routes are added to the app's own router rather than through include_router, which in
-        # FastAPI >= 0.16x keeps a nested router and matches every request twice (~23 us).
-        app.router.routes.extend(router.routes)
+    return lifespan
 
-    install_bearer_security(app)
-    install_docs(app)
+
+def install_health(
+    app: FastAPI, runtime: Runtime, services: Sequence[Service], specs: Sequence[ServiceSpec[Any]]
+) -> None:
+    """/livez, /readyz (the runtime's checks, each service's own, and what specs describe)
+    and /metrics."""
 
     @app.get("/livez", tags=["health"])
     async def livez() -> dict[str, str]:
@@ -301,50 +182,104 @@ def create_service_app(
             "reasons": {k: v for k, v in reasons.items() if v is not None},
             "services": sorted(s.name for s in services),
             "backends": runtime.backends,
-            "models": models_in_use(settings),
         }
+        for spec in specs:
+            if spec.describe is not None:
+                body |= spec.describe(runtime.settings)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         return PlainTextResponse(
-            telemetry.prometheus_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            runtime.telemetry.prometheus_text(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
-    # Starlette runs the last-added middleware first: tracing → context (ids, the request log
-    # line inside the span, last-resort errors) → codecs (so every later error reaches the
-    # client in its codec) → body limit → auth → input rules (only authenticated bodies are read).
-    codecs = default_registry()
-    codec_renderer = make_error_renderer(codecs)
 
-    def render_error(scope: Scope, exc: FaaSError) -> tuple[bytes, str]:
-        if scope.get("path", "").startswith(OPENAI_PREFIX):
-            return json_error_renderer(scope, exc)
-        return codec_renderer(scope, exc)
-
+def install_middleware(
+    app: FastAPI,
+    runtime: Runtime,
+    specs: Sequence[ServiceSpec[Any]],
+    render_error: ErrorRenderer,
+    request_log: RequestLog,
+) -> None:
+    """Starlette runs the last-added middleware first: tracing → context (ids, the request log
+    line inside the span, last-resort errors) → codecs (so every later error reaches the
+    client in its codec) → body limit → auth → input rules (only authenticated bodies are
+    read). Public paths and larger body limits are what the specs declare."""
+    settings = runtime.settings
+    body_limits = {
+        path: limit
+        for spec in specs
+        if spec.body_limits is not None
+        for path, limit in spec.body_limits(settings).items()
+    }
     app.add_middleware(InputRulesMiddleware, renderer=render_error)
     app.add_middleware(
         AuthMiddleware,
         settings=settings,
         verifier=runtime.verifier,
         renderer=render_error,
-        # The dashboard page itself is public; the data it fetches needs the user's token.
-        public_paths=PUBLIC_PATHS | {"/llmops/dashboard"},
+        public_paths=PUBLIC_PATHS.union(*(spec.public_paths for spec in specs)),
         public_prefixes=(f"{DOCS_STATIC}/",),
     )
     app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        overrides={"/api/v1/ingestion/upload": settings.max_upload_bytes * MAX_FILES_PER_UPLOAD},
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=body_limits
     )
-    app.add_middleware(CodecMiddleware, registry=codecs, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CodecMiddleware, registry=default_registry(), max_body_bytes=settings.max_body_bytes
+    )
     app.add_middleware(
         RequestContextMiddleware,
         log_requests=settings.log_requests,
         renderer=render_error,
         request_log=request_log,
     )
-    app.add_middleware(TracingMiddleware, telemetry=telemetry)
+    app.add_middleware(TracingMiddleware, telemetry=runtime.telemetry)
+
+
+def create_service_app(
+    services: Sequence[Service],
+    runtime: Runtime,
+    *,
+    registry: ServiceRegistry | None = None,
+    title: str = "faas",
+    freeze_after_start: bool = False,
+) -> FastAPI:
+    """The app hosting `services`, wired from what each one's spec in `registry` (the
+    platform's, unless given) declares: routes, public paths, body limits, error shapes."""
+    if registry is None:
+        from faas.services import REGISTRY
+
+        registry = REGISTRY
+    specs = [registry[s.name] for s in services]
+    request_log = RequestLog()
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        lifespan=_lifespan(runtime, services, request_log, freeze=freeze_after_start),
+        description="AI components as independent, scalable services.",
+        # faas traces and measures requests itself (TracingMiddleware); FastAPI's own
+        # instrumentation would add a second server span and duplicate metrics per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.state.telemetry = runtime.telemetry
+    app.state.services = {s.name: s for s in services}
+    renderers = {prefix: r for spec in specs for prefix, r in spec.error_renderers.items()}
+    install_error_handlers(app, by_prefix(renderers, json_error_renderer))
+    routers = [spec.routes(service) for spec, service in zip(specs, services, strict=True)]
+    for router in [*routers, build_jobs_router(runtime.jobs)]:
+        # Routes are added to the app's own router rather than through include_router, which in
+        # FastAPI >= 0.16x keeps a nested router and matches every request twice (~23 us).
+        app.router.routes.extend(router.routes)
+    install_bearer_security(app)
+    install_docs(app)
+    install_health(app, runtime, services, specs)
+    render_error = by_prefix(renderers, make_error_renderer(default_registry()))
+    install_middleware(app, runtime, specs, render_error, request_log)
     runtime.clients.bind_local(app, frozenset(s.name for s in services))
     return app
 
@@ -354,10 +289,11 @@ def build_app(
 ) -> FastAPI:
     """The app for `faas up` (every available service) or `faas serve NAME`; `server` for the
     process that serves it (tunes the process's garbage collector)."""
-    from faas.services import BUILDERS
+    from faas.services import REGISTRY
 
+    REGISTRY.check(settings)
     runtime = Runtime.build(settings)
-    selected = [n for n in (names or settings.services) if n in BUILDERS]
-    services = [BUILDERS[n](runtime) for n in selected]
+    specs = [REGISTRY[n] for n in names if n in REGISTRY] if names else REGISTRY.selected(settings)
+    services = [spec.build(runtime) for spec in specs]
     runtime.load_job_modules()
     return create_service_app(services, runtime, freeze_after_start=server)

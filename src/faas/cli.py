@@ -6,9 +6,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 from typing import Annotated, NoReturn
 
 import typer
@@ -16,14 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from faas import __version__
-from faas.services.rag_service.cli import rag_app
-from faas.shared.config import (
-    DEFAULT_PORTS,
-    ConfigError,
-    Settings,
-    load_settings,
-    unknown_service,
-)
+from faas.cli_rag import rag_app
+from faas.services import REGISTRY, load_settings
+from faas.shared.config import ConfigError, Settings
 
 app = typer.Typer(
     help="faas: AI components as independent, scalable services.", no_args_is_help=True
@@ -89,7 +81,7 @@ def _banner(settings: Settings, urls: dict[str, str], backends: dict[str, str]) 
         console.print(f"  {name:<18} {url}")
     console.print("  backends: " + ", ".join(f"{k}={v}" for k, v in backends.items()))
     console.print(f"  data dir: {escape(_data_dir(settings))}", soft_wrap=True)
-    from faas.services.rag_service.models_in_use import banner_line
+    from faas.services.gateway_service.models_in_use import banner_line
 
     console.print(banner_line(settings), soft_wrap=True)
     token = _dev_token(settings)
@@ -192,14 +184,13 @@ def serve(
     ] = None,
 ) -> None:
     """Run one service alone."""
-    from faas.services import available
-
-    if service not in available():
-        console.print(f"[red]faas serve:[/red] {escape(unknown_service(service))}", soft_wrap=True)
+    if service not in REGISTRY:
+        message = REGISTRY.unknown_service(service)
+        console.print(f"[red]faas serve:[/red] {escape(message)}", soft_wrap=True)
         raise typer.Exit(2)
     settings = _settings(service_name=service)
     busy = "stop it, or choose another port with --port"
-    port = port or DEFAULT_PORTS[service]
+    port = port or REGISTRY.port(service)
     _run(settings, [service], host or settings.host, port, busy_hint=busy, fds=fds)
 
 
@@ -233,11 +224,10 @@ async def _work(settings: Settings, kinds: list[str] | None) -> None:
     import asyncio
 
     from faas.runtime import Runtime
-    from faas.services import BUILDERS
 
     runtime = Runtime.build(settings)
     # Services are built for the job kinds they register; their HTTP routes are not served.
-    services = [BUILDERS[name](runtime) for name in settings.services if name in BUILDERS]
+    services = [spec.build(runtime) for spec in REGISTRY.selected(settings)]
     runtime.load_job_modules()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -330,119 +320,28 @@ def version() -> None:
 
 
 def _supervise(settings: Settings, host: str, port_offset: int) -> None:
-    """Bind every service's port, then start one `faas serve` child per service on its
-    sockets. A child that exits before it ever listened, or refuses to start (exit 2), stops
-    them all; one that crashes later is restarted (its port stays bound, so nothing can take
-    it). One banner once every child listens; Ctrl-C stops all."""
-    from faas.ports import PortUnavailable, listen_sockets
-    from faas.services import available
+    """Bind every service's port, then run one `faas serve` child per service on its sockets
+    (`faas.supervisor`); one banner once every child listens; Ctrl-C stops all."""
+    from faas.ports import PortUnavailable
+    from faas.supervisor import Supervisor, bind_all
 
-    names = [n for n in available() if n in settings.services]
-    ports = {n: DEFAULT_PORTS[n] + port_offset for n in names}
-    urls = {n: f"http://{host}:{ports[n]}" for n in names}
-    sockets: dict[str, list[socket.socket]] = {}
+    ports = {spec.name: spec.port + port_offset for spec in REGISTRY.selected(settings)}
+    urls = {n: f"http://{host}:{port}" for n, port in ports.items()}
     try:
-        for name in names:
-            try:
-                sockets[name] = listen_sockets(host, ports[name])
-            except PortUnavailable as exc:
-                _fail(
-                    f"service {name}: {exc}: stop it, or move every service's port with "
-                    "--port-offset N (gateway on 8001+N ... prompt_generator on 8009+N)"
-                )
-        _run_children(settings, host, names, ports, urls, sockets)
+        sockets = bind_all(host, ports)
+    except PortUnavailable as exc:
+        _fail(f"{exc}: stop it, or move every service's port with --port-offset N")
+    try:
+        supervisor = Supervisor(settings, host, ports, sockets, console)
+        supervisor.prepare(urls)
+        console.print(f"faas {__version__}: starting {len(ports)} services, one process each…")
+        failure = supervisor.run(lambda: _split_banner(settings, urls, list(ports)))
+        if failure is not None:
+            _fail(failure)
     finally:
         for bound in sockets.values():
             for sock in bound:
                 sock.close()
-
-
-def _run_children(
-    settings: Settings,
-    host: str,
-    names: list[str],
-    ports: dict[str, int],
-    urls: dict[str, str],
-    sockets: dict[str, list[socket.socket]],
-) -> None:
-    env = dict(os.environ)
-    for name, url in urls.items():
-        env.setdefault(f"FAAS_{name.upper()}_URL", url)
-    from faas.shared.auth import signing_secret
-    from faas.shared.database import migrate_sync
-
-    signing_secret(settings)  # create the development secret once, before children race for it
-    if settings.env == "development" and settings.migrate_on_start:
-        # Once here, not in every child at the same moment (they would race on the schema).
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        migrate_sync(settings.effective_database_url)
-        env["FAAS_MIGRATE_ON_START"] = "false"
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        fds = [sock.fileno() for sock in sockets[name]]
-        cmd = [sys.executable, "-m", "faas", "serve", name, "--host", host]
-        cmd += ["--port", str(ports[name])]
-        cmd += [arg for fd in fds for arg in ("--fd", str(fd))]
-        return subprocess.Popen(cmd, env=env, pass_fds=fds)
-
-    def listening(name: str) -> bool:
-        # The child's listen() is on the socket this process holds too: no probe connection.
-        return all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for s in sockets[name])
-
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    console.print(f"faas {__version__}: starting {len(names)} services, one process each…")
-    children = {name: start(name) for name in names}
-    started: set[str] = set()
-    restarts: dict[str, int] = dict.fromkeys(names, 0)
-    restart_at: dict[str, float] = {}
-    failure: str | None = None
-    while not stopping and failure is None:
-        time.sleep(0.2)
-        now = time.monotonic()
-        for name, child in list(children.items()):
-            if name in restart_at:
-                if now >= restart_at[name]:
-                    del restart_at[name]
-                    children[name] = start(name)
-                continue
-            code = child.poll()
-            if code is None:
-                if name not in started and listening(name):
-                    started.add(name)
-                    if started == set(names):
-                        _split_banner(settings, urls, names)
-                continue
-            if code == 2 or name not in started:
-                failure = (
-                    f"service {name} could not start (exit code {code}, its reason above): "
-                    "stopped every service"
-                )
-                break
-            restarts[name] += 1
-            delay = min(30.0, 0.5 * 2 ** min(restarts[name], 6))
-            console.print(
-                f"[yellow]service {name} exited with code {code}; restarting in {delay:.1f}s "
-                f"(restart #{restarts[name]})[/yellow]"
-            )
-            restart_at[name] = now + delay
-    running = [child for child in children.values() if child.poll() is None]
-    for child in running:
-        child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + settings.shutdown_grace_s + 2
-    for child in running:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    if failure is not None:
-        _fail(failure)
 
 
 def _split_banner(settings: Settings, urls: dict[str, str], names: list[str]) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from faas.shared.config import SERVICE_NAMES, ConfigError, Settings, masked
+from faas.services import REGISTRY
+from faas.shared.config import ConfigError, Settings, masked
 
 Status = Literal["ok", "warn", "fail"]
 # A server that does not answer within this is reported as unreachable.
@@ -46,6 +47,7 @@ def _reason(exc: BaseException) -> str:
 
 def check_configuration(settings: Settings) -> list[Check]:
     try:
+        REGISTRY.check(settings)
         settings.check_runnable()
     except ConfigError as exc:
         return [Check("configuration", "fail", problem) for problem in exc.problems]
@@ -220,9 +222,10 @@ async def check_nats(settings: Settings) -> Check:
 def startup_problems(settings: Settings) -> list[str]:
     """What stops `faas up` / `faas serve` beyond the settings themselves: an unreadable or
     invalid routing file. One line each, naming FAAS_GATEWAY_MODELS."""
-    if settings.gateway_models is None or "gateway" not in settings.services:
+    hosted = {spec.name for spec in REGISTRY.selected(settings)}
+    if settings.gateway_models is None or "gateway" not in hosted:
         return []
-    from faas.services.gateway_service.config import load_routing
+    from faas.services.gateway_service.routing_table import load_routing
     from faas.shared.exceptions import FaaSError
 
     try:
@@ -237,12 +240,12 @@ def startup_problems(settings: Settings) -> list[str]:
 
 
 def check_routing(settings: Settings) -> list[Check]:
-    from faas.services.gateway_service.config import (
+    from faas.services.gateway_service.providers import provider_available
+    from faas.services.gateway_service.routing_table import (
         describe_unavailable,
         load_routing,
         unavailable_deployments,
     )
-    from faas.services.gateway_service.providers import provider_available
     from faas.shared.exceptions import FaaSError
 
     if settings.gateway_models is None:
@@ -325,13 +328,11 @@ def check_ports(settings: Settings) -> list[Check]:
             "stop what holds it, or set FAAS_PORT / faas up --port",
         )
     ]
-    from faas.shared.config import DEFAULT_PORTS
-
-    split = [n for n in SERVICE_NAMES if n in settings.services]
-    if not split:
+    ports = sorted(spec.port for spec in REGISTRY.selected(settings))
+    if not ports:
         return checks
-    taken = [p for p in (busy(DEFAULT_PORTS[n]) for n in split) if p is not None]
-    first, last = DEFAULT_PORTS[split[0]], DEFAULT_PORTS[split[-1]]
+    taken = [p for p in (busy(port) for port in ports) if p is not None]
+    first, last = ports[0], ports[-1]
     if taken:
         checks.append(
             Check(
@@ -371,10 +372,13 @@ def effective_settings(settings: Settings, environ: Mapping[str, str]) -> list[s
 
     present = {name.upper() for name in environ}
     rows: list[tuple[str, str]] = []
-    for name in Settings.model_fields:
+    values = {name: getattr(settings, name) for name in Settings.model_fields}
+    del values["service_urls"]  # shown one variable per service, as they are set
+    values |= {f"{spec.name}_url": settings.service_url(spec.name) for spec in REGISTRY}
+    for name, value in values.items():
         variable = f"FAAS_{name.upper()}"
         source = "env" if variable in present else "default"
-        rows.append((f"{variable}={_shown(name, getattr(settings, name))}", source))
+        rows.append((f"{variable}={_shown(name, value)}", source))
     rows.append((f"database -> {masked('url', settings.effective_database_url)}", "derived"))
     try:
         rows.append((f"vectors -> {masked('url', vector_url(settings))}", "derived"))

@@ -7,72 +7,24 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
-from starlette.types import ASGIApp
 
 from faas.backends.kv import KeyValueStore, build_kv
+from faas.integrations.bus import MessageBus, build_bus
 from faas.integrations.codec import default_registry
 from faas.integrations.events import EventPublisher
-from faas.integrations.nats import MessageBus, build_bus
 from faas.integrations.otel import Telemetry, setup_telemetry
-from faas.jobs import JobQueue, JobRegistry, JobWorker
+from faas.jobs import JobQueue, JobRegistry, JobWorker, RetryPolicy
+from faas.kernel.clients import ServiceClients
 from faas.shared.auth import TokenVerifier, mint_token, signing_secret
 from faas.shared.config import Settings
 from faas.shared.context import Identity
 from faas.shared.cpu import CpuPool
 from faas.shared.database import Database
 from faas.shared.exceptions import DependencyUnavailable
-from faas.shared.http_client import CircuitBreaker, ServiceClient
 
 log = logging.getLogger("faas.runtime")
-
-
-@dataclass
-class ServiceClients:
-    """One `ServiceClient` per target service: over HTTP when FAAS_<NAME>_URL is set, else
-    in-process through the ASGI app that hosts the target (no socket, same code path)."""
-
-    settings: Settings
-    tracer: Tracer | None = None
-    local_app: ASGIApp | None = None
-    local_services: frozenset[str] = frozenset()
-    _clients: dict[str, ServiceClient] = field(default_factory=dict)
-
-    def bind_local(self, app: ASGIApp, services: frozenset[str]) -> None:
-        self.local_app = app
-        self.local_services = services
-
-    def get(self, name: str) -> ServiceClient:
-        client = self._clients.get(name)
-        if client is not None:
-            return client
-        url = self.settings.service_url(name)
-        breaker = CircuitBreaker(
-            failure_threshold=self.settings.breaker_failures,
-            cooldown_s=self.settings.breaker_cooldown_s,
-        )
-        options = {
-            "timeout_s": self.settings.client_timeout_s,
-            "retries": self.settings.client_retries,
-            "breaker": breaker,
-            "tracer": self.tracer,
-        }
-        if url:
-            client = ServiceClient(name, base_url=url, **options)  # type: ignore[arg-type]
-        elif self.local_app is not None and name in self.local_services:
-            client = ServiceClient(name, asgi_app=self.local_app, **options)  # type: ignore[arg-type]
-        else:
-            raise DependencyUnavailable(
-                f"the {name} service is not reachable: set FAAS_{name.upper()}_URL",
-                details={"service": name},
-            )
-        self._clients[name] = client
-        return client
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
 
 
 @dataclass
@@ -104,11 +56,19 @@ class Runtime:
             kv=build_kv(settings),
             bus=bus,
             events=EventPublisher(bus, default_registry().get(settings.codec)),
-            jobs=JobQueue(db, bus, JobRegistry()),
+            jobs=JobQueue(db, bus, JobRegistry(), retry=RetryPolicy.from_settings(settings)),
             clients=ServiceClients(settings, tracer=telemetry.tracer),
             verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
             cpu=CpuPool(settings.cpu_workers),
         )
+
+    @property
+    def meter(self) -> Meter:
+        return self.telemetry.meter
+
+    @property
+    def tracer(self) -> Tracer:
+        return self.telemetry.tracer
 
     @property
     def backends(self) -> dict[str, str]:
@@ -134,7 +94,6 @@ class Runtime:
             self.bus,
             self.jobs.registry,
             concurrency=self.settings.job_concurrency,
-            retry_base_s=self.settings.job_retry_base_s,
             lease_s=2 * self.settings.job_ack_wait_s,
             meter=self.telemetry.meter,
             tracer=self.telemetry.tracer,

@@ -17,15 +17,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 from opentelemetry.sdk.trace import TracerProvider
 
-from faas.integrations.bus import event_stream_name, stream_names
-from faas.integrations.nats import (
-    InProcessBroker,
-    InProcessBus,
-    JobDelivery,
-    Message,
-    MessageBus,
-    NatsBus,
-)
+from faas.integrations.bus import JobDelivery, Message, MessageBus
+from faas.integrations.bus.memory import InProcessBus
+from faas.integrations.bus.memory_broker import InProcessBroker
+from faas.integrations.bus.nats import NatsBus
+from faas.integrations.bus.subjects import event_stream_name, stream_names
 from faas.shared.exceptions import DependencyUnavailable, UpstreamTimeout
 
 KIND = "ingestion.process_file"

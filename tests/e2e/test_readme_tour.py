@@ -160,11 +160,11 @@ def test_the_tour_has_an_example_for_every_service() -> None:
         "/api/v1/ml/models/train",
         "/api/v1/ml/models/exam/predict",
         "/api/v1/llmops/operations",
-        "/api/v1/prompt/permissions",  # prompt_generator
+        "/api/v1/prompt-generator/permissions",  # prompt_generator
         "/api/v1/jobs",
     ):
         assert path in checked, f"no verified tour example calls {path}"
-    assert any(b.expect == 422 and "/api/v1/prompt/agents" in b.code for b in blocks)
+    assert any(b.expect == 422 and "/api/v1/prompt-generator/agents" in b.code for b in blocks)
 
 
 def test_the_readme_tour_runs_verbatim(platform: Platform, tmp_path: Path) -> None:

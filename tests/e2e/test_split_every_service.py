@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from faas.shared.config import DEFAULT_PORTS, SERVICE_NAMES
+from faas.services import DEFAULT_PORTS, SERVICE_NAMES
 from tests.e2e.test_agent_split import port_block
 from tests.e2e.test_faas_up import faas, faas_env, stop, wait_ready
 from tests.support.faas_process import OFFLINE_MODELS

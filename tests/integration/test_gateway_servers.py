@@ -13,8 +13,11 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from faas.integrations.nats import Message, NatsBus, server_barrier
-from faas.services.gateway_service.limits import MICRO, RedisLimitStore, Windows
+from faas.backends.limits import MICRO, Windows
+from faas.backends.limits.redis import RedisLimitStore
+from faas.integrations.bus import Message
+from faas.integrations.bus.nats import NatsBus
+from faas.integrations.bus.nats_admin import server_barrier
 from faas.shared.config import Settings
 from tests.conftest import auth, drop_streams
 from tests.gateway_app import GatewayEnv, gateway_env, priced_table

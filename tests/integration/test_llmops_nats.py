@@ -15,8 +15,9 @@ import nats
 import orjson
 import pytest
 
-from faas.integrations.bus import event_stream_name
-from faas.integrations.nats import NatsBus, server_barrier
+from faas.integrations.bus.nats import NatsBus
+from faas.integrations.bus.nats_admin import server_barrier
+from faas.integrations.bus.subjects import event_stream_name
 from faas.services.llmops_service.service import LlmopsService
 from faas.shared.config import Settings
 from tests.conftest import auth

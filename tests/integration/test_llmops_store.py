@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from faas.integrations.bus.memory import InProcessBus
 from faas.integrations.codec import JsonCodec
 from faas.integrations.events import EventPublisher
-from faas.integrations.inprocess import InProcessBus
-from faas.services.llmops_service.service import LlmopsService, event_row
+from faas.services.llmops_service.ingest import event_row
+from faas.services.llmops_service.service import LlmopsService
 from faas.services.llmops_service.tables import AgentRollupRow, OperationRow, RollupRow
 from faas.shared.database import Database
 from tests.support.pgvector import fresh_database
@@ -90,6 +91,18 @@ async def test_rows_the_database_refuses_are_isolated_and_dropped(service: Llmop
     assert sorted(written) == sorted(f"e{i}" for i in range(7) if i != 4)
     assert service.rejected == 1
     assert await counts(service) == (6, 6, 6)
+
+
+async def test_a_value_only_the_database_refuses_is_isolated(service: LlmopsService) -> None:
+    """2**40 encodes as JSON, but PostgreSQL's 4-byte column refuses it (a data error from the
+    driver, SQLSTATE 22003); SQLite stores any 64-bit integer."""
+    rows = [row(i) for i in range(5)]
+    rows[2]["prompt_tokens"] = 2**40
+    written = await service._write_isolating(rows)
+    refused = 0 if service.db.is_sqlite else 1
+    assert len(written) == 5 - refused
+    assert service.rejected == refused
+    assert (await counts(service))[0] == 5 - refused
 
 
 def test_event_values_are_clamped_to_what_the_table_holds() -> None:

@@ -1,11 +1,10 @@
-"""What only `NatsBus` does: the offline buffer, reconnects, heartbeats of long jobs, the
-max-deliveries dead letter and `nats.micro` discovery."""
+"""What only `NatsBus` does: the offline buffer, reconnects, heartbeats of long jobs and the
+max-deliveries dead letter."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import subprocess
 import time
@@ -16,8 +15,9 @@ from typing import Any
 import nats
 import pytest
 
-from faas.integrations.bus import stream_names
-from faas.integrations.nats import JobDelivery, Message, NatsBus, register_micro_service
+from faas.integrations.bus import JobDelivery, Message
+from faas.integrations.bus.nats import NatsBus
+from faas.integrations.bus.subjects import stream_names
 from faas.shared.exceptions import DependencyUnavailable
 from tests.conftest import require_binary
 
@@ -294,26 +294,6 @@ async def test_dead_letters_are_kept_in_the_dlq_stream(
         assert stored.data == b"kept"
         assert stored.headers is not None and stored.headers["X-Failure-Reason"] == "no"
     finally:
-        await nc.close()
-
-
-async def test_micro_service_discovery(nats_url: str, prefix: str, cleanup: list[NatsBus]) -> None:
-    bus = await started(cleanup, nats_url, prefix)
-    name = f"svc-{uuid.uuid4().hex[:8]}"
-    service = await register_micro_service(bus, name, "1.2.3", "a test service")
-    nc = await nats.connect(nats_url)
-    try:
-        ping = json.loads((await nc.request(f"$SRV.PING.{name}", b"", timeout=2)).data)
-        assert ping["name"] == name and ping["version"] == "1.2.3"
-        info = json.loads((await nc.request(f"$SRV.INFO.{name}", b"", timeout=2)).data)
-        assert info["description"] == "a test service"
-        assert [e["subject"] for e in info["endpoints"]] == [f"{prefix}.{name}.ping"]
-        answer = await bus.request(f"{name}.ping", b"")
-        assert answer.data == b"pong"
-        stats = json.loads((await nc.request(f"$SRV.STATS.{name}", b"", timeout=2)).data)
-        assert stats["endpoints"][0]["num_requests"] == 1
-    finally:
-        await service.stop()
         await nc.close()
 
 

@@ -27,7 +27,8 @@ import pytest
 from redis.asyncio import Redis
 
 from faas.backends.vectors.pgvector import asyncpg_dsn
-from faas.integrations.nats import Message, NatsBus
+from faas.integrations.bus import Message
+from faas.integrations.bus.nats import NatsBus
 from faas.services.gateway_service.providers import provider_available
 from faas.shared.config import Settings
 from faas.shared.exceptions import DependencyUnavailable

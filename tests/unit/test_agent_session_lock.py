@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from faas.services.agent_service.service import LOCK_WAIT_S
+from faas.services.agent_service.sessions import LOCK_WAIT_S
 from faas.shared.config import Settings
 from tests.conftest import auth
 from tests.platform_app import Platform, platform

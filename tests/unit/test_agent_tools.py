@@ -17,15 +17,15 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from faas.services.agent_service.tools import (
-    BUILTIN_TOOLS,
-    HttpToolSpec,
+from faas.services.agent_service.models import HttpToolSpec
+from faas.services.agent_service.tools.base import (
     ToolContext,
     ToolError,
     call_tool,
-    declarative_http_tool,
     openai_tool_spec,
 )
+from faas.services.agent_service.tools.builtin import BUILTIN_TOOLS
+from faas.services.agent_service.tools.http import DeclarativeHttpTool as declarative_http_tool
 from faas.shared.context import Identity, current_context
 from faas.shared.exceptions import NotFound
 
@@ -103,11 +103,8 @@ class FakeClient:
         self.identities.append(context.identity if context else None)
         return self.response
 
-    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self._record("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self._record("POST", path, **kwargs)
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self._record(method, path, **kwargs)
 
 
 class FakeClients:
@@ -330,10 +327,10 @@ async def test_call_agent_unknown_agent_is_a_tool_error() -> None:
 
 
 async def test_rag_search_calls_rag_as_the_tool_identity() -> None:
-    hits = [
-        {"title": "Doc", "text": "y" * 2000, "document_id": "d1", "score": 0.9, "chunk_id": "c"}
-    ]
-    rag = FakeClient(httpx.Response(200, json={"success": True, "data": {"results": hits}}))
+    hit = {"title": "Doc", "text": "y" * 2000, "document_id": "d1", "score": 0.9, "chunk_id": "c"}
+    hits = [hit | {"collection_id": "kb", "metadata": {}}]
+    data = {"mode": "hybrid", "results": hits}
+    rag = FakeClient(httpx.Response(200, json={"success": True, "data": data}))
     result, error = await run(
         "rag_search", {"query": "q", "top_k": 3, "collection": "kb"}, clients=FakeClients(rag=rag)
     )
@@ -341,7 +338,8 @@ async def test_rag_search_calls_rag_as_the_tool_identity() -> None:
     assert result == [{"title": "Doc", "text": "y" * 800, "document_id": "d1", "score": 0.9}]
     method, path, kwargs = rag.calls[0]
     assert (method, path) == ("POST", "/api/v1/rag/search")
-    assert kwargs["json"] == {"query_text": "q", "top_k": 3, "mode": "hybrid", "collection": "kb"}
+    sent = {"query_text": "q", "top_k": 3, "mode": "hybrid", "collection": "kb"}
+    assert {k: kwargs["json"][k] for k in sent} == sent
     assert rag.identities == [IDENTITY]
 
 
@@ -361,6 +359,7 @@ async def test_rag_not_found_is_a_tool_error() -> None:
 
 async def test_cache_get_and_set_use_the_agent_namespace() -> None:
     data = {"key": "k", "found": True, "value": {"a": 1}, "ttl_remaining_s": 5}
+    data["namespace"] = "agent-agent1"
     cache = FakeClient(httpx.Response(200, json={"data": data}))
     clients = FakeClients(cache=cache)
     result, error = await run("cache_get", {"key": "k"}, clients=clients)
@@ -369,7 +368,8 @@ async def test_cache_get_and_set_use_the_agent_namespace() -> None:
     assert cache.calls[0][:2] == ("GET", "/api/v1/cache/k")
     assert cache.calls[0][2]["params"] == {"namespace": "agent-agent1"}
 
-    cache.response = httpx.Response(201, json={"data": {"key": "k", "ttl_s": 60}})
+    stored = {"key": "k", "namespace": "agent-agent1", "bytes": 3, "ttl_s": 60}
+    cache.response = httpx.Response(201, json={"data": stored})
     result, error = await run("cache_set", {"key": "k", "value": [1], "ttl_s": 60}, clients=clients)
     assert error is None
     assert cache.calls[1][:2] == ("POST", "/api/v1/cache")
@@ -378,6 +378,7 @@ async def test_cache_get_and_set_use_the_agent_namespace() -> None:
         "value": [1],
         "namespace": "agent-agent1",
         "ttl_s": 60,
+        "tags": [],
     }
     assert cache.identities == [IDENTITY, IDENTITY]
 

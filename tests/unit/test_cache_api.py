@@ -244,7 +244,7 @@ async def test_readyz_reports_backends(client: httpx.AsyncClient) -> None:
 async def test_invalidation_and_clear_publish_cache_invalidated_events(
     client: httpx.AsyncClient,
 ) -> None:
-    from faas.integrations.nats import Message
+    from faas.integrations.bus import Message
 
     transport = client._transport
     assert isinstance(transport, httpx.ASGITransport)

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faas.app import install_error_handlers
+from faas.app_errors import install_error_handlers
 from faas.integrations.codec import PROTOBUF_BODY, PROTOBUF_ENVELOPE, ProtobufCodec
 from faas.integrations.codec_http import CodecMiddleware, make_error_renderer
 from faas.integrations.proto import faas_pb2 as pb

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from faas.shared.config import ConfigError, Settings, load_settings, masked, unknown_service
+from faas.services import load_settings, unknown_service
+from faas.shared.config import ConfigError, Settings, masked
 
 
 def problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:

@@ -25,8 +25,8 @@ from faas.documents import (
     screen,
     text_hash,
 )
-from faas.services.gateway_service.providers.tokens import count_tokens
 from faas.shared.exceptions import UnsupportedMediaType
+from faas.shared.tokens import count_tokens
 
 HEADER = "ACME Corp - Confidential Quarterly Report"
 SENTENCES = [

@@ -12,15 +12,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from faas.services.agent_service.calculator import CalculatorError, check, evaluate
-from faas.services.agent_service.tenant_tools import (
-    ExpressionToolSpec,
-    build_tool,
-    parse_tool_spec,
-)
-from faas.services.agent_service.tools import HttpToolSpec, ToolContext, call_tool
+from faas.services.agent_service.models import ExpressionToolSpec, HttpToolSpec, parse_tool_spec
+from faas.services.agent_service.tools.base import ToolContext, call_tool
+from faas.services.agent_service.tools.tenant import build_tool
 from faas.shared.config import Settings
 from faas.shared.context import Identity
+from faas.shared.expressions import ExpressionError as CalculatorError
+from faas.shared.expressions import check, evaluate
 from tests.conftest import auth
 from tests.platform_app import Platform
 from tests.support.mock_upstream import MockUpstream

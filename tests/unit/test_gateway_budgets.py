@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from faas.services.gateway_service.config import Deployment
+from faas.services.gateway_service.routing_table import Deployment
 from faas.shared.config import Settings
 from tests.gateway_app import GatewayEnv
 from tests.support import gateway_budgets as scenarios

@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 import pytest
 
-from faas.services.gateway_service import inputs, pipeline
+from faas.services.gateway_service import admission, inputs
 from faas.services.gateway_service.providers import hash as hash_provider
 from faas.shared.config import Settings
 from tests.conftest import auth
@@ -172,7 +172,9 @@ async def test_counting_a_long_prompt_leaves_the_loop_serving_livez(
     env: GatewayEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     witness = LoopWitness()
-    monkeypatch.setattr(pipeline, "exact_prompt_tokens", witness.gate(pipeline.exact_prompt_tokens))
+    monkeypatch.setattr(
+        admission, "exact_prompt_tokens", witness.gate(admission.exact_prompt_tokens)
+    )
     body = {"model": "small", "messages": [{"role": "user", "content": "word " * 20_000}]}
     stop = asyncio.Event()
     heartbeat = asyncio.create_task(witness.heartbeat(env.client, stop))

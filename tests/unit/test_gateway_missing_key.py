@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from faas.services.gateway_service.config import (
+from faas.services.gateway_service.routing_table import (
     describe_unavailable,
     env_reference,
     load_routing,

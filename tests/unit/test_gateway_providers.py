@@ -14,13 +14,11 @@ import numpy as np
 import orjson
 import pytest
 
-from faas.services.gateway_service.config import Deployment
 from faas.services.gateway_service.providers import (
     build_chat_provider,
     build_embedding_provider,
     provider_available,
 )
-from faas.services.gateway_service.providers import tokens as tok
 from faas.services.gateway_service.providers.base import (
     ChatProvider,
     ChatRequest,
@@ -32,6 +30,8 @@ from faas.services.gateway_service.providers.base import (
 from faas.services.gateway_service.providers.hash import HashEmbeddingProvider, embed_texts
 from faas.services.gateway_service.providers.mock import MockProvider
 from faas.services.gateway_service.providers.openai import OpenAICompatibleProvider, SSEDecoder
+from faas.services.gateway_service.routing_table import Deployment
+from faas.shared import tokens as tok
 from tests.conftest import INSTALL_LLAMACPP, INSTALL_MINILM, require_extra
 from tests.support.mock_upstream import MockUpstream
 

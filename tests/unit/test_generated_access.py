@@ -137,7 +137,8 @@ async def test_another_user_needs_a_grant_for_every_use(env: Platform, up: MockU
         assert response.status_code == 403, (method, path, response.text)
         error = response.json()["error"]
         assert error["code"] == "forbidden"
-        assert "u2" in error["message"] and "POST /api/v1/prompt/permissions" in error["message"]
+        assert "u2" in error["message"]
+        assert "POST /api/v1/prompt-generator/permissions" in error["message"]
     workflow = await env.client.post(
         "/api/v1/agents/workflows",
         json={"input": "x", "steps": [{"agent_id": agent_id}]},

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from faas.app import create_service_app
-from faas.integrations.nats import Message
+from faas.integrations.bus import Message
 from faas.integrations.otel import setup_telemetry
 from faas.jobs import JobContext, JobQueue, JobStatus, JobWorker
 from faas.jobs.models import JobRecord

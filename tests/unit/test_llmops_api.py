@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from faas.services.llmops_service.service import LlmopsService, percentile
+from faas.services.llmops_service.service import LlmopsService
+from faas.services.llmops_service.stats import percentile
 from faas.shared.config import Settings
 from tests.conftest import auth
 from tests.platform_app import Platform, platform

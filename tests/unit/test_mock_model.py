@@ -9,10 +9,12 @@ import orjson
 import pytest
 
 from faas.services.agent_service.runner import _merge_call
-from faas.services.agent_service.tools import CalculatorTool, RagSearchTool, openai_tool_spec
-from faas.services.gateway_service.config import Deployment
+from faas.services.agent_service.tools.base import openai_tool_spec
+from faas.services.agent_service.tools.builtin import CalculatorTool, RagSearchTool
 from faas.services.gateway_service.providers.base import ChatRequest
-from faas.services.gateway_service.providers.mock import MockProvider, expression_in
+from faas.services.gateway_service.providers.mock import MockProvider
+from faas.services.gateway_service.providers.mock_tools import expression_in
+from faas.services.gateway_service.routing_table import Deployment
 from faas.services.rag_service.retrieval import build_prompt
 
 MOCK = Deployment(provider="mock", model="mock-1")

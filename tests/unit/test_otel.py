@@ -31,13 +31,15 @@ from faas.integrations import prometheus
 from faas.integrations.otel import (
     Telemetry,
     TracingMiddleware,
+    sampler_from_env,
+    setup_telemetry,
+)
+from faas.integrations.otel_messaging import (
     consumer_span,
     extract_context,
     inject_headers,
     link_from_headers,
     producer_span,
-    sampler_from_env,
-    setup_telemetry,
 )
 from faas.shared.config import load_settings
 from faas.shared.context import Identity, RequestContext, reset_context, set_context

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from faas.services.gateway_service.providers.tokens import count_chat_tokens
-from faas.services.prompt_service.service import SUMMARY_PREFIX
+from faas.services.prompt_service.context import SUMMARY_PREFIX
 from faas.shared.config import Settings
+from faas.shared.tokens import count_chat_tokens
 from tests.conftest import auth
 from tests.platform_app import Platform, platform
 

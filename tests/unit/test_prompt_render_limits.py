@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from faas.services.prompt_service import service as prompt_service_module
+from faas.services.prompt_service import context as prompt_service_module
 from faas.services.prompt_service import templates
 from faas.services.prompt_service.budget import RenderBudget, RenderLimits
+from faas.services.prompt_service.defaults import DEFAULT_TEMPLATES
 from faas.services.prompt_service.rendering import TemplateRenderer
 from faas.shared.config import Settings
 from faas.shared.exceptions import DependencyUnavailable, ValidationFailed
@@ -137,7 +138,7 @@ def test_ranges_above_the_sandbox_limit_are_refused() -> None:
 
 
 def test_a_normal_template_renders_the_same_under_the_budget() -> None:
-    rag = next(t for t in templates.DEFAULT_TEMPLATES if t.name == "rag.answer")
+    rag = next(t for t in DEFAULT_TEMPLATES if t.name == "rag.answer")
     sources = [{"n": n, "title": f"doc {n}", "text": "lorem ipsum " * 40} for n in range(1, 21)]
     variables = {"question": "What?", "sources": sources}
     compiled = templates.compile_template(rag.content)

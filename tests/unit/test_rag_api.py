@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from faas.integrations.nats import Message
+from faas.integrations.bus import Message
 from faas.shared.config import Settings
 from tests.conftest import auth
 from tests.platform_app import Platform, platform

@@ -3,7 +3,7 @@ is at least one UTF-8 byte, so 300,000 bytes)."""
 
 from __future__ import annotations
 
-from faas.services.rag_service.service import _embed_batches
+from faas.services.rag_service.embeddings import embed_batches as _embed_batches
 
 
 def test_batches_stay_within_the_gateways_embedding_limits() -> None:

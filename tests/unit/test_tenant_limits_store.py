@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from faas.services.gateway_service.limits import MAX_BUDGET_USD, MAX_RATE, TenantLimits
+from faas.backends.limits import MAX_BUDGET_USD, MAX_RATE
+from faas.services.gateway_service.limits import TenantLimits
 from faas.services.gateway_service.tenant_limits import TenantLimitsRow, TenantLimitsStore
 from faas.shared.database import Database
 

@@ -17,8 +17,8 @@ from itertools import accumulate
 from typing import Any, Final
 
 from faas.documents._model import PageSpan, ParsedDocument
-from faas.services.gateway_service.providers.tokens import count_tokens, encoding
 from faas.shared.exceptions import ValidationFailed
+from faas.shared.tokens import count_tokens, encoding
 
 MIN_CHUNK_SIZE: Final = 8
 # Formats whose parsers write markdown headings; elsewhere a "# " line is just text.

@@ -8,10 +8,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from faas.integrations.bus import MessageBus
 from faas.integrations.codec import Codec
-from faas.integrations.nats import MessageBus
-from faas.shared.context import current_context, new_id
-from faas.shared.contracts import utcnow
+from faas.shared.clock import utcnow
+from faas.shared.context import (
+    CORRELATION_HEADER,
+    REQUEST_HEADER,
+    TENANT_HEADER,
+    USER_HEADER,
+    current_context,
+    new_id,
+)
 
 log = logging.getLogger("faas.events")
 
@@ -33,13 +40,13 @@ class EventPublisher:
         ctx = current_context()
         headers = {
             "Content-Type": self.codec.content_type,
-            "X-Tenant-ID": tenant_id,
-            "X-Correlation-ID": ctx.correlation_id if ctx else event_id,
-            "X-Request-ID": new_id(),
+            TENANT_HEADER: tenant_id,
+            CORRELATION_HEADER: ctx.correlation_id if ctx else event_id,
+            REQUEST_HEADER: new_id(),
             "Nats-Msg-Id": event_id,
         }
         if ctx is not None and ctx.user_id:
-            headers["X-User-ID"] = ctx.user_id
+            headers[USER_HEADER] = ctx.user_id
         body = {
             "id": event_id,
             "type": f"{service}.{event}",

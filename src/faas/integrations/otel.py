@@ -1,6 +1,6 @@
 """OpenTelemetry for faas: per-instance tracer/meter providers, a lean ASGI server-span
-middleware, Prometheus text from the SDK's in-memory metric reader, and NATS header
-propagation with PRODUCER / CONSUMER spans.
+middleware and Prometheus text from the SDK's in-memory metric reader (NATS header propagation
+and messaging spans are in `otel_messaging`).
 
 Each `Telemetry` owns its providers, so several can live in one process (tests); the first
 one is also installed as the global provider so `trace.get_tracer(...)` in library code works.
@@ -12,8 +12,7 @@ import atexit
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import Token
 from time import perf_counter
 from typing import Final
@@ -43,7 +42,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from starlette.routing import Mount
@@ -77,10 +76,8 @@ class Telemetry:
         exporters: Sequence[SpanExporter],
         batch: bool,
         id_generator: IdGenerator | None,
-        trace_content: bool,
     ) -> None:
         self.service_name = service_name
-        self.trace_content = trace_content
         self.exporters: tuple[SpanExporter, ...] = tuple(exporters)
         # Without an exporter spans would go nowhere: the middleware then only propagates.
         self.tracing_enabled = bool(self.exporters)
@@ -160,7 +157,6 @@ def setup_telemetry(
     span_exporter: SpanExporter | None = None,
     env: Mapping[str, str] | None = None,
     id_generator: IdGenerator | None = None,
-    trace_content: bool = False,
     set_global: bool = True,
 ) -> Telemetry:
     """Build a `Telemetry` from the standard OTEL_* variables (`env`, default `os.environ`).
@@ -182,7 +178,6 @@ def setup_telemetry(
         exporters=exporters,
         batch=batch,
         id_generator=id_generator,
-        trace_content=trace_content,
     )
     if set_global:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
@@ -381,82 +376,3 @@ def _finish_server_span(
     span.update_name(f"{method} {route or scope['path']}")
     if status >= 500 or error is not None:
         span.set_status(Status(StatusCode.ERROR))
-
-
-# --- header propagation and messaging spans ---------------------------------------------
-
-
-def inject_headers(headers: dict[str, str], context: Context | None = None) -> dict[str, str]:
-    """Add `traceparent` (and `tracestate`) of the current (or given) context; returns `headers`."""
-    _PROPAGATOR.inject(headers, context)
-    return headers
-
-
-def extract_context(headers: Mapping[str, str]) -> Context:
-    """The remote parent carried by `headers` (case-insensitive names); empty if none."""
-    carrier: dict[str, str] = {}
-    for key, value in headers.items():
-        lowered = key.lower()
-        if lowered in ("traceparent", "tracestate"):
-            carrier[lowered] = value
-    return _PROPAGATOR.extract(carrier) if carrier else Context()
-
-
-def link_from_headers(headers: Mapping[str, str]) -> Link | None:
-    """A link to the trace carried by `headers`, e.g. from a job to its submitting request."""
-    span_context = trace.get_current_span(extract_context(headers)).get_span_context()
-    return Link(span_context) if span_context.is_valid else None
-
-
-def _tracer(source: Telemetry | Tracer) -> Tracer:
-    return source.tracer if isinstance(source, Telemetry) else source
-
-
-def _messaging_attributes(subject: str, operation: str, kind: str) -> dict[str, AttributeValue]:
-    return {
-        "messaging.system": "nats",
-        "messaging.destination.name": subject,
-        "messaging.operation.name": operation,
-        "messaging.operation.type": kind,
-    }
-
-
-@contextmanager
-def producer_span(
-    source: Telemetry | Tracer,
-    subject: str,
-    headers: dict[str, str],
-    *,
-    links: Sequence[Link] = (),
-    attributes: Mapping[str, AttributeValue] | None = None,
-) -> Iterator[Span]:
-    """A current PRODUCER span `publish {subject}`, injected into `headers` before the body runs."""
-    attrs = _messaging_attributes(subject, "publish", "send")
-    attrs.update(attributes or {})
-    with _tracer(source).start_as_current_span(
-        f"publish {subject}", kind=SpanKind.PRODUCER, attributes=attrs, links=links
-    ) as span:
-        inject_headers(headers)
-        yield span
-
-
-@contextmanager
-def consumer_span(
-    source: Telemetry | Tracer,
-    subject: str,
-    headers: Mapping[str, str] | None,
-    *,
-    links: Sequence[Link] = (),
-    attributes: Mapping[str, AttributeValue] | None = None,
-) -> Iterator[Span]:
-    """A current CONSUMER span `process {subject}`, child of the context in `headers`."""
-    attrs = _messaging_attributes(subject, "process", "process")
-    attrs.update(attributes or {})
-    with _tracer(source).start_as_current_span(
-        f"process {subject}",
-        context=extract_context(headers or {}),
-        kind=SpanKind.CONSUMER,
-        attributes=attrs,
-        links=links,
-    ) as span:
-        yield span

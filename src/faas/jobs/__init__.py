@@ -9,6 +9,7 @@ from faas.jobs.queue import (
     JobRegistry,
     PermanentJobError,
 )
+from faas.jobs.retry import RetryPolicy
 from faas.jobs.worker import JobWorker
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "JobView",
     "JobWorker",
     "PermanentJobError",
+    "RetryPolicy",
 ]

@@ -84,6 +84,15 @@ class JobView(BaseModel):
         )
 
 
+class JobMessage(BaseModel):
+    """What the bus carries to a worker for a submitted job: only a pointer, the job's record
+    (payload, attempts, status) stays in the `jobs` table."""
+
+    job_id: str
+    kind: str
+    tenant_id: str
+
+
 class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus

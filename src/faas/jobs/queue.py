@@ -7,15 +7,25 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
 from sqlalchemy import CursorResult, or_, select, update
 
-from faas.integrations.nats import MessageBus
-from faas.jobs.models import JobRecord, JobStatus, JobView
-from faas.shared.context import Identity, current_context, new_id
+from faas.integrations.bus import MessageBus
+from faas.jobs.models import JobMessage, JobRecord, JobStatus, JobView
+from faas.jobs.retry import RetryPolicy
+from faas.shared.clock import utcnow
+from faas.shared.context import (
+    CORRELATION_HEADER,
+    REQUEST_HEADER,
+    TENANT_HEADER,
+    USER_HEADER,
+    Identity,
+    current_context,
+    new_id,
+)
 from faas.shared.contracts import Page
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import Conflict, DependencyUnavailable, NotFound, ValidationFailed
@@ -70,10 +80,6 @@ class JobRegistry:
             ) from None
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 _TERMINAL = [status.value for status in JobStatus if status.terminal]
 
 
@@ -99,6 +105,12 @@ class JobContext:
         if cancel:
             raise JobCancelled(self.job_id)
 
+    @property
+    def last_attempt(self) -> bool:
+        """Whether a failure of this run fails the job for good, for handlers that keep their
+        own record of the work."""
+        return self.queue.retry.exhausted(self.attempt)
+
 
 class JobQueue:
     def __init__(
@@ -107,11 +119,13 @@ class JobQueue:
         bus: MessageBus,
         registry: JobRegistry,
         *,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.bus = bus
         self.registry = registry
+        self.retry = retry or RetryPolicy()
         self.clock = clock
 
     async def submit(
@@ -148,13 +162,15 @@ class JobQueue:
             view = JobView.of(row)
         headers = {
             "Content-Type": "application/json",
-            "X-Tenant-ID": identity.tenant_id,
-            "X-Correlation-ID": ctx.correlation_id if ctx else job_id,
-            "X-Request-ID": new_id(),
+            TENANT_HEADER: identity.tenant_id,
+            CORRELATION_HEADER: ctx.correlation_id if ctx else job_id,
+            REQUEST_HEADER: new_id(),
         }
         if identity.user_id:
-            headers["X-User-ID"] = identity.user_id
-        message = orjson.dumps({"job_id": job_id, "kind": kind, "tenant_id": identity.tenant_id})
+            headers[USER_HEADER] = identity.user_id
+        message = orjson.dumps(
+            JobMessage(job_id=job_id, kind=kind, tenant_id=identity.tenant_id).model_dump()
+        )
         try:
             await self.bus.submit(kind, message, job_id=job_id, headers=headers)
         except DependencyUnavailable as exc:

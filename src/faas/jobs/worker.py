@@ -19,9 +19,8 @@ import orjson
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link
 
-from faas.integrations.bus import retry_delay
-from faas.integrations.nats import JobDelivery, MessageBus, Subscription
-from faas.integrations.otel import link_from_headers
+from faas.integrations.bus import JobDelivery, MessageBus, Subscription
+from faas.integrations.otel_messaging import link_from_headers
 from faas.jobs.models import JobRecord, JobStatus, JobView
 from faas.jobs.queue import (
     JobCancelled,
@@ -31,13 +30,13 @@ from faas.jobs.queue import (
     JobRegistry,
     PermanentJobError,
 )
+from faas.shared.backoff import backoff
 from faas.shared.context import RequestContext, reset_context, set_context
 
 log = logging.getLogger("faas.jobs.worker")
 
 CALLBACK_ATTEMPTS = 4
 DEPTH_REFRESH_S = 5.0
-RETRY_MAX_S = 60.0
 
 
 class JobWorker:
@@ -48,7 +47,6 @@ class JobWorker:
         registry: JobRegistry,
         *,
         concurrency: int = 4,
-        retry_base_s: float = 1.0,
         lease_s: float = 60.0,
         meter: metrics.Meter | None = None,
         tracer: trace.Tracer | None = None,
@@ -57,7 +55,7 @@ class JobWorker:
         self.bus = bus
         self.registry = registry
         self.concurrency = concurrency
-        self.retry_base_s = retry_base_s
+        self.retry = queue.retry
         self.lease_s = lease_s
         self._tracer = tracer or trace.get_tracer("faas.jobs")
         self._subscription: Subscription | None = None
@@ -117,7 +115,7 @@ class JobWorker:
         try:
             await self._run(record, delivery)
         except asyncio.CancelledError:  # the worker is stopping: leave the job to the next one
-            last = max(record.attempts, delivery.attempt) >= delivery.max_attempts
+            last = self.retry.exhausted(max(record.attempts, delivery.attempt))
             reason = f"worker stopped during attempt {record.attempts}"
             try:
                 await self.queue.finish(
@@ -190,16 +188,14 @@ class JobWorker:
                 reason = f"{type(exc).__name__}: {exc}"
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, reason)
-                if max(record.attempts, delivery.attempt) >= delivery.max_attempts:
+                if self.retry.exhausted(max(record.attempts, delivery.attempt)):
                     log.warning("job failed for good", extra={"job_id": record.id, "error": reason})
                     await self._finish(record, delivery, JobStatus.FAILED, started, error=reason)
                     await delivery.fail(reason)
                 else:
                     log.info("job attempt failed; will retry", extra={"job_id": record.id})
                     await self.queue.finish(record.id, JobStatus.QUEUED, error=reason)
-                    await delivery.retry_later(
-                        retry_delay(self.retry_base_s, record.attempts, RETRY_MAX_S)
-                    )
+                    await delivery.retry_later(self.retry.delay(record.attempts))
                 return
             await self._finish(record, delivery, JobStatus.SUCCEEDED, started, result=result)
 
@@ -234,5 +230,5 @@ class JobWorker:
                         return
                 except httpx.HTTPError:
                     pass
-                await asyncio.sleep(0.5 * 2**attempt)
+                await asyncio.sleep(backoff(attempt, base_s=0.5, cap_s=4.0))
         log.warning("job callback failed", extra={"job_id": view.job_id, "url": url})

@@ -4,14 +4,14 @@ pagination parameters, and the service protocol every service implements."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import orjson
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from faas.shared.clock import utcnow
 from faas.shared.context import Identity, current_context
 from faas.shared.exceptions import FaaSError, Forbidden, Unauthenticated
 from faas.shared.input_rules import MAX_DB_INT
@@ -20,11 +20,10 @@ log = logging.getLogger("faas.api")
 
 
 class Service(Protocol):
-    """A faas service: a name, its routes, and start/stop hooks for its own resources."""
+    """A faas service: a name and start/stop hooks for its own resources (its routes are built
+    by its spec, `faas.kernel.ServiceSpec.routes`)."""
 
     name: str
-
-    def router(self) -> APIRouter: ...
 
     async def start(self) -> None: ...
 
@@ -89,13 +88,9 @@ def envelope(
         "message": message,
         "correlation_id": ctx.correlation_id if ctx else None,
         "request_id": ctx.request_id if ctx else None,
-        "timestamp": _now_iso(),
+        "timestamp": utcnow().isoformat(),
         "metadata": metadata or {},
     }
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def respond(

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import itertools
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-SERVICE_NAMES: tuple[str, ...] = (
-    "gateway",
-    "cache",
-    "rag",
-    "agent",
-    "prompt",
-    "ml",
-    "ingestion",
-    "llmops",
-    "prompt_generator",
-)
-
-DEFAULT_PORTS: dict[str, int] = {name: 8001 + i for i, name in enumerate(SERVICE_NAMES)}
 
 
 class ConfigError(ValueError):
@@ -37,13 +23,7 @@ class ConfigError(ValueError):
         self.problems = list(problems)
 
 
-def unknown_service(name: str) -> str:
-    """One line refusing a service name, suggesting the closest known one."""
-    close = difflib.get_close_matches(name, SERVICE_NAMES, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown service {name!r}{hint}; known: {', '.join(SERVICE_NAMES)}"
-
-
+_SERVICE_URL = re.compile(r"FAAS_(?P<name>[A-Z][A-Z0-9_]*)_URL")
 _SECRET_NAME = re.compile(r"secret|key|password|token", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)@")
 MASK = "********"
@@ -171,15 +151,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     shutdown_grace_s: float = 10.0
 
-    gateway_url: str | None = None
-    cache_url: str | None = None
-    rag_url: str | None = None
-    agent_url: str | None = None
-    prompt_url: str | None = None
-    ml_url: str | None = None
-    ingestion_url: str | None = None
-    llmops_url: str | None = None
-    prompt_generator_url: str | None = None
+    # FAAS_<NAME>_URL for each service reached over HTTP (else in-process, when hosted here);
+    # gathered from the environment by `_gather_service_urls`, checked by the service registry.
+    service_urls: dict[str, str] = Field(default_factory=dict)
 
     client_timeout_s: float = 30.0
     client_retries: int = 3
@@ -200,6 +174,7 @@ class Settings(BaseSettings):
     job_ack_wait_s: float = 30.0
     job_max_attempts: int = 5
     job_retry_base_s: float = 1.0
+    job_retry_max_s: float = 60.0
     job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     vector_url: str | None = None
@@ -228,8 +203,9 @@ class Settings(BaseSettings):
     gateway_breaker_failures: int = 3
     gateway_breaker_cooldown_s: float = 30.0
     gateway_reload_poll_s: float = 2.0
-    trace_content: bool = False
-    services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(SERVICE_NAMES))
+    # Unset: every registered service. Empty: none (a `faas worker` running only
+    # FAAS_JOB_MODULES' job kinds).
+    services: Annotated[list[str] | None, NoDecode] = None
 
     @field_validator(
         "services",
@@ -245,14 +221,22 @@ class Settings(BaseSettings):
             return [s.strip() for s in value.split(",") if s.strip()]
         return value
 
-    @field_validator("services")
+    @model_validator(mode="before")
     @classmethod
-    def _known_services(cls, value: list[str]) -> list[str]:
-        # Empty is allowed: a `faas worker` that runs only FAAS_JOB_MODULES' job kinds.
-        unknown = [name for name in value if name not in SERVICE_NAMES]
-        if unknown:
-            raise ValueError("; ".join(unknown_service(name) for name in unknown))
-        return value
+    def _gather_service_urls(cls, data: Any) -> Any:
+        """FAAS_<NAME>_URL variables, and `<name>_url` keywords, that are no other setting."""
+        if not isinstance(data, dict):
+            return data
+        urls = dict(data.get("service_urls") or {})
+        for variable, value in os.environ.items():
+            match = _SERVICE_URL.fullmatch(variable)
+            if match and match["name"].lower() + "_url" not in cls.model_fields and value:
+                urls.setdefault(match["name"].lower(), value)
+        for key in [k for k in data if k.endswith("_url") and k not in cls.model_fields]:
+            value = data.pop(key)
+            if value:
+                urls[key.removesuffix("_url")] = value
+        return {**data, "service_urls": urls}
 
     @property
     def effective_database_url(self) -> str:
@@ -261,8 +245,7 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'faas.db'}"
 
     def service_url(self, name: str) -> str | None:
-        value = getattr(self, f"{name}_url", None)
-        return value if isinstance(value, str) and value else None
+        return self.service_urls.get(name)
 
     def trusted_networks(self) -> list[Network]:
         """Where trusted-headers requests may come from (FAAS_TRUSTED_PROXY_CIDRS, else

@@ -16,6 +16,13 @@ ADMIN = "admin"
 PLATFORM_ADMIN = "platform:admin"
 PLATFORM_PREFIX = "platform:"
 
+# The headers that carry the context across HTTP and the bus. HTTP compares header names
+# case-insensitively, bus message headers do not: receivers look up these spellings.
+TENANT_HEADER = "X-Tenant-ID"
+USER_HEADER = "X-User-ID"
+CORRELATION_HEADER = "X-Correlation-ID"
+REQUEST_HEADER = "X-Request-ID"
+
 # An ASGI scope key set on requests one service makes to another inside this process (see
 # `ServiceClient`); no network peer can set a scope key.
 IN_PROCESS = "faas.in_process"

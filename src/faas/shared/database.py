@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import DateTime, MetaData, Select, event, func, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -117,6 +118,17 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def is_data_rejection(exc: BaseException) -> bool:
+    """Whether the database refused the data it was given (a value out of range or too long, a
+    violated constraint) rather than failing to run the statement (down, busy): sending the
+    same data again would fail again. SQLSTATE class 22 is a data exception, 23 an integrity
+    violation; drivers that map them to no specific DB-API class still carry the code."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    state = getattr(exc.orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
+    return isinstance(state, str) and state[:2] in ("22", "23")
 
 
 def alembic_config(connection: Connection | None = None) -> Any:

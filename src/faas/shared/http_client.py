@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -21,7 +20,16 @@ import httpx
 from opentelemetry import propagate, trace
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from faas.shared.context import IN_PROCESS, current_context, new_id
+from faas.shared.backoff import backoff
+from faas.shared.context import (
+    CORRELATION_HEADER,
+    IN_PROCESS,
+    REQUEST_HEADER,
+    TENANT_HEADER,
+    USER_HEADER,
+    current_context,
+    new_id,
+)
 from faas.shared.exceptions import (
     DependencyUnavailable,
     UpstreamError,
@@ -326,7 +334,7 @@ class ServiceClient:
                 # Tracing is off here: pass the caller's trace through rather than break it.
                 carrier["traceparent"] = ctx.traceparent
             request.headers.update(carrier)
-            request.headers["X-Request-ID"] = new_id()
+            request.headers[REQUEST_HEADER] = new_id()
             response = await self._client.send(request, stream=stream)
             span.set_attribute("http.response.status_code", response.status_code)
             if response.status_code >= 400:
@@ -340,17 +348,17 @@ class ServiceClient:
         headers = httpx.Headers(given)
         ctx = current_context()
         if ctx is not None:
-            headers["X-Correlation-ID"] = ctx.correlation_id
-        elif "X-Correlation-ID" not in headers:
-            headers["X-Correlation-ID"] = new_id()
+            headers[CORRELATION_HEADER] = ctx.correlation_id
+        elif CORRELATION_HEADER not in headers:
+            headers[CORRELATION_HEADER] = new_id()
         identity = ctx.identity if ctx else None
         if identity is not None:
             # The context's identity wins whole: a caller cannot add or swap tenant, user or token.
-            for name in ("Authorization", "X-Tenant-ID", "X-User-ID"):
+            for name in ("Authorization", TENANT_HEADER, USER_HEADER):
                 headers.pop(name, None)
-            headers["X-Tenant-ID"] = identity.tenant_id
+            headers[TENANT_HEADER] = identity.tenant_id
             if identity.user_id:
-                headers["X-User-ID"] = identity.user_id
+                headers[USER_HEADER] = identity.user_id
             if identity.token:
                 headers["Authorization"] = f"Bearer {identity.token}"
         if idempotency_key is not None:
@@ -358,9 +366,7 @@ class ServiceClient:
         return headers
 
     def _backoff(self, attempt: int) -> float:
-        # Full jitter: spreads retries of many callers so they do not hit the service in step.
-        cap = min(self._backoff_max_s, self._backoff_base_s * 2**attempt)
-        return random.uniform(0.0, cap)
+        return backoff(attempt, base_s=self._backoff_base_s, cap_s=self._backoff_max_s, jitter=True)
 
     def _retry_delay(self, attempt: int, response: httpx.Response) -> float:
         if response.status_code in (429, 503):

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from faas.shared.clock import utcnow
 from faas.shared.context import current_context
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
@@ -85,7 +86,7 @@ class RequestLog:
 
     def write(self, fields: dict[str, Any]) -> None:
         line: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "ts": utcnow().isoformat(timespec="milliseconds"),
             "level": "info",
             "logger": "faas.request",
             "msg": "request",

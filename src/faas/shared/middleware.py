@@ -19,7 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faas.shared.auth import TokenVerifier, tenant_from_header, valid_tenant
 from faas.shared.config import Settings
 from faas.shared.context import (
+    CORRELATION_HEADER,
     IN_PROCESS,
+    REQUEST_HEADER,
+    TENANT_HEADER,
+    USER_HEADER,
     Identity,
     RequestContext,
     current_context,
@@ -40,6 +44,12 @@ from faas.shared.logging import RequestLog
 
 log = logging.getLogger("faas.request")
 
+# The context headers as ASGI scopes hold header names: lowercased bytes.
+_CORRELATION = CORRELATION_HEADER.lower().encode()
+_REQUEST = REQUEST_HEADER.lower().encode()
+_TENANT = TENANT_HEADER.lower().encode()
+_USER = USER_HEADER.lower().encode()
+
 PUBLIC_PATHS = frozenset(
     {"/livez", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
@@ -57,35 +67,7 @@ def error_payload(exc: FaaSError) -> ErrorResponse:
     )
 
 
-OPENAI_PREFIX = "/v1/"
-_OPENAI_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    429: "rate_limit_error",
-}
-
-
-def openai_error_body(exc: FaaSError) -> dict[str, object]:
-    """OpenAI's error shape, for the OpenAI-compatible routes (its clients parse it)."""
-    if exc.status_code >= 500:
-        kind = "api_error"
-    else:
-        kind = _OPENAI_TYPES.get(exc.status_code, "invalid_request_error")
-    return {
-        "error": {
-            "message": exc.message,
-            "type": kind,
-            "param": exc.details.get("param"),
-            "code": exc.code,
-        }
-    }
-
-
 def json_error_renderer(scope: Scope, exc: FaaSError) -> tuple[bytes, str]:
-    if scope.get("path", "").startswith(OPENAI_PREFIX):
-        return orjson.dumps(openai_error_body(exc)), "application/json"
     return orjson.dumps(error_payload(exc).model_dump(mode="json")), "application/json"
 
 
@@ -129,7 +111,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-correlation-id")
+        given = _header(scope, _CORRELATION)
         ctx = RequestContext(
             correlation_id=given if given and _ID_RE.match(given) else new_id(),
             request_id=new_id(),
@@ -138,8 +120,8 @@ class RequestContextMiddleware:
         token = set_context(ctx)
         scope.setdefault("state", {})["faas_started"] = start = time.perf_counter()
         id_headers = [
-            (b"x-correlation-id", ctx.correlation_id.encode()),
-            (b"x-request-id", ctx.request_id.encode()),
+            (_CORRELATION, ctx.correlation_id.encode()),
+            (_REQUEST, ctx.request_id.encode()),
         ]
         status = 500
         started = False
@@ -351,8 +333,8 @@ class AuthMiddleware:
         return path in self.public_paths or path.startswith(self.public_prefixes)
 
     async def _identify(self, scope: Scope) -> Identity:
-        header_tenant = _header(scope, b"x-tenant-id")
-        header_user = _header(scope, b"x-user-id")
+        header_tenant = _header(scope, _TENANT)
+        header_user = _header(scope, _USER)
         if self.mode == "jwt":
             token = self._bearer(scope)
             assert self.verifier is not None

@@ -50,6 +50,8 @@ class RedisKeyValueStore:
 
     @property
     def client(self) -> Redis:
+        """The connection pool, for stores that keep their own data beside the key/value
+        entries on the same Redis (the limit counters and their Lua script)."""
         return self._client
 
     @unavailable_on_connection_error

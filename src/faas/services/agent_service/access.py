@@ -15,28 +15,27 @@ tenant's resource is a 404 before any of this):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, TypeVar
 
-from faas.runtime import ServiceClients
-from faas.services.agent_service.tools import Tool, ToolContext, ToolError
-from faas.shared.context import Identity, new_id
-from faas.shared.exceptions import (
-    DependencyUnavailable,
-    Forbidden,
-    UpstreamError,
-    UpstreamTimeout,
+from pydantic import ValidationError
+
+from faas.kernel.clients import ServiceClients
+from faas.services.agent_service.tools.base import Tool, ToolContext, ToolError
+from faas.services.prompt_generator_service.client import PromptGeneratorClient
+from faas.services.prompt_generator_service.models import (
+    BulkCheckRequest,
+    CheckItem,
+    Kind,
+    Permission,
 )
+from faas.shared.context import Identity
+from faas.shared.exceptions import DependencyUnavailable, FaaSError, Forbidden
 
 GENERATED = "prompt_generator"
 GENERATOR = "prompt_generator"
-CHECK_PATH = "/api/v1/prompt/permissions/check"
-ACCESSIBLE_PATH = "/api/v1/prompt/permissions/accessible"
-
-Origin = Literal["prompt_generator"]
-Kind = Literal["agent", "tool"]
-Permission = Literal["read", "execute", "admin"]
+T = TypeVar("T")
 
 
 class Owned(Protocol):
@@ -70,7 +69,7 @@ def forbidden(identity: Identity, use: Use) -> Forbidden:
     return Forbidden(
         f"{who} has no {use.permission} permission on the generated {use.kind} "
         f"{use.resource_id!r}; its owner or an admin can grant it with "
-        "POST /api/v1/prompt/permissions",
+        "POST /api/v1/prompt-generator/permissions",
         details={
             "resource_type": use.kind,
             "resource_id": use.resource_id,
@@ -94,11 +93,11 @@ class RefusedTool:
 
 
 class GeneratorPermissions:
-    """Asks the Prompt Generator (through its `ServiceClient`, so in-process under `faas up` and
-    over HTTP with `--split`) as the caller, whose identity the client forwards."""
+    """Asks the Prompt Generator (through its client, so in-process under `faas up` and over
+    HTTP with `--split`) as the caller, whose identity the client forwards."""
 
     def __init__(self, clients: ServiceClients) -> None:
-        self._clients = clients
+        self._generator = PromptGeneratorClient(clients)
 
     async def denied(self, identity: Identity, uses: Sequence[tuple[Use, Owned]]) -> set[Use]:
         """The uses refused to this caller, with at most one call to the generator."""
@@ -107,24 +106,19 @@ class GeneratorPermissions:
             return set()
         if identity.user_id is None:  # no user, no grants
             return set(pending)
-        body = {
-            "user_id": identity.user_id,
-            "checks": [
-                {"resource_type": u.kind, "resource_id": u.resource_id, "permission": u.permission}
-                for u in pending
-            ],
-        }
-        # A read-only question: the key makes the client retry it like a GET.
-        data = await self._ask("POST", CHECK_PATH, json=body, idempotency_key=new_id())
-        results = data.get("results")
-        if not isinstance(results, list) or len(results) != len(pending):
+        user_id = identity.user_id
+        checks = [
+            CheckItem(resource_type=u.kind, resource_id=u.resource_id, permission=u.permission)
+            for u in pending
+        ]
+        answer = await _ask(
+            lambda: self._generator.check_permissions(
+                BulkCheckRequest(user_id=user_id, checks=checks)
+            )
+        )
+        if len(answer.results) != len(pending):
             raise _unavailable("its permission check answered in an unexpected shape")
-        # Anything but an explicit `allowed: true` is a refusal.
-        return {
-            u
-            for u, r in zip(pending, results, strict=True)
-            if not (isinstance(r, dict) and r.get("allowed") is True)
-        }
+        return {u for u, r in zip(pending, answer.results, strict=True) if not r.allowed}
 
     async def require(self, identity: Identity, use: Use, resource: Owned) -> None:
         if await self.denied(identity, [(use, resource)]):
@@ -134,31 +128,19 @@ class GeneratorPermissions:
         """Ids of the generated resources of `kind` this caller holds `permission` on."""
         if identity.user_id is None:
             return set()
-        data = await self._ask(
-            "GET",
-            ACCESSIBLE_PATH,
-            params={"user_id": identity.user_id, "resource_type": kind, "permission": permission},
-        )
-        ids = data.get("resource_ids")
-        if not isinstance(ids, list):
-            raise _unavailable("its accessible-resources answer has an unexpected shape")
-        return {str(i) for i in ids}
+        user_id = identity.user_id
+        answer = await _ask(lambda: self._generator.accessible(user_id, kind, permission))
+        return set(answer.resource_ids)
 
-    async def _ask(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            client = self._clients.get(GENERATOR)
-            response = await client.request(method, path, **kwargs)
-        except (DependencyUnavailable, UpstreamError, UpstreamTimeout) as exc:
-            raise _unavailable(exc.message) from exc
-        if response.status_code != 200:
-            raise _unavailable(f"it answered {response.status_code}")
-        try:
-            data = response.json()["data"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _unavailable("it answered with an unreadable body") from exc
-        if not isinstance(data, dict):
-            raise _unavailable("it answered with an unreadable body")
-        return data
+
+async def _ask(question: Callable[[], Awaitable[T]]) -> T:
+    """The generator's answer; any failure to get a readable one refuses access (503)."""
+    try:
+        return await question()
+    except FaaSError as exc:
+        raise _unavailable(exc.message) from exc
+    except ValidationError as exc:
+        raise _unavailable("it answered with an unreadable body") from exc
 
 
 def _unavailable(reason: str) -> DependencyUnavailable:

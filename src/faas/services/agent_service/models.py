@@ -1,13 +1,29 @@
-"""Wire models of the agent service."""
+"""Wire models of the agent service, and the tools a tenant declares as data: `http` (one
+HTTP endpoint) and `expression` (one arithmetic formula over numeric arguments). Neither tool
+kind runs code: an expression is checked by the shared evaluator's whitelist when declared
+and interpreted by it when called. The Prompt Generator writes tool specs to these models."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
+
+from faas.services.agent_service.tool_rules import (
+    Headers,
+    NumericParameters,
+    ObjectSchema,
+    ToolDescription,
+    ToolName,
+    UrlTemplate,
+    placeholders,
+)
+from faas.shared.expressions import MAX_EXPRESSION_CHARS, CheckedExpression, ExpressionError, check
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}$"
+# Where a resource came from; `prompt_generator` resources follow that service's permissions.
+Origin = Literal["prompt_generator"]
 
 
 class MemorySpec(BaseModel):
@@ -73,7 +89,7 @@ class AgentView(AgentSpec):
 
     id: str
     created_by: str | None = None
-    origin: Literal["prompt_generator"] | None = Field(
+    origin: Origin | None = Field(
         None, description="prompt_generator: access by others follows its permissions"
     )
     created_at: datetime
@@ -91,7 +107,7 @@ class ToolView(BaseModel):
     parameters: dict[str, Any]
     kind: str
     created_by: str | None = None
-    origin: Literal["prompt_generator"] | None = None
+    origin: Origin | None = None
 
 
 class ExecuteRequest(BaseModel):
@@ -202,3 +218,135 @@ class WorkflowRequest(BaseModel):
 class WorkflowResponse(BaseModel):
     output: str | None
     runs: list[RunView]
+
+
+class RunFinished(BaseModel):
+    """The body of `agent.run_completed.{tenant}` (status `completed`) and
+    `agent.run_failed.{tenant}` (any other final status)."""
+
+    agent_id: str
+    run_id: str
+    status: Literal["completed", "failed", "max_iterations"]
+    usage: dict[str, Any] = Field(description="tokens and timings of the run, as in `RunView`")
+
+
+# -- tenant tools ----------------------------------------------------------------------------
+
+
+class HttpToolSpec(BaseModel):
+    """A tenant-declared tool that calls one HTTP endpoint. `{param}` placeholders in the URL
+    (path and query, never the host) and header values are filled from the arguments, URL
+    values percent-encoded; for POST and PUT the other arguments are the JSON body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "http",
+                    "name": "order_status",
+                    "description": "The status of an order, by its id",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"order_id": {"type": "string"}},
+                        "required": ["order_id"],
+                    },
+                    "method": "GET",
+                    "url_template": "https://shop.internal/api/orders/{order_id}",
+                }
+            ]
+        }
+    )
+
+    kind: Literal["http"] = "http"
+    name: ToolName
+    description: ToolDescription
+    parameters: ObjectSchema
+    method: Literal["GET", "POST", "PUT", "DELETE"] = "GET"
+    url_template: UrlTemplate
+    headers: Headers = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _placeholders_declared(self) -> HttpToolSpec:
+        used = set(placeholders(self.url_template, "url_template"))
+        for name, header in self.headers.items():
+            used |= set(placeholders(header, f"header {name}"))
+        properties = self.parameters.get("properties") or {}
+        required = set(self.parameters.get("required") or [])
+        missing = sorted(n for n in used if n not in properties or n not in required)
+        if missing:
+            raise ValueError(
+                f"placeholders {missing} must be declared as required properties of parameters"
+            )
+        return self
+
+
+class ExpressionToolSpec(BaseModel):
+    """A tool that computes `expression` from its arguments: each name the expression uses is a
+    required numeric property of `parameters` (a JSON Schema of "type": "object")."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "expression",
+                    "name": "with_vat",
+                    "description": "A net price with 20% VAT added",
+                    "expression": "price * 1.2",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"price": {"type": "number"}},
+                        "required": ["price"],
+                    },
+                }
+            ]
+        }
+    )
+
+    kind: Literal["expression"] = "expression"
+    name: ToolName
+    description: ToolDescription
+    expression: str = Field(min_length=1, max_length=MAX_EXPRESSION_CHARS)
+    parameters: NumericParameters
+
+    @model_validator(mode="after")
+    def _expression(self) -> ExpressionToolSpec:
+        self.checked()
+        return self
+
+    def checked(self) -> CheckedExpression:
+        properties = self.parameters.get("properties") or {}
+        try:
+            checked = check(self.expression, list(properties))
+        except ExpressionError as exc:
+            raise ValueError(f"expression: {exc}") from exc
+        optional = sorted(checked.names - set(self.parameters.get("required") or []))
+        if optional:
+            raise ValueError(
+                f"expression: variables {optional} must be required properties of parameters"
+            )
+        return checked
+
+
+def _kind(value: Any) -> str:
+    """Rows stored before expression tools existed carry no `kind`: they are HTTP tools."""
+    kind = value.get("kind", "http") if isinstance(value, dict) else getattr(value, "kind", "")
+    return str(kind)
+
+
+TenantToolSpec = Annotated[
+    Annotated[HttpToolSpec, Tag("http")] | Annotated[ExpressionToolSpec, Tag("expression")],
+    Discriminator(
+        _kind,
+        custom_error_type="invalid_kind",
+        custom_error_message='kind must be "http" or "expression"',
+    ),
+]
+TOOL_SPECS: dict[str, type[HttpToolSpec] | type[ExpressionToolSpec]] = {
+    "http": HttpToolSpec,
+    "expression": ExpressionToolSpec,
+}
+_TOOL_SPEC: TypeAdapter[HttpToolSpec | ExpressionToolSpec] = TypeAdapter(TenantToolSpec)
+
+
+def parse_tool_spec(value: dict[str, Any]) -> HttpToolSpec | ExpressionToolSpec:
+    return _TOOL_SPEC.validate_python(value)

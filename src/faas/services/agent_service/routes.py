@@ -1,18 +1,15 @@
-"""HTTP routes of the agent service."""
+"""HTTP routes of the agent service: parse, call the use case, answer. One router per use
+case, combined under /api/v1/agents (fixed paths before `/{agent_id}`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query
 from starlette.responses import Response, StreamingResponse
 
 from faas.jobs.routes import accepted
-from faas.services.agent_service.access import Origin
 from faas.services.agent_service.models import (
     AgentSpec,
     AgentUpdate,
@@ -22,23 +19,21 @@ from faas.services.agent_service.models import (
     ExecuteRequest,
     MemoryCreate,
     MemoryView,
+    Origin,
     RunView,
+    TenantToolSpec,
     ToolView,
     WorkflowRequest,
     WorkflowResponse,
 )
-from faas.services.agent_service.tenant_tools import TenantToolSpec
 from faas.shared.api import PageDep, caller, respond, stream_error
 from faas.shared.contracts import Page, ServiceResponse
+from faas.shared.sse import DONE, sse_event
 
 if TYPE_CHECKING:
     from faas.services.agent_service.service import AgentService
 
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload, default=str) + b"\n\n"
-
-
+PREFIX = "/api/v1/agents"
 OriginQuery = Annotated[
     Origin | None,
     Query(
@@ -49,146 +44,150 @@ OriginQuery = Annotated[
 
 
 def build_router(service: AgentService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+    router = APIRouter()
+    parts = (tools_router, workflows_router, agents_router, runs_router, chat_router, memory_router)
+    for part in parts:
+        router.include_router(part(service))
+    return router
 
-    @router.post("/tools", status_code=201, response_model=ServiceResponse[ToolView])
+
+def tools_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=f"{PREFIX}/tools", tags=["agents"])
+
+    @router.post("", status_code=201, response_model=ServiceResponse[ToolView])
     async def create_tool(body: TenantToolSpec, origin: OriginQuery = None) -> Response:
         """A tenant tool: `kind: http` (hosts limited by FAAS_AGENT_HTTP_ALLOWLIST) or
         `kind: expression` (an arithmetic formula over numeric parameters)."""
-        return respond(await service.create_tool(caller(), body, origin), status_code=201)
+        return respond(await service.tools.create(caller(), body, origin), status_code=201)
 
-    @router.get("/tools", response_model=ServiceResponse[list[ToolView]])
+    @router.get("", response_model=ServiceResponse[list[ToolView]])
     async def list_tools() -> Response:
-        return respond(
-            [t.model_dump(mode="json") for t in await service.list_tools(caller().tenant_id)]
-        )
+        tools = await service.tools.list_all(caller().tenant_id)
+        return respond([t.model_dump(mode="json") for t in tools])
 
-    @router.delete("/tools/{name}", status_code=204)
+    @router.delete("/{name}", status_code=204)
     async def delete_tool(name: str) -> Response:
-        await service.delete_tool(caller(), name)
+        await service.tools.delete(caller(), name)
         return Response(status_code=204)
+
+    return router
+
+
+def workflows_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["agents"])
 
     @router.post("/workflows", response_model=ServiceResponse[WorkflowResponse])
     async def workflow(body: WorkflowRequest) -> Response:
         """Run agents in sequence, each step's output becoming the next step's input."""
-        return respond(await service.workflow(caller(), body))
+        return respond(await service.workflows.run(caller(), body))
+
+    return router
+
+
+def agents_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["agents"])
 
     @router.post("", status_code=201, response_model=ServiceResponse[AgentView])
     async def create_agent(body: AgentSpec, origin: OriginQuery = None) -> Response:
-        return respond(await service.create(caller(), body, origin), status_code=201)
+        return respond(await service.agents.create(caller(), body, origin), status_code=201)
 
     @router.get("", response_model=ServiceResponse[Page[AgentView]])
     async def list_agents(page: PageDep) -> Response:
         """Generated agents the caller may not read are left out."""
-        return respond(await service.list_agents(caller(), page.limit, page.offset))
+        return respond(await service.agents.list_visible(caller(), page.limit, page.offset))
 
     @router.get("/{agent_id}", response_model=ServiceResponse[AgentView])
     async def get_agent(agent_id: str) -> Response:
-        return respond(await service.get(caller(), agent_id))
+        return respond(await service.agents.get(caller(), agent_id))
 
     @router.put("/{agent_id}", response_model=ServiceResponse[AgentView])
     async def update_agent(agent_id: str, body: AgentUpdate) -> Response:
-        return respond(await service.update(caller(), agent_id, body))
+        return respond(await service.agents.update(caller(), agent_id, body))
 
     @router.delete("/{agent_id}", status_code=204)
     async def delete_agent(agent_id: str) -> Response:
-        await service.delete(caller(), agent_id)
+        await service.agents.delete(caller(), agent_id)
         return Response(status_code=204)
 
-    @router.post("/{agent_id}/execute", response_model=ServiceResponse[RunView])
+    return router
+
+
+def runs_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=f"{PREFIX}/{{agent_id}}", tags=["agents"])
+
+    @router.post("/execute", response_model=ServiceResponse[RunView])
     async def execute(agent_id: str, body: ExecuteRequest) -> Response:
         """Run a task now, or with `"async": true` as a job (202 + Location)."""
-        identity = caller()
         if body.run_async:
-            return accepted(await service.submit(identity, agent_id, body.task))
-        view, _ = await service.execute(identity, agent_id, body.task)
+            return accepted(await service.execution.submit(caller(), agent_id, body.task))
+        view, _ = await service.execution.execute(caller(), agent_id, body.task)
         return respond(view)
 
-    @router.post("/{agent_id}/chat", response_model=ServiceResponse[ChatResponse])
+    @router.get("/runs", response_model=ServiceResponse[Page[RunView]])
+    async def list_runs(agent_id: str, page: PageDep) -> Response:
+        return respond(await service.runs.history(caller(), agent_id, page.limit, page.offset))
+
+    @router.get("/runs/{run_id}", response_model=ServiceResponse[RunView])
+    async def get_run(agent_id: str, run_id: str) -> Response:
+        return respond(await service.runs.get(caller(), agent_id, run_id))
+
+    return router
+
+
+async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """The turn's events, then `error` if it failed after the 200 was sent, then [DONE]."""
+    try:
+        async for event in events:
+            yield sse_event(event)
+    except Exception as exc:
+        yield sse_event({"type": "error", "error": stream_error(exc)})
+    yield DONE
+
+
+def chat_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=f"{PREFIX}/{{agent_id}}", tags=["agents"])
+
+    @router.post("/chat", response_model=ServiceResponse[ChatResponse])
     async def chat(agent_id: str, body: ChatRequest) -> Response:
         """One chat turn in a session (created when `session_id` is omitted). With `stream`,
-        server-sent events: `session`, `token`, `tool_call`, `tool_result`, then `done`."""
+        server-sent events: `token`, `tool_call`, `tool_result`, then `done`."""
         identity = caller()
-        if not body.stream:
-            session_id, view = await service.chat(identity, agent_id, body.message, body.session_id)
-            return respond(
-                ChatResponse(
-                    session_id=session_id, run_id=view.id, reply=view.output, status=view.status
-                )
+        if body.stream:
+            events = service.sessions.turn_events(identity, agent_id, body.message, body.session_id)
+            return StreamingResponse(
+                _sse(events), media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-        async def sink(event: dict[str, Any]) -> None:
-            await queue.put(event)
-
-        async def turn() -> None:
-            try:
-                session_id, view = await service.chat(
-                    identity, agent_id, body.message, body.session_id, sink=sink
-                )
-                await queue.put(
-                    {
-                        "type": "done",
-                        "session_id": session_id,
-                        "run_id": view.id,
-                        "reply": view.output,
-                        "status": view.status,
-                    }
-                )
-            except Exception as exc:
-                await queue.put({"type": "error", "error": stream_error(exc)})
-            finally:
-                await queue.put(None)
-
-        async def events() -> AsyncIterator[bytes]:
-            task = asyncio.create_task(turn())
-            try:
-                while (event := await queue.get()) is not None:
-                    yield _sse(event)
-                yield b"data: [DONE]\n\n"
-            finally:
-                if not task.done():
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        session_id, view = await service.sessions.chat(
+            identity, agent_id, body.message, body.session_id
         )
-
-    @router.get(
-        "/{agent_id}/sessions/{session_id}", response_model=ServiceResponse[list[dict[str, Any]]]
-    )
-    async def session_messages(agent_id: str, session_id: str) -> Response:
-        return respond(await service.session_messages(caller(), agent_id, session_id))
-
-    @router.get("/{agent_id}/runs", response_model=ServiceResponse[Page[RunView]])
-    async def list_runs(agent_id: str, page: PageDep) -> Response:
-        return respond(await service.list_runs(caller(), agent_id, page.limit, page.offset))
-
-    @router.get("/{agent_id}/runs/{run_id}", response_model=ServiceResponse[RunView])
-    async def get_run(agent_id: str, run_id: str) -> Response:
-        return respond(await service.get_run(caller(), agent_id, run_id))
-
-    @router.get("/{agent_id}/memory", response_model=ServiceResponse[list[MemoryView]])
-    async def list_memory(agent_id: str) -> Response:
-        rows = await service.memories(caller(), agent_id)
         return respond(
-            [
-                MemoryView(
-                    id=r.id, text=r.text, metadata=r.meta, created_at=r.created_at
-                ).model_dump(mode="json")
-                for r in rows
-            ]
+            ChatResponse(
+                session_id=session_id, run_id=view.id, reply=view.output, status=view.status
+            )
         )
 
-    @router.post("/{agent_id}/memory", status_code=201, response_model=ServiceResponse[MemoryView])
-    async def add_memory(agent_id: str, body: MemoryCreate) -> Response:
-        return respond(await service.remember(caller(), agent_id, body), status_code=201)
+    @router.get("/sessions/{session_id}", response_model=ServiceResponse[list[dict[str, Any]]])
+    async def session_messages(agent_id: str, session_id: str) -> Response:
+        return respond(await service.sessions.messages(caller(), agent_id, session_id))
 
-    @router.delete("/{agent_id}/memory/{memory_id}", status_code=204)
+    return router
+
+
+def memory_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=f"{PREFIX}/{{agent_id}}/memory", tags=["agents"])
+
+    @router.get("", response_model=ServiceResponse[list[MemoryView]])
+    async def list_memory(agent_id: str) -> Response:
+        memories = await service.memory.memories(caller(), agent_id)
+        return respond([m.model_dump(mode="json") for m in memories])
+
+    @router.post("", status_code=201, response_model=ServiceResponse[MemoryView])
+    async def add_memory(agent_id: str, body: MemoryCreate) -> Response:
+        return respond(await service.memory.remember(caller(), agent_id, body), status_code=201)
+
+    @router.delete("/{memory_id}", status_code=204)
     async def delete_memory(agent_id: str, memory_id: str) -> Response:
-        await service.forget(caller(), agent_id, memory_id)
+        await service.memory.forget(caller(), agent_id, memory_id)
         return Response(status_code=204)
 
     return router

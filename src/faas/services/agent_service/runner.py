@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 
 from faas.services.agent_service.models import AgentSpec, Step
-from faas.services.agent_service.tools import Tool, ToolContext, call_tool, openai_tool_spec
-from faas.shared.http_client import ServiceClient, raise_for_error
+from faas.services.agent_service.tools.base import Tool, ToolContext, call_tool, openai_tool_spec
+from faas.services.gateway_service.client import GatewayClient, reply_message
+from faas.shared.exceptions import UpstreamError
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -43,8 +44,8 @@ def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
 
 
 class AgentRunner:
-    def __init__(self, gateway: Callable[[], ServiceClient]) -> None:
-        self._gateway = gateway
+    def __init__(self, gateway: GatewayClient) -> None:
+        self.gateway = gateway
 
     async def run(
         self,
@@ -59,63 +60,79 @@ class AgentRunner:
         outcome = Outcome(status="failed", output=None)
         conversation = list(messages)
         specs = [openai_tool_spec(t) for t in tools.values()]
-        index = 0
         try:
             for _ in range(spec.max_iterations):
-                t0 = time.perf_counter()
-                message, usage = await self._model(spec, conversation, specs, sink)
-                elapsed = time.perf_counter() - t0
-                outcome.model_s += elapsed
-                _add_usage(outcome.usage, usage)
+                message = await self._model_step(spec, conversation, specs, sink, outcome)
                 calls = message.get("tool_calls") or []
-                outcome.steps.append(
-                    Step(
-                        type="model",
-                        index=index,
-                        duration_ms=round(elapsed * 1000, 3),
-                        content=message.get("content"),
-                        tool_calls=calls or None,
-                        usage=usage,
-                    )
-                )
-                index += 1
-                conversation.append(message)
-                outcome.messages.append(message)
                 if not calls:
                     outcome.status, outcome.output = "completed", message.get("content") or ""
                     return outcome
-                t1 = time.perf_counter()
-                results = await asyncio.gather(*(self._tool(c, tools, ctx, sink) for c in calls))
-                outcome.tools_s += time.perf_counter() - t1
-                for call, (step_result, step_error, duration) in zip(calls, results, strict=True):
-                    function = call.get("function") or {}
-                    outcome.steps.append(
-                        Step(
-                            type="tool",
-                            index=index,
-                            duration_ms=round(duration * 1000, 3),
-                            name=function.get("name"),
-                            arguments=function.get("arguments"),
-                            result=step_result,
-                            error=step_error,
-                        )
-                    )
-                    index += 1
-                    content = orjson.dumps(
-                        {"error": step_error} if step_error is not None else step_result
-                    ).decode()
-                    tool_message = {
-                        "role": "tool",
-                        "tool_call_id": call.get("id"),
-                        "content": content,
-                    }
-                    conversation.append(tool_message)
-                    outcome.messages.append(tool_message)
+                await self._tools_step(calls, tools, ctx, sink, conversation, outcome)
             outcome.status = "max_iterations"
             outcome.error = f"stopped after {spec.max_iterations} iterations without an answer"
             return outcome
         finally:
             outcome.total_s = time.perf_counter() - started
+
+    async def _model_step(
+        self,
+        spec: AgentSpec,
+        conversation: list[dict[str, Any]],
+        specs: list[dict[str, Any]],
+        sink: EventSink | None,
+        outcome: Outcome,
+    ) -> dict[str, Any]:
+        """One model call, recorded as a step and added to the conversation."""
+        t0 = time.perf_counter()
+        message, usage = await self._model(spec, conversation, specs, sink)
+        elapsed = time.perf_counter() - t0
+        outcome.model_s += elapsed
+        _add_usage(outcome.usage, usage)
+        outcome.steps.append(
+            Step(
+                type="model",
+                index=len(outcome.steps),
+                duration_ms=round(elapsed * 1000, 3),
+                content=message.get("content"),
+                tool_calls=message.get("tool_calls") or None,
+                usage=usage,
+            )
+        )
+        conversation.append(message)
+        outcome.messages.append(message)
+        return message
+
+    async def _tools_step(
+        self,
+        calls: list[dict[str, Any]],
+        tools: dict[str, Tool],
+        ctx: ToolContext,
+        sink: EventSink | None,
+        conversation: list[dict[str, Any]],
+        outcome: Outcome,
+    ) -> None:
+        """The model's tool calls, run in parallel; each recorded as a step and answered with a
+        tool message (the error, when there is one)."""
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(self._tool(c, tools, ctx, sink) for c in calls))
+        outcome.tools_s += time.perf_counter() - t0
+        for call, (result, error, duration) in zip(calls, results, strict=True):
+            function = call.get("function") or {}
+            outcome.steps.append(
+                Step(
+                    type="tool",
+                    index=len(outcome.steps),
+                    duration_ms=round(duration * 1000, 3),
+                    name=function.get("name"),
+                    arguments=function.get("arguments"),
+                    result=result,
+                    error=error,
+                )
+            )
+            content = orjson.dumps({"error": error} if error is not None else result).decode()
+            message = {"role": "tool", "tool_call_id": call.get("id"), "content": content}
+            conversation.append(message)
+            outcome.messages.append(message)
 
     async def _tool(
         self,
@@ -165,24 +182,14 @@ class AgentRunner:
         }
         if tool_specs:
             body["tools"] = tool_specs
-        gateway = self._gateway()
         if sink is None:
-            response = await gateway.post("/v1/chat/completions", json=body)
-            raise_for_error(response, "gateway")
-            data = response.json()
-            return _clean(dict(data["choices"][0]["message"])), dict(data.get("usage") or {})
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
+            completion = await self.gateway.chat(body)
+            return _clean(dict(reply_message(completion))), dict(completion.get("usage") or {})
         content: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
-        async with gateway.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise_for_error(response, "gateway")
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = orjson.loads(line[6:])
+        async with self.gateway.stream_chat(body) as chunks:
+            async for chunk in chunks:
                 if "error" in chunk:
                     raise_stream_error(chunk["error"])
                 usage = chunk.get("usage") or usage
@@ -221,6 +228,4 @@ def _clean(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def raise_stream_error(error: dict[str, Any]) -> None:
-    from faas.shared.exceptions import UpstreamError
-
     raise UpstreamError(f"the model stream failed: {error.get('message', 'unknown error')}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -140,3 +140,20 @@ class CacheStats(BaseModel):
     hit_rate: float
     keys: int
     bytes: int
+
+
+class CacheInvalidated(BaseModel):
+    """The body of `cache.invalidated.{tenant}` after an invalidation by pattern and/or tags,
+    for replicas and caches layered on this one to drop what they hold."""
+
+    namespace: str
+    pattern: str | None
+    tags: list[str]
+    removed: int = Field(description="keys deleted")
+
+
+class CacheCleared(BaseModel):
+    """The body of `cache.invalidated.{tenant}` after the tenant's whole cache was cleared."""
+
+    all: Literal[True] = True
+    removed: int = Field(description="keys deleted")

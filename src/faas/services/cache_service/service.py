@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 
 from faas.backends.kv import KeyValueStore
 from faas.integrations.events import EventPublisher
 from faas.services.cache_service.models import (
+    CacheCleared,
+    CacheInvalidated,
     CacheInvalidateRequest,
     CacheItem,
     CacheMGetRequest,
@@ -67,11 +68,6 @@ class CacheService:
         # Hit/miss counts are batched in memory and flushed, so a GET costs one round trip.
         self._pending: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
         self._flusher: asyncio.Task[None] | None = None
-
-    def router(self) -> APIRouter:
-        from faas.services.cache_service.routes import build_router
-
-        return build_router(self)
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="cache-stats-flush")
@@ -142,23 +138,20 @@ class CacheService:
             if own:
                 removed += await self.kv.delete(*own)
             await self.kv.delete(tag_key(tenant, tag))
-        await self.events.publish(
-            "cache",
-            "invalidated",
-            tenant,
-            {
-                "namespace": request.namespace,
-                "pattern": request.pattern,
-                "tags": request.tags or [],
-                "removed": removed,
-            },
+        event = CacheInvalidated(
+            namespace=request.namespace,
+            pattern=request.pattern,
+            tags=request.tags or [],
+            removed=removed,
         )
+        await self.events.publish("cache", "invalidated", tenant, event.model_dump())
         return removed
 
     async def clear(self, tenant: str) -> int:
         removed = await self.kv.delete_matching(f"faas:{tenant}:*")
         await self.kv.delete_matching(tag_key(tenant, "*"))
-        await self.events.publish("cache", "invalidated", tenant, {"all": True, "removed": removed})
+        cleared = CacheCleared(removed=removed)
+        await self.events.publish("cache", "invalidated", tenant, cleared.model_dump())
         return removed
 
     async def stats(self, tenant: str) -> CacheStats:

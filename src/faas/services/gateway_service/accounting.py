@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from opentelemetry import metrics
 
 from faas.integrations.events import EventPublisher
-from faas.services.gateway_service.config import Deployment
+from faas.services.gateway_service.models import CacheHit, CallStatus, Operation, UsageEvent
 from faas.services.gateway_service.providers.base import Usage
+from faas.services.gateway_service.routing_table import Deployment
 from faas.shared.context import Identity, current_context
-
-Operation = Literal["chat", "embeddings"]
-CacheHit = Literal[False, "exact", "semantic"]
+from faas.shared.cpu import run_cpu
+from faas.shared.tokens import count_chat_tokens, count_tokens
 
 
 def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
@@ -37,13 +37,21 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
 def counted_usage(
     messages: list[dict[str, Any]], completion_text: str, tools: list[Any] | None = None
 ) -> Usage:
-    from faas.services.gateway_service.providers.tokens import count_chat_tokens, count_tokens
-
     return Usage(
         prompt_tokens=count_chat_tokens(messages, tools),
         completion_tokens=count_tokens(completion_text) if completion_text else 0,
         source="estimated",
     )
+
+
+async def count_usage(body: dict[str, Any], completion: str, prompt_estimate: int) -> Usage:
+    """Usage counted by the gateway when the provider reported none (off the loop if long)."""
+    size = prompt_estimate * 4 + len(completion)
+    return await run_cpu(size, counted_usage, body["messages"], completion, body.get("tools"))
+
+
+def counted_embedding_usage(texts: list[str]) -> Usage:
+    return Usage(prompt_tokens=sum(count_tokens(t) for t in texts), source="estimated")
 
 
 def completion_text(body: dict[str, Any]) -> str:
@@ -69,11 +77,10 @@ class CallRecord:
     deployment: Deployment | None = None
     usage: Usage | None = None
     cached: CacheHit = False
-    status: str = "ok"
+    status: CallStatus = "ok"
     error_code: str | None = None
     stream: bool = False
     upstream_s: float = 0.0
-    first_token_added_ms: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -101,7 +108,6 @@ class UsageRecorder:
         self._calls = meter.create_counter("faas.gateway.calls", description="Gateway calls")
 
     async def record(self, identity: Identity, call: CallRecord) -> None:
-        deployment = call.deployment
         usage = call.usage or Usage(source="estimated")
         attrs = {
             "gen_ai.operation.name": call.operation,
@@ -113,32 +119,36 @@ class UsageRecorder:
             self._tokens.record(usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
             self._tokens.record(usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
             self._cost.add(call.cost_usd, attrs)
-        ctx = current_context()
         await self.events.publish(
-            "gateway",
-            "usage",
-            identity.tenant_id,
-            {
-                "operation": call.operation,
-                "model": call.model,
-                "deployment": deployment.id if deployment else None,
-                "provider": deployment.provider if deployment else None,
-                "upstream_model": deployment.model if deployment else None,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "usage_source": usage.source,
-                "cost_usd": call.cost_usd,
-                "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
-                "upstream_ms": round(call.upstream_s * 1000, 3),
-                "status": call.status,
-                "error_code": call.error_code,
-                "cached": call.cached,
-                "stream": call.stream,
-                "user_id": identity.user_id,
-                "correlation_id": ctx.correlation_id if ctx else None,
-                "request_id": ctx.request_id if ctx else None,
-            },
+            "gateway", "usage", identity.tenant_id, usage_event(identity, call).model_dump()
         )
+
+
+def usage_event(identity: Identity, call: CallRecord) -> UsageEvent:
+    """The `gateway.usage.{tenant}` event of a finished call."""
+    deployment = call.deployment
+    usage = call.usage or Usage(source="estimated")
+    ctx = current_context()
+    return UsageEvent(
+        operation=call.operation,
+        model=call.model,
+        deployment=deployment.id if deployment else None,
+        provider=deployment.provider if deployment else None,
+        upstream_model=deployment.model if deployment else None,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        usage_source=usage.source,
+        cost_usd=call.cost_usd,
+        latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
+        upstream_ms=round(call.upstream_s * 1000, 3),
+        status=call.status,
+        error_code=call.error_code,
+        cached=call.cached,
+        stream=call.stream,
+        user_id=identity.user_id,
+        correlation_id=ctx.correlation_id if ctx else None,
+        request_id=ctx.request_id if ctx else None,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from faas.services.gateway_service.offload import text_size
 from faas.shared.cpu import run_cpu
 from faas.shared.exceptions import PayloadTooLarge, ValidationFailed
+from faas.shared.tokens import count_tokens
 
 MAX_EMBED_INPUTS = 2048
 MAX_EMBED_ITEM_TOKENS = 8192
@@ -22,8 +23,6 @@ MAX_EMBED_TOTAL_CHARS = MAX_EMBED_TOTAL_TOKENS * MAX_CHARS_PER_TOKEN
 
 
 def count_item_tokens(texts: list[str]) -> list[int]:
-    from faas.services.gateway_service.providers.tokens import count_tokens
-
     return [count_tokens(t) for t in texts]
 
 

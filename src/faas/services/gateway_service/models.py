@@ -1,11 +1,12 @@
-"""Wire models of the gateway's native API (`/api/v1/gateway/...`). The OpenAI-compatible
-routes (`/v1/...`) take and return OpenAI's own shapes."""
+"""Wire models of the gateway's native API (`/api/v1/gateway/...`) and of the usage event it
+publishes. The OpenAI-compatible routes (`/v1/...`) take and return OpenAI's own shapes."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from faas.services.gateway_service.inputs import MAX_EMBED_INPUTS as MAX_EMBED_TEXTS
 from faas.services.gateway_service.limits import TenantLimits
@@ -13,6 +14,11 @@ from faas.services.gateway_service.limits import TenantLimits
 MAX_MESSAGES = 2048
 # Beyond any model's output; keeps worst-case reservations inside Redis' 64-bit counters.
 MAX_OUTPUT_TOKENS = 10**8
+
+Operation = Literal["chat", "embeddings"]
+CacheHit = Literal[False, "exact", "semantic"]
+UsageSource = Literal["provider", "estimated"]
+CallStatus = Literal["ok", "error", "partial"]
 
 
 class Message(BaseModel):
@@ -95,7 +101,7 @@ class UsageView(BaseModel):
     total_tokens: int
     cached_tokens: int = 0
     cost_usd: float
-    usage_source: Literal["provider", "estimated"]
+    usage_source: UsageSource
 
 
 class GenerateResponse(BaseModel):
@@ -105,7 +111,7 @@ class GenerateResponse(BaseModel):
     deployment: str
     usage: UsageView
     finish_reason: str | None
-    cached: Literal[False, "exact", "semantic"] = False
+    cached: CacheHit = False
 
 
 class EmbeddingsRequest(BaseModel):
@@ -172,5 +178,53 @@ class RateLimitsView(BaseModel):
     used: dict[str, float]
 
 
-class LimitsUpdate(TenantLimits):
-    pass
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _amount(value: Any) -> float:
+    try:
+        number = float(value or 0.0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) and number > 0 else 0.0
+
+
+# A count or amount that is not a finite, non-negative number reads as 0: one bad figure
+# must not cost the whole record of a call that was made (and maybe billed).
+Count = Annotated[int, BeforeValidator(_count)]
+Amount = Annotated[float, BeforeValidator(_amount)]
+
+
+class UsageEvent(BaseModel):
+    """The body of `gateway.usage.{tenant}`: one per gateway call, cached or failed ones too.
+    LLMOps reads it back through this class; fields it lacks take their defaults."""
+
+    operation: Operation = Field("chat", description="The kind of call.")
+    model: str = Field(description="The model name the caller asked for (after defaulting).")
+    deployment: str | None = Field(None, description="The deployment that answered, if any.")
+    provider: str | None = Field(None, description="That deployment's provider.")
+    upstream_model: str | None = Field(None, description="The model name sent upstream.")
+    prompt_tokens: Count = Field(0, description="Input tokens.")
+    completion_tokens: Count = Field(0, description="Output tokens.")
+    total_tokens: Count = Field(0, description="All tokens billed; 0 when not reported.")
+    cached_tokens: Count = Field(0, description="Input tokens the provider served from its cache.")
+    reasoning_tokens: Count = Field(0, description="Output tokens spent on hidden reasoning.")
+    usage_source: UsageSource = Field(
+        "provider", description="Whether the provider reported the tokens or we counted them."
+    )
+    cost_usd: Amount = Field(0.0, description="The call's cost at the deployment's price.")
+    latency_ms: Amount = Field(0.0, description="The whole call, as the gateway saw it.")
+    upstream_ms: Amount = Field(0.0, description="Time spent waiting on providers.")
+    status: CallStatus = Field(
+        "ok", description="`partial`: a stream that failed after content was sent."
+    )
+    error_code: str | None = Field(None, description="The error's code when not `ok`.")
+    cached: CacheHit = Field(False, description="Which response cache answered, if one did.")
+    stream: bool = Field(False, description="Whether the answer was streamed.")
+    user_id: str | None = Field(None, description="The caller's user, when known.")
+    correlation_id: str | None = Field(None, description="The request's correlation id.")
+    request_id: str | None = Field(None, description="The request's id.")

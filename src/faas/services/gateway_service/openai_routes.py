@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from faas.services.gateway_service.http import SSE_HEADERS, gateway_headers
+from faas.services.gateway_service.accounting import CallRecord
+from faas.services.gateway_service.headers import SSE_HEADERS, gateway_headers
 from faas.services.gateway_service.models import MAX_MESSAGES, MAX_OUTPUT_TOKENS, CacheOptions
 from faas.services.gateway_service.offload import vector_size
+from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.shared.api import caller
 from faas.shared.cpu import run_cpu
 from faas.shared.exceptions import UndecodableBody, ValidationFailed
@@ -97,9 +99,26 @@ def _validate(model: type[BaseModel], data: Any) -> Any:
         raise ValidationFailed(f"{param}: {first['msg']}", details={"param": param}) from exc
 
 
+def embeddings_body(result: EmbeddingResult, call: CallRecord, *, base64_vectors: bool) -> bytes:
+    """OpenAI's embeddings response, encoded (vectors as little-endian float32 in base64 when
+    asked)."""
+    data = []
+    for index, vector in enumerate(result.vectors):
+        embedding: Any = vector
+        if base64_vectors:
+            embedding = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    usage = call.usage
+    usage_view = {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+    }
+    body = {"object": "list", "data": data, "model": call.model, "usage": usage_view}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def build_openai_router(service: GatewayService) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["openai-compatible"])
-    pipeline = service.pipeline
 
     # The bodies are parsed here rather than by FastAPI, so that errors take OpenAI's shape
     # (`param`): their schema is declared for the docs.
@@ -110,16 +129,13 @@ def build_openai_router(service: GatewayService) -> APIRouter:
         identity = caller()
         parsed: ChatCompletionBody = _validate(ChatCompletionBody, await _json(request))
         body = parsed.model_dump(exclude_none=True, exclude={"cache"})
-        limits = await service.tenant_limits.get(identity.tenant_id)
         if parsed.stream:
             include_usage = bool((parsed.stream_options or {}).get("include_usage"))
-            chunks, call = await pipeline.open_stream(
-                identity, body, limits, include_usage=include_usage
-            )
+            chunks, call = await service.open_stream(identity, body, include_usage=include_usage)
             headers = gateway_headers(request, call) | SSE_HEADERS
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
-        completion = await pipeline.complete(
-            identity, body, limits, cache=parsed.cache, idempotency_key=idempotency_key
+        completion = await service.complete(
+            identity, body, cache=parsed.cache, idempotency_key=idempotency_key
         )
         headers = gateway_headers(request, completion.call, replayed=completion.replayed)
         return Response(
@@ -131,24 +147,10 @@ def build_openai_router(service: GatewayService) -> APIRouter:
         identity = caller()
         parsed: EmbeddingBody = _validate(EmbeddingBody, await _json(request))
         texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
-        limits = await service.tenant_limits.get(identity.tenant_id)
-        result, call = await pipeline.embed(identity, texts, parsed.model, limits, field="input")
-        usage = call.usage
-        usage_view = {
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "total_tokens": usage.total_tokens if usage else 0,
-        }
+        result, call = await service.embed(identity, texts, parsed.model, field="input")
 
         def encode() -> bytes:
-            data = []
-            for index, vector in enumerate(result.vectors):
-                embedding: Any = vector
-                if parsed.encoding_format == "base64":
-                    raw = np.asarray(vector, dtype="<f4").tobytes()
-                    embedding = base64.b64encode(raw).decode()
-                data.append({"object": "embedding", "index": index, "embedding": embedding})
-            body = {"object": "list", "data": data, "model": call.model, "usage": usage_view}
-            return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+            return embeddings_body(result, call, base64_vectors=parsed.encoding_format == "base64")
 
         # 2048 vectors of 384 floats take ~65 ms to encode: not on the loop.
         content = await run_cpu(vector_size(result.vectors), encode)

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Header, Path
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from faas.services.gateway_service.http import SSE_HEADERS, gateway_headers
+from faas.services.gateway_service.accounting import CallRecord
+from faas.services.gateway_service.completion import Completion
+from faas.services.gateway_service.headers import SSE_HEADERS, gateway_headers
 from faas.services.gateway_service.limits import TenantLimits
 from faas.services.gateway_service.models import (
     EmbeddingsRequest,
@@ -21,7 +23,7 @@ from faas.services.gateway_service.models import (
     UsageView,
 )
 from faas.services.gateway_service.offload import vector_size
-from faas.services.gateway_service.pipeline import Completion
+from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.shared.api import caller, require_scope, respond
 from faas.shared.auth import TENANT_RE, check_tenant_access
 from faas.shared.context import ADMIN, PLATFORM_ADMIN
@@ -56,9 +58,26 @@ def generate_view(completion: Completion) -> GenerateResponse:
     )
 
 
+def embeddings_view(result: EmbeddingResult, call: CallRecord) -> EmbeddingsResponse:
+    usage = call.usage
+    return EmbeddingsResponse(
+        model=call.model,
+        deployment=call.deployment.id if call.deployment else "",
+        dimensions=len(result.vectors[0]) if result.vectors else 0,
+        vectors=result.vectors,
+        usage=UsageView(
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=0,
+            total_tokens=usage.total_tokens if usage else 0,
+            cost_usd=call.cost_usd,
+            usage_source=usage.source if usage else "estimated",
+        ),
+    )
+
+
 def build_router(service: GatewayService) -> APIRouter:
+    """Chat and embeddings calls, then the admin routes."""
     router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
-    pipeline = service.pipeline
 
     @router.post("/generate", response_model=ServiceResponse[GenerateResponse])
     async def generate(
@@ -66,10 +85,8 @@ def build_router(service: GatewayService) -> APIRouter:
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> Response:
-        identity = caller()
-        limits = await service.tenant_limits.get(identity.tenant_id)
-        completion = await pipeline.complete(
-            identity, body.openai_body(), limits, cache=body.cache, idempotency_key=idempotency_key
+        completion = await service.complete(
+            caller(), body.openai_body(), cache=body.cache, idempotency_key=idempotency_key
         )
         headers = gateway_headers(request, completion.call, replayed=completion.replayed)
         return respond(generate_view(completion), headers=headers)
@@ -77,40 +94,28 @@ def build_router(service: GatewayService) -> APIRouter:
     @router.post("/generate/stream", response_class=StreamingResponse)
     async def generate_stream(body: GenerateRequest, request: Request) -> Response:
         """Server-sent events in OpenAI's `chat.completion.chunk` format, ending `[DONE]`."""
-        identity = caller()
-        limits = await service.tenant_limits.get(identity.tenant_id)
-        chunks, call = await pipeline.open_stream(
-            identity, body.openai_body(), limits, include_usage=True
-        )
+        chunks, call = await service.open_stream(caller(), body.openai_body(), include_usage=True)
         headers = gateway_headers(request, call) | SSE_HEADERS
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
 
     @router.post("/embeddings", response_model=ServiceResponse[EmbeddingsResponse])
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-        identity = caller()
-        limits = await service.tenant_limits.get(identity.tenant_id)
-        result, call = await pipeline.embed(identity, body.texts, body.model, limits, field="texts")
-        usage = call.usage
+        result, call = await service.embed(caller(), body.texts, body.model, field="texts")
         headers = gateway_headers(request, call)
 
         def encode() -> Response:
-            view = EmbeddingsResponse(
-                model=call.model,
-                deployment=call.deployment.id if call.deployment else "",
-                dimensions=len(result.vectors[0]) if result.vectors else 0,
-                vectors=result.vectors,
-                usage=UsageView(
-                    prompt_tokens=usage.prompt_tokens if usage else 0,
-                    completion_tokens=0,
-                    total_tokens=usage.total_tokens if usage else 0,
-                    cost_usd=call.cost_usd,
-                    usage_source=usage.source if usage else "estimated",
-                ),
-            )
-            return respond(view, headers=headers)
+            return respond(embeddings_view(result, call), headers=headers)
 
         # 2048 vectors of 384 floats take ~0.2 s to validate and encode: not on the loop.
         return await run_cpu(vector_size(result.vectors), encode)
+
+    router.routes.extend(build_admin_router(service).routes)
+    return router
+
+
+def build_admin_router(service: GatewayService) -> APIRouter:
+    """The routing table, provider health and tenant limits: reads, and admin writes."""
+    router = APIRouter(prefix="/api/v1/gateway", tags=["gateway"])
 
     @router.get("/models", response_model=ServiceResponse[ModelsView])
     async def models() -> Response:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from faas.services.gateway_service.config import Deployment, ModelConfig, RoutingTable
+from faas.services.gateway_service.routing_table import Deployment, ModelConfig, RoutingTable
 from faas.shared.exceptions import NotFound, ValidationFailed
 from faas.shared.http_client import BreakerState, CircuitBreaker
 

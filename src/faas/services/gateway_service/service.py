@@ -5,18 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
 from opentelemetry import metrics
 
 from faas.backends.kv import KeyValueStore
+from faas.backends.limits import LimitStore, build_limit_store
 from faas.integrations.events import EventPublisher
-from faas.services.gateway_service.accounting import UsageRecorder
-from faas.services.gateway_service.cache import ResponseCache
-from faas.services.gateway_service.config import (
+from faas.services.gateway_service.accounting import CallRecord, UsageRecorder
+from faas.services.gateway_service.completion import Completion
+from faas.services.gateway_service.limits import TenantLimits
+from faas.services.gateway_service.models import (
+    CacheOptions,
+    DeploymentView,
+    ModelsView,
+    ModelView,
+    ProviderHealth,
+    RateLimitsView,
+)
+from faas.services.gateway_service.pipeline import ChatPipeline
+from faas.services.gateway_service.providers.base import EmbeddingResult
+from faas.services.gateway_service.providers.pool import Providers
+from faas.services.gateway_service.response_cache import ResponseCache
+from faas.services.gateway_service.routing import ModelRouter
+from faas.services.gateway_service.routing_table import (
     Deployment,
     ModelConfig,
     RoutingTable,
@@ -24,25 +38,10 @@ from faas.services.gateway_service.config import (
     load_routing,
     unavailable_deployments,
 )
-from faas.services.gateway_service.limits import (
-    Clock,
-    LimitStore,
-    MemoryLimitStore,
-    RedisLimitStore,
-    TenantLimits,
-)
-from faas.services.gateway_service.models import (
-    DeploymentView,
-    ModelsView,
-    ModelView,
-    ProviderHealth,
-    RateLimitsView,
-)
-from faas.services.gateway_service.pipeline import ChatPipeline, Providers
-from faas.services.gateway_service.providers import tokens
-from faas.services.gateway_service.routing import ModelRouter
 from faas.services.gateway_service.tenant_limits import TenantLimitsStore
+from faas.shared import tokens
 from faas.shared.config import Settings
+from faas.shared.context import Identity
 from faas.shared.database import Database
 
 log = logging.getLogger("faas.gateway")
@@ -89,15 +88,6 @@ def default_routing() -> RoutingTable:
 def warn_unavailable(table: RoutingTable) -> None:
     for model, deployment in unavailable_deployments(table):
         log.warning(describe_unavailable(model, deployment))
-
-
-def build_limit_store(
-    settings: Settings, kv: KeyValueStore, clock: Clock = time.time
-) -> LimitStore:
-    client = getattr(kv, "client", None)
-    if kv.backend == "redis" and client is not None:
-        return RedisLimitStore(client, on_error=settings.gateway_limits_on_store_error, clock=clock)
-    return MemoryLimitStore(clock)
 
 
 class GatewayService:
@@ -147,14 +137,32 @@ class GatewayService:
         self._watcher: asyncio.Task[None] | None = None
         self._mtime: float | None = None
 
-    def router(self) -> APIRouter:
-        from faas.services.gateway_service.openai_routes import build_openai_router
-        from faas.services.gateway_service.routes import build_router
+    # -- the use cases the routes call: the tenant's limits, then the pipeline ------------
 
-        combined = APIRouter()
-        combined.routes.extend(build_router(self).routes)
-        combined.routes.extend(build_openai_router(self).routes)
-        return combined
+    async def complete(
+        self,
+        identity: Identity,
+        body: dict[str, Any],
+        *,
+        cache: CacheOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> Completion:
+        limits = await self.tenant_limits.get(identity.tenant_id)
+        return await self.pipeline.complete(
+            identity, body, limits, cache=cache, idempotency_key=idempotency_key
+        )
+
+    async def open_stream(
+        self, identity: Identity, body: dict[str, Any], *, include_usage: bool
+    ) -> tuple[AsyncIterator[bytes], CallRecord]:
+        limits = await self.tenant_limits.get(identity.tenant_id)
+        return await self.pipeline.open_stream(identity, body, limits, include_usage=include_usage)
+
+    async def embed(
+        self, identity: Identity, texts: list[str], model_name: str | None, *, field: str
+    ) -> tuple[EmbeddingResult, CallRecord]:
+        limits = await self.tenant_limits.get(identity.tenant_id)
+        return await self.pipeline.embed(identity, texts, model_name, limits, field=field)
 
     async def start(self) -> None:
         # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from faas.services.gateway_service.limits import MAX_BUDGET_USD, MAX_RATE, TenantLimits
+from faas.backends.limits import MAX_BUDGET_USD, MAX_RATE
+from faas.services.gateway_service.limits import TenantLimits
+from faas.shared.clock import utcnow
 from faas.shared.database import Base, Database, UTCDateTime
 
 log = logging.getLogger("faas.gateway.limits")
@@ -73,11 +75,11 @@ class TenantLimitsStore:
             if row is None:
                 session.add(
                     TenantLimitsRow(
-                        tenant_id=tenant_id, limits=values, updated_by=by, updated_at=_now()
+                        tenant_id=tenant_id, limits=values, updated_by=by, updated_at=utcnow()
                     )
                 )
             else:
-                row.limits, row.updated_by, row.updated_at = values, by, _now()
+                row.limits, row.updated_by, row.updated_at = values, by, utcnow()
         # Again after the commit: a load that began during the write read the old row.
         self._writes[tenant_id] += 1
         self._cache[tenant_id] = (time.monotonic() + self.ttl_s, limits)
@@ -102,7 +104,3 @@ def _stored(tenant_id: str, values: dict[str, Any]) -> TenantLimits:
         if isinstance(value, int | float) and not value <= ceiling:  # NaN too
             clamped[name] = ceiling
     return TenantLimits.model_validate(clamped)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

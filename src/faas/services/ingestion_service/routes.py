@@ -1,4 +1,4 @@
-"""HTTP routes of the ingestion service."""
+"""HTTP routes of the ingestion service: accepting files and URLs, and reading the records."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import orjson
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.responses import Response
 
+from faas.services.ingestion_service.intake import Upload
 from faas.services.ingestion_service.models import FilesAccepted, FileView, UrlIngest
-from faas.services.ingestion_service.service import Upload
 from faas.services.rag_service.models import NAME_PATTERN
 from faas.shared.api import PageDep, caller, respond
 from faas.shared.contracts import Page, ServiceResponse
@@ -31,8 +31,8 @@ def _metadata(raw: str) -> dict[str, Any]:
     return value
 
 
-def build_router(service: IngestionService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/ingestion", tags=["ingestion"])
+def intake_routes(service: IngestionService) -> APIRouter:
+    router = APIRouter()
 
     @router.post("/upload", status_code=202, response_model=ServiceResponse[FilesAccepted])
     async def upload(
@@ -75,6 +75,12 @@ def build_router(service: IngestionService) -> APIRouter:
             headers={"Location": accepted.location},
         )
 
+    return router
+
+
+def file_routes(service: IngestionService) -> APIRouter:
+    router = APIRouter()
+
     @router.get("/files", response_model=ServiceResponse[Page[FileView]])
     async def list_files(page: PageDep) -> Response:
         return respond(await service.list_files(caller().tenant_id, page.limit, page.offset))
@@ -83,4 +89,11 @@ def build_router(service: IngestionService) -> APIRouter:
     async def get_file(file_id: str) -> Response:
         return respond(await service.get_file(caller().tenant_id, file_id))
 
+    return router
+
+
+def build_router(service: IngestionService) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/ingestion", tags=["ingestion"])
+    router.include_router(intake_routes(service))
+    router.include_router(file_routes(service))
     return router

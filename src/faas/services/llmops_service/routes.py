@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from starlette.responses import HTMLResponse, Response
 
 from faas.services.llmops_service.dashboard import DASHBOARD_HTML
@@ -18,7 +18,7 @@ from faas.services.llmops_service.models import (
     OperationIn,
     OperationView,
 )
-from faas.services.llmops_service.service import TenantBreakdown, time_range
+from faas.services.llmops_service.queries import OperationFilter, TenantBreakdown, time_range
 from faas.shared.api import PageDep, caller, respond
 from faas.shared.context import ADMIN, PLATFORM_ADMIN, Identity
 from faas.shared.contracts import Page, ServiceResponse
@@ -27,12 +27,26 @@ from faas.shared.exceptions import ValidationFailed
 if TYPE_CHECKING:
     from faas.services.llmops_service.service import LlmopsService
 
+API = "/api/v1/llmops"
 DASHBOARD_PATH = "/llmops/dashboard"
+DASHBOARD_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src 'self' data:",
+}
 MAX_BATCH = 1000
 Name = Annotated[str | None, Query(pattern=NAME)]
 TenantParam = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 From = Annotated[datetime | None, Query(alias="from")]
 To = Annotated[datetime | None, Query(alias="to")]
+
+
+def _range(start: From = None, end: To = None) -> tuple[datetime, datetime]:
+    return time_range(start, end)
+
+
+# [from, to) in UTC: the last 24 hours by default, at most 366 days.
+RangeDep = Annotated[tuple[datetime, datetime], Depends(_range)]
 
 
 def target_tenant(identity: Identity, tenant_id: str | None) -> str:
@@ -52,11 +66,10 @@ def tenant_breakdown(identity: Identity) -> TenantBreakdown:
     return "own" if identity.has_scope(ADMIN) else None
 
 
-def build_router(service: LlmopsService) -> APIRouter:
+def operations_router(service: LlmopsService) -> APIRouter:
     router = APIRouter(tags=["llmops"])
-    api = "/api/v1/llmops"
 
-    @router.post(f"{api}/operations", status_code=201, response_model=ServiceResponse[IngestResult])
+    @router.post(f"{API}/operations", status_code=201, response_model=ServiceResponse[IngestResult])
     async def log_operations(body: OperationIn | list[OperationIn]) -> Response:
         """Log one operation or a list (at most 1,000). An `id` makes a retry idempotent."""
         identity = caller()
@@ -66,7 +79,7 @@ def build_router(service: LlmopsService) -> APIRouter:
         result = await service.log_operations(identity.tenant_id, identity.user_id, ops)
         return respond(result, status_code=201)
 
-    @router.get(f"{api}/operations", response_model=ServiceResponse[Page[OperationView]])
+    @router.get(f"{API}/operations", response_model=ServiceResponse[Page[OperationView]])
     async def list_operations(
         page: PageDep,
         start: From = None,
@@ -78,25 +91,20 @@ def build_router(service: LlmopsService) -> APIRouter:
         agent_id: Name = None,
         tenant_id: TenantParam = None,
     ) -> Response:
+        where = OperationFilter(start, end, model, operation, status, user_id, agent_id)
         tenant = target_tenant(caller(), tenant_id)
-        result = await service.list_operations(
-            tenant,
-            start=start,
-            end=end,
-            model=model,
-            operation=operation,
-            status=status,
-            user_id=user_id,
-            agent_id=agent_id,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        result = await service.list_operations(tenant, where, limit=page.limit, offset=page.offset)
         return respond(result)
 
-    @router.get(f"{api}/metrics", response_model=ServiceResponse[MetricsView])
+    return router
+
+
+def analytics_router(service: LlmopsService) -> APIRouter:
+    router = APIRouter(tags=["llmops"])
+
+    @router.get(f"{API}/metrics", response_model=ServiceResponse[MetricsView])
     async def metrics(
-        start: From = None,
-        end: To = None,
+        span: RangeDep,
         group_by: GroupBy = "hour",
         model: Name = None,
         operation: Name = None,
@@ -105,31 +113,36 @@ def build_router(service: LlmopsService) -> APIRouter:
         """Count, tokens, cost, error rate and latency p50/p95/p99 over every hour that
         overlaps [from, to) (default: the last 24 hours), in total and per group."""
         tenant = target_tenant(caller(), tenant_id)
-        lo, hi = time_range(start, end)
+        lo, hi = span
         view = await service.metrics(tenant, lo, hi, group_by, model=model, operation=operation)
         return respond(view)
 
-    @router.get(f"{api}/cost-analysis", response_model=ServiceResponse[CostAnalysis])
-    async def cost_analysis(
-        start: From = None, end: To = None, tenant_id: TenantParam = None
-    ) -> Response:
+    @router.get(f"{API}/cost-analysis", response_model=ServiceResponse[CostAnalysis])
+    async def cost_analysis(span: RangeDep, tenant_id: TenantParam = None) -> Response:
         """Cost by model, operation, agent (agent id, else user id) and day; `by_tenant` lists
         every tenant for platform admins, the caller's own tenant for its admins."""
         identity = caller()
         tenant = target_tenant(identity, tenant_id)
-        lo, hi = time_range(start, end)
+        lo, hi = span
         view = await service.cost_analysis(tenant, lo, hi, by_tenant=tenant_breakdown(identity))
         return respond(view.model_dump(mode="json", by_alias=True))
 
+    return router
+
+
+def dashboard_router() -> APIRouter:
+    router = APIRouter(tags=["llmops"])
+
     @router.get(DASHBOARD_PATH, response_class=HTMLResponse, include_in_schema=False)
     async def dashboard() -> Response:
-        return HTMLResponse(
-            DASHBOARD_HTML,
-            headers={
-                "cache-control": "no-cache",
-                "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; "
-                "style-src 'unsafe-inline'; img-src 'self' data:",
-            },
-        )
+        return HTMLResponse(DASHBOARD_HTML, headers=DASHBOARD_HEADERS)
 
+    return router
+
+
+def build_router(service: LlmopsService) -> APIRouter:
+    router = APIRouter()
+    router.include_router(operations_router(service))
+    router.include_router(analytics_router(service))
+    router.include_router(dashboard_router())
     return router

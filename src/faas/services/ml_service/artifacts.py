@@ -24,6 +24,10 @@ def _trusted(name: str) -> bool:
     return name.startswith(TRUSTED_PREFIXES) or name in TRUSTED_EXACT
 
 
+def artifact_path(root: Path, tenant: str, version_id: str) -> Path:
+    return root / tenant / "models" / f"{version_id}.skops"
+
+
 def save(pipeline: Any, path: Path) -> tuple[str, list[str]]:
     """Write the artifact; (sha256, the non-default types it needs trusted)."""
     sio = import_module("skops.io")

@@ -1,5 +1,6 @@
-"""Training: allow-listed algorithms and hyperparameters, a scikit-learn Pipeline (imputation,
-scaling, one-hot encoding) and the metrics of each task. Runs in a worker thread."""
+"""Training: a scikit-learn Pipeline (imputation, scaling, one-hot encoding) around the
+requested estimator, fitted and scored with the metrics of each task; and prediction with a
+fitted pipeline. CPU work: callers run it in a worker thread."""
 
 from __future__ import annotations
 
@@ -12,85 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from faas.services.ml_service.data import MISSING, feature_columns, profile, to_matrix
-from faas.shared.exceptions import ValidationFailed
-
-TASKS = ("classification", "regression", "clustering", "anomaly_detection", "forecasting")
-
-ALGORITHMS: dict[str, tuple[str, ...]] = {
-    "classification": ("logistic_regression", "random_forest", "gradient_boosting"),
-    "regression": ("linear", "ridge", "random_forest", "gradient_boosting"),
-    "clustering": ("kmeans",),
-    "anomaly_detection": ("isolation_forest",),
-    "forecasting": ("linear", "gradient_boosting"),
-}
-
-# name → (type, low, high); None bounds are open. `bool` and `int` are exact types.
-Spec = tuple[type, float | None, float | None]
-SEED: Spec = (int, 0, 2**31 - 1)
-HYPERPARAMETERS: dict[str, dict[str, Spec]] = {
-    "logistic_regression": {"C": (float, 1e-6, 1e6), "max_iter": (int, 10, 10_000)},
-    "random_forest": {
-        "n_estimators": (int, 1, 500),
-        "max_depth": (int, 1, 64),
-        "min_samples_leaf": (int, 1, 10_000),
-        "random_state": SEED,
-    },
-    "gradient_boosting": {
-        "n_estimators": (int, 1, 1000),
-        "learning_rate": (float, 1e-4, 1.0),
-        "max_depth": (int, 1, 32),
-        "random_state": SEED,
-    },
-    "linear": {"fit_intercept": (bool, None, None)},
-    "ridge": {"alpha": (float, 0.0, 1e6)},
-    "kmeans": {"n_clusters": (int, 2, 100), "n_init": (int, 1, 50), "random_state": SEED},
-    "isolation_forest": {
-        "n_estimators": (int, 1, 1000),
-        "contamination": (float, 1e-4, 0.5),
-        "random_state": SEED,
-    },
-}
-FORECAST_KEYS: dict[str, Spec] = {"lags": (int, 1, 64)}
-DEFAULT_LAGS = 3
-
-
-def validate_request(
-    task: str, algorithm: str, hyperparameters: Mapping[str, Any]
-) -> dict[str, Any]:
-    if algorithm not in ALGORITHMS[task]:
-        raise ValidationFailed(
-            f"algorithm {algorithm!r} is not available for {task}",
-            details={"field": "algorithm", "allowed": list(ALGORITHMS[task])},
-        )
-    allowed = dict(HYPERPARAMETERS[algorithm])
-    if task == "forecasting":
-        allowed.update(FORECAST_KEYS)
-    clean: dict[str, Any] = {}
-    for key, raw in hyperparameters.items():
-        value: Any = raw
-        spec = allowed.get(key)
-        if spec is None:
-            raise ValidationFailed(
-                f"unknown hyperparameter {key!r} for {algorithm}",
-                details={"hyperparameter": key, "allowed": sorted(allowed)},
-            )
-        kind, low, high = spec
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        matches = type(value) is kind
-        if not matches or (kind is float and not math.isfinite(value)):
-            raise ValidationFailed(
-                f"hyperparameter {key!r} must be {kind.__name__}",
-                details={"hyperparameter": key, "expected": kind.__name__},
-            )
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ValidationFailed(
-                f"hyperparameter {key!r} must be between {low} and {high}",
-                details={"hyperparameter": key, "min": low, "max": high},
-            )
-        clean[key] = value
-    return clean
+from faas.services.ml_service.algorithms import DEFAULT_LAGS, build_estimator
+from faas.services.ml_service.features import feature_columns, to_matrix
+from faas.services.ml_service.profiles import profile
 
 
 @dataclass
@@ -101,41 +26,6 @@ class Trained:
     output: dict[str, Any]
     profile: dict[str, Any]
     params: dict[str, Any]
-
-
-def _estimator(task: str, algorithm: str, params: Mapping[str, Any]) -> Any:
-    _clusters = import_module("sklearn.cluster")
-    KMeans = _clusters.KMeans
-    _ensemble = import_module("sklearn.ensemble")
-    GradientBoostingClassifier = _ensemble.GradientBoostingClassifier
-    GradientBoostingRegressor = _ensemble.GradientBoostingRegressor
-    IsolationForest = _ensemble.IsolationForest
-    RandomForestClassifier = _ensemble.RandomForestClassifier
-    RandomForestRegressor = _ensemble.RandomForestRegressor
-    _linear_model = import_module("sklearn.linear_model")
-    LinearRegression = _linear_model.LinearRegression
-    LogisticRegression = _linear_model.LogisticRegression
-    Ridge = _linear_model.Ridge
-
-    classify = task == "classification"
-    seeded = {"random_state": 0, **params}
-    if algorithm == "logistic_regression":
-        return LogisticRegression(**{"max_iter": 1000, **params})
-    if algorithm == "random_forest":
-        cls = RandomForestClassifier if classify else RandomForestRegressor
-        return cls(**{"n_estimators": 100, **seeded})
-    if algorithm == "gradient_boosting":
-        cls2 = GradientBoostingClassifier if classify else GradientBoostingRegressor
-        return cls2(**seeded)
-    if algorithm == "linear":
-        return LinearRegression(**params)
-    if algorithm == "ridge":
-        return Ridge(**params)
-    if algorithm == "kmeans":
-        return KMeans(**{"n_clusters": 3, "n_init": 10, **seeded})
-    if algorithm == "isolation_forest":
-        return IsolationForest(**{"n_estimators": 100, **seeded})
-    raise ValueError(algorithm)  # pragma: no cover - validated before
 
 
 def build_pipeline(schema: Sequence[Mapping[str, Any]], estimator: Any) -> Any:
@@ -190,25 +80,13 @@ def train(
         raise ValueError(f"unknown target column {target!r}")
     if task == "forecasting":
         return _train_forecast(rows, target or "", algorithm, params, validation_split)
-    if features:
-        unknown = [f for f in features if f not in columns]
-        if unknown:
-            raise ValueError(f"unknown feature column {unknown[0]!r}")
-        names = [f for f in features if f != target]
-    else:
-        names = [c for c, s in columns.items() if c != target and s["kind"] != "text"]
-    if not names:
-        raise ValueError("no feature columns to train on")
-    schema = [{"name": n, "kind": columns[n]["kind"]} for n in names]
-    for column in schema:
-        if column["kind"] == "text":
-            column["kind"] = "categorical"
+    schema = _input_schema(columns, target, features)
     if supervised:
         rows = [r for r in rows if r.get(target or "") is not None]
         if len(rows) < 10:
             raise ValueError("at least 10 rows with a target value are needed")
     X = to_matrix(rows, schema)
-    estimator = _estimator(task, algorithm, params)
+    estimator = build_estimator(task, algorithm, params)
     pipeline = build_pipeline(schema, estimator)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -235,6 +113,27 @@ def train(
             metrics = {"anomaly_rate": float(np.mean(flags == -1)), "rows": len(rows)}
             output = {"name": "predict", "datatype": "BOOL", "anomaly_label": -1}
     return Trained(pipeline, metrics, schema, output, profile(rows, schema), params)
+
+
+def _input_schema(
+    columns: Mapping[str, Mapping[str, Any]], target: str | None, features: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """The model's input columns: those asked for, else every non-text column but the target.
+    A text column named explicitly is one-hot encoded as a category."""
+    if features:
+        unknown = [f for f in features if f not in columns]
+        if unknown:
+            raise ValueError(f"unknown feature column {unknown[0]!r}")
+        names = [f for f in features if f != target]
+    else:
+        names = [c for c, s in columns.items() if c != target and s["kind"] != "text"]
+    if not names:
+        raise ValueError("no feature columns to train on")
+    schema = [{"name": n, "kind": columns[n]["kind"]} for n in names]
+    for column in schema:
+        if column["kind"] == "text":
+            column["kind"] = "categorical"
+    return schema
 
 
 def _supervised(
@@ -359,7 +258,7 @@ def _train_forecast(
     X = to_matrix(frames, schema)
     y = np.array(values[lags:], dtype=float)
     cut = max(1, min(len(y) - 1, round(len(y) * (1 - split))))
-    pipeline = build_pipeline(schema, _estimator("regression", algorithm, params))
+    pipeline = build_pipeline(schema, build_estimator("regression", algorithm, params))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipeline.fit(X[:cut], y[:cut])
@@ -386,6 +285,3 @@ def predict(
     if output.get("datatype") == "FP64":
         return [float(v) for v in raw.tolist()]
     return [str(v) for v in raw.tolist()]
-
-
-__all__ = ["ALGORITHMS", "HYPERPARAMETERS", "MISSING", "TASKS", "Trained", "predict", "train"]

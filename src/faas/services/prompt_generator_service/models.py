@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from faas.services.agent_service.models import AgentView, ToolView
 from faas.shared.input_rules import PRINTABLE
 
 Kind = Literal["agent", "tool"]
@@ -129,14 +130,14 @@ class ToolPrompt(BaseModel):
 
 class GeneratedAgent(BaseModel):
     generation_id: str
-    agent: dict[str, Any]
+    agent: AgentView
     generated_spec: dict[str, Any]
     repaired: bool
 
 
 class GeneratedTool(BaseModel):
     generation_id: str
-    tool: dict[str, Any]
+    tool: ToolView
     generated_spec: dict[str, Any]
     repaired: bool
 

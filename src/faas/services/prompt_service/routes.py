@@ -1,4 +1,4 @@
-"""HTTP routes of the prompt service."""
+"""HTTP routes of the prompt service: parse, call the use case, answer."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ TemplateName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 def build_router(service: PromptService) -> APIRouter:
     router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"])
+    router.include_router(templates_router(service))
+    router.include_router(rendering_router(service))
+    return router
+
+
+def templates_router(service: PromptService) -> APIRouter:
+    """Versions and labels of templates."""
+    router = APIRouter()
 
     @router.post("/templates", status_code=201, response_model=ServiceResponse[TemplateView])
     async def create_template(body: TemplateCreate) -> Response:
@@ -70,6 +78,13 @@ def build_router(service: PromptService) -> APIRouter:
     async def delete_template(name: TemplateName) -> Response:
         await service.delete_template(caller(), name)
         return Response(status_code=204)
+
+    return router
+
+
+def rendering_router(service: PromptService) -> APIRouter:
+    """Rendering a stored template, and fitting a conversation into a context window."""
+    router = APIRouter()
 
     @router.post("/render", response_model=ServiceResponse[RenderResponse])
     async def render(body: RenderRequest) -> Response:

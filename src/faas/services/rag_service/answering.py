@@ -8,8 +8,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from faas.services.gateway_service.client import reply_message
 from faas.services.rag_service.models import (
     Citation,
     QueryRequest,
@@ -29,7 +28,7 @@ from faas.services.rag_service.retrieval import (
 )
 from faas.shared.api import stream_error
 from faas.shared.context import Identity
-from faas.shared.http_client import raise_for_error
+from faas.shared.sse import DONE, sse_event
 
 if TYPE_CHECKING:
     from faas.services.rag_service.service import RagService
@@ -55,20 +54,18 @@ def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
 
 
 class Answerer:
+    """Answers from the tenant's documents, through the RAG service's search, its gateway
+    client and its answer cache."""
+
     def __init__(self, rag: RagService) -> None:
         self.rag = rag
 
     async def _chat(
         self, prompt: str, body: QueryRequest, max_tokens: int
     ) -> tuple[str, dict[str, Any]]:
-        gateway = self.rag.clients.get("gateway")
-        response = await gateway.post(
-            "/v1/chat/completions", json=self._chat_body(prompt, body, max_tokens)
-        )
-        raise_for_error(response, "gateway")
-        data = response.json()
-        content = data["choices"][0]["message"].get("content") or ""
-        return str(content), dict(data.get("usage") or {})
+        completion = await self.rag.gateway.chat(self._chat_body(prompt, body, max_tokens))
+        content = reply_message(completion).get("content") or ""
+        return str(content), dict(completion.get("usage") or {})
 
     def _chat_body(self, prompt: str, body: QueryRequest, max_tokens: int) -> dict[str, Any]:
         return {
@@ -163,10 +160,11 @@ class Answerer:
         )
 
     async def answer(self, identity: Identity, body: QueryRequest) -> QueryResponse:
-        key = await self.rag.cache_key(identity.tenant_id, body.model_dump(exclude={"stream"}))
-        cached = await self.rag.kv.get(key)
+        cache = self.rag.cache
+        key = await cache.key(identity.tenant_id, body.model_dump(exclude={"stream"}))
+        cached = await cache.get(key)
         if cached is not None:
-            return QueryResponse.model_validate({**orjson.loads(cached), "cached": True})
+            return cached
         prepared = await self.prepare(identity, body)
         usage = dict(prepared.usage)
         if prepared.prompt is None:
@@ -175,7 +173,7 @@ class Answerer:
             answer, chat_usage = await self._chat(prepared.prompt, body, body.max_tokens)
             _add_usage(usage, chat_usage)
         result = self.finish(prepared, answer, body, usage)
-        await self.rag.kv.set(key, result.model_dump_json().encode(), self.rag.query_cache_ttl_s)
+        await cache.put(key, result)
         return result
 
     async def stream(self, identity: Identity, body: QueryRequest) -> AsyncIterator[bytes]:
@@ -187,56 +185,46 @@ class Answerer:
         `error` event and `[DONE]`, never a cut connection."""
         prepared = await self.prepare(identity, body)
         upstream = AsyncExitStack()
-        response = None
+        chunks = None
         if prepared.prompt is not None:
             chat = self._chat_body(prepared.prompt, body, body.max_tokens)
-            chat |= {"stream": True, "stream_options": {"include_usage": True}}
-            gateway = self.rag.clients.get("gateway")
-            response = await upstream.enter_async_context(
-                gateway.stream("POST", "/v1/chat/completions", json=chat)
-            )
-            if response.status_code >= 400:
-                async with upstream:
-                    await response.aread()
-                    raise_for_error(response, "gateway")
+            chunks = await upstream.enter_async_context(self.rag.gateway.stream_chat(chat))
+        return self._events(prepared, body, upstream, chunks)
 
-        async def events() -> AsyncIterator[bytes]:
-            usage = dict(prepared.usage)
-            parts: list[str] = []
-            async with upstream:
-                try:
-                    preview = self.finish(prepared, "", body, prepared.usage)
-                    yield _sse(
-                        {
-                            "type": "citations",
-                            "citations": [c.model_dump() for c in preview.citations],
-                        }
-                    )
-                    if response is None:
-                        parts.append(NO_SOURCES)
-                        yield _sse({"type": "delta", "content": NO_SOURCES})
-                    else:
-                        async for line in response.aiter_lines():
-                            if not line.startswith("data: ") or line == "data: [DONE]":
-                                continue
-                            chunk = orjson.loads(line[6:])
-                            if "error" in chunk:
-                                yield _sse({"type": "error", "error": chunk["error"]})
-                                continue
-                            _add_usage(usage, chunk.get("usage"))
-                            for choice in chunk.get("choices") or []:
-                                text = (choice.get("delta") or {}).get("content")
-                                if text:
-                                    parts.append(text)
-                                    yield _sse({"type": "delta", "content": text})
-                    result = self.finish(prepared, "".join(parts), body, usage)
-                    yield _sse({"type": "done", **result.model_dump(mode="json")})
-                except Exception as exc:
-                    yield _sse({"type": "error", "error": stream_error(exc)})
-            yield b"data: [DONE]\n\n"
-
-        return events()
+    async def _events(
+        self,
+        prepared: Prepared,
+        body: QueryRequest,
+        upstream: AsyncExitStack,
+        chunks: AsyncIterator[dict[str, Any]] | None,
+    ) -> AsyncIterator[bytes]:
+        usage = dict(prepared.usage)
+        parts: list[str] = []
+        async with upstream:
+            try:
+                preview = self.finish(prepared, "", body, prepared.usage)
+                citations = [c.model_dump() for c in preview.citations]
+                yield sse_event({"type": "citations", "citations": citations})
+                if chunks is None:
+                    parts.append(NO_SOURCES)
+                    yield sse_event({"type": "delta", "content": NO_SOURCES})
+                else:
+                    async for chunk in chunks:
+                        if "error" in chunk:
+                            yield sse_event({"type": "error", "error": chunk["error"]})
+                            continue
+                        _add_usage(usage, chunk.get("usage"))
+                        for text in _deltas(chunk):
+                            parts.append(text)
+                            yield sse_event({"type": "delta", "content": text})
+                result = self.finish(prepared, "".join(parts), body, usage)
+                yield sse_event({"type": "done", **result.model_dump(mode="json")})
+            except Exception as exc:
+                yield sse_event({"type": "error", "error": stream_error(exc)})
+        yield DONE
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+def _deltas(chunk: dict[str, Any]) -> list[str]:
+    """The answer text a `chat.completion.chunk` adds, per choice."""
+    texts = ((choice.get("delta") or {}).get("content") for choice in chunk.get("choices") or [])
+    return [text for text in texts if text]

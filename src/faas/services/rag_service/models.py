@@ -213,3 +213,19 @@ class QueryResponse(BaseModel):
     grounding: list[SentenceSupport] | None = None
     unsupported_sentences: list[str] | None = None
     cached: bool = False
+
+
+class DocumentIndexedEvent(BaseModel):
+    """The body of `rag.document_indexed.{tenant}`: a document was indexed (created, or a new
+    version of it)."""
+
+    document_id: str
+    collection_id: str
+    chunks: int
+    version: int
+
+
+class DocumentDeletedEvent(BaseModel):
+    """The body of `rag.document_deleted.{tenant}`."""
+
+    document_id: str

@@ -1,4 +1,4 @@
-"""HTTP routes of the RAG service."""
+"""HTTP routes of the RAG service: one router per sub-domain, each handler one use-case call."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response, StreamingResponse
 
 from faas.jobs.models import JobView
-from faas.services.rag_service.answering import Answerer
 from faas.services.rag_service.models import (
     NAME_PATTERN,
     CollectionCreate,
@@ -29,13 +28,14 @@ from faas.shared.contracts import Page, ServiceResponse
 if TYPE_CHECKING:
     from faas.services.rag_service.service import RagService
 
+PREFIX = "/api/v1/rag"
 CollectionName = Annotated[str, Path(pattern=NAME_PATTERN)]
+CollectionQuery = Annotated[str | None, Query(pattern=NAME_PATTERN)]
 DocumentId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def build_router(service: RagService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/rag", tags=["rag"])
-    answerer = Answerer(service)
+def collection_routes(service: RagService) -> APIRouter:
+    router = APIRouter()
 
     @router.post("/collections", status_code=201, response_model=ServiceResponse[CollectionView])
     async def create_collection(body: CollectionCreate) -> Response:
@@ -59,6 +59,12 @@ def build_router(service: RagService) -> APIRouter:
         job = await service.submit_reindex(caller(), body)
         return respond(job, status_code=202)
 
+    return router
+
+
+def document_routes(service: RagService) -> APIRouter:
+    router = APIRouter()
+
     @router.post("/documents", status_code=201, response_model=ServiceResponse[DocumentIndexed])
     async def create_document(body: DocumentCreate) -> Response:
         """Chunk, embed and index a document. Identical content already in the collection is
@@ -67,12 +73,9 @@ def build_router(service: RagService) -> APIRouter:
         return respond(result, status_code=200 if result.duplicate else 201)
 
     @router.get("/documents", response_model=ServiceResponse[Page[DocumentView]])
-    async def list_documents(
-        page: PageDep, collection: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None
-    ) -> Response:
-        return respond(
-            await service.list_documents(caller().tenant_id, collection, page.limit, page.offset)
-        )
+    async def list_documents(page: PageDep, collection: CollectionQuery = None) -> Response:
+        tenant = caller().tenant_id
+        return respond(await service.list_documents(tenant, collection, page.limit, page.offset))
 
     @router.get("/documents/{document_id}", response_model=ServiceResponse[DocumentView])
     async def get_document(document_id: DocumentId) -> Response:
@@ -87,6 +90,12 @@ def build_router(service: RagService) -> APIRouter:
         await service.delete_document(caller(), document_id)
         return Response(status_code=204)
 
+    return router
+
+
+def retrieval_routes(service: RagService) -> APIRouter:
+    router = APIRouter()
+
     @router.post("/search", response_model=ServiceResponse[SearchResponse])
     async def search(body: SearchRequest) -> Response:
         return respond(await service.search(caller(), body))
@@ -94,12 +103,18 @@ def build_router(service: RagService) -> APIRouter:
     @router.post("/query", response_model=ServiceResponse[QueryResponse])
     async def query(body: QueryRequest) -> Response:
         """A grounded answer with citations; with `stream: true`, server-sent events."""
-        identity = caller()
         if body.stream:
-            events = await answerer.stream(identity, body)
+            events = await service.stream_answer(caller(), body)
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
-        return respond(await answerer.answer(identity, body))
+        return respond(await service.answer(caller(), body))
 
+    return router
+
+
+def build_router(service: RagService) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["rag"])
+    for part in (collection_routes, document_routes, retrieval_routes):
+        router.include_router(part(service))
     return router

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from faas.services.gateway_service.config import Deployment
+from faas.services.gateway_service.routing_table import Deployment
 
 ErrorKind = Literal[
     "connect", "timeout", "rate_limited", "auth", "bad_request", "server", "unavailable"

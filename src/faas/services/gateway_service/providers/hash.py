@@ -12,10 +12,11 @@ import zlib
 import numpy as np
 import numpy.typing as npt
 
-from faas.services.gateway_service.config import Deployment
 from faas.services.gateway_service.offload import text_size
 from faas.services.gateway_service.providers.base import EmbeddingResult, Usage
+from faas.services.gateway_service.routing_table import Deployment
 from faas.shared.cpu import run_cpu
+from faas.shared.tokens import count_tokens
 
 DEFAULT_DIMENSIONS = 384
 _WORD = re.compile(r"\w+")
@@ -93,8 +94,6 @@ def embed_texts(texts: list[str], dimensions: int = DEFAULT_DIMENSIONS) -> npt.N
 
 
 def _embed(texts: list[str], dimensions: int, model: str) -> EmbeddingResult:
-    from faas.services.gateway_service.providers.tokens import count_tokens
-
     vectors = embed_texts(texts, dimensions)
     usage = Usage(prompt_tokens=sum(count_tokens(t) for t in texts), source="estimated")
     return EmbeddingResult(

@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from faas.services.gateway_service.config import Deployment
 from faas.services.gateway_service.providers.base import (
     ChatRequest,
     ChatResult,
@@ -24,6 +23,7 @@ from faas.services.gateway_service.providers.base import (
     StreamEvent,
     Usage,
 )
+from faas.services.gateway_service.routing_table import Deployment
 
 MISSING = "the litellm provider needs the 'litellm' extra: pip install 'faas[litellm]'"
 # Most specific first: litellm's Timeout is also an APIConnectionError (as in openai).

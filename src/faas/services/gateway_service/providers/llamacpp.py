@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from faas.services.gateway_service.config import Deployment
 from faas.services.gateway_service.providers.base import (
     ChatRequest,
     ChatResult,
@@ -28,6 +27,7 @@ from faas.services.gateway_service.providers.base import (
     StreamEvent,
     Usage,
 )
+from faas.services.gateway_service.routing_table import Deployment
 
 MISSING = (
     "the llamacpp provider needs the 'local' extra, built for this CPU: "
@@ -163,37 +163,9 @@ class LlamaCppProvider:
             except RuntimeError:  # the loop has closed: nobody is listening
                 cancelled.set()
 
-        def work() -> None:
-            try:
-                model = self._model(deployment)
-                chunks: Iterator[dict[str, Any]] = model.create_chat_completion(
-                    **kwargs, stream=True
-                )
-                pieces, finish = 0, None
-                try:
-                    for chunk in chunks:
-                        if cancelled.is_set():
-                            return
-                        for choice in chunk["choices"]:
-                            pieces += 1 if (choice.get("delta") or {}).get("content") else 0
-                            finish = choice.get("finish_reason") or finish
-                        put("chunk", chunk)
-                finally:
-                    close = getattr(chunks, "close", None)
-                    if close is not None:
-                        close()
-                # llama.cpp streams no usage: each content chunk is one sampled token, and the
-                # context holds the prompt plus every generated token but the last one sampled
-                # (the end-of-text token on "stop", the last counted one on "length").
-                unevaluated = 1 if finish == "length" else 0
-                prompt = max(int(model.n_tokens) - pieces + unevaluated, 0)
-                put("usage", {"prompt_tokens": prompt, "completion_tokens": pieces})
-            except BaseException as exc:
-                put("error", exc)
-            finally:
-                put("end", None)
-
-        future = loop.run_in_executor(self._worker, work)
+        future = loop.run_in_executor(
+            self._worker, self._generate, deployment, kwargs, put, cancelled
+        )
         chunk_id = "chatcmpl-llamacpp"
         head = {"object": "chat.completion.chunk", "created": int(time.time()), "model": name}
         try:
@@ -204,27 +176,50 @@ class LlamaCppProvider:
                 if kind == "error":
                     raise _error(item, deployment) from item
                 if kind == "usage":
-                    usage = {
-                        **item,
-                        "total_tokens": item["prompt_tokens"] + item["completion_tokens"],
-                    }
-                    payload = {**head, "id": chunk_id, "choices": [], "usage": usage}
-                    yield StreamEvent(orjson.dumps(payload), usage=Usage.from_openai(usage))
+                    yield _usage_event(item, {**head, "id": chunk_id})
                     continue
                 item["model"] = name
                 chunk_id = item.get("id", "chatcmpl-llamacpp")
-                finish = None
-                has_content = False
-                for choice in item.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    has_content = has_content or bool(
-                        delta.get("content") or delta.get("tool_calls")
-                    )
-                    finish = choice.get("finish_reason") or finish
-                yield StreamEvent(orjson.dumps(item), has_content=has_content, finish_reason=finish)
+                yield _chunk_event(item)
         finally:
             cancelled.set()
             future.cancel()  # still queued: never start it
+
+    def _generate(
+        self,
+        deployment: Deployment,
+        kwargs: dict[str, Any],
+        put: Callable[[str, Any], None],
+        cancelled: threading.Event,
+    ) -> None:
+        """On the worker thread: `put`s each chunk, then the usage, then "end" (an exception
+        is `put` as "error"); stops early once the consumer is gone."""
+        try:
+            model = self._model(deployment)
+            chunks: Iterator[dict[str, Any]] = model.create_chat_completion(**kwargs, stream=True)
+            pieces, finish = 0, None
+            try:
+                for chunk in chunks:
+                    if cancelled.is_set():
+                        return
+                    for choice in chunk["choices"]:
+                        pieces += 1 if (choice.get("delta") or {}).get("content") else 0
+                        finish = choice.get("finish_reason") or finish
+                    put("chunk", chunk)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+            # llama.cpp streams no usage: each content chunk is one sampled token, and the
+            # context holds the prompt plus every generated token but the last one sampled
+            # (the end-of-text token on "stop", the last counted one on "length").
+            unevaluated = 1 if finish == "length" else 0
+            prompt = max(int(model.n_tokens) - pieces + unevaluated, 0)
+            put("usage", {"prompt_tokens": prompt, "completion_tokens": pieces})
+        except BaseException as exc:
+            put("error", exc)
+        finally:
+            put("end", None)
 
     async def health(self, deployment: Deployment) -> bool:
         try:
@@ -236,3 +231,19 @@ class LlamaCppProvider:
     async def aclose(self) -> None:
         await asyncio.to_thread(self._worker.shutdown, wait=True, cancel_futures=True)
         self._models.clear()
+
+
+def _usage_event(counts: dict[str, int], head: dict[str, Any]) -> StreamEvent:
+    usage = {**counts, "total_tokens": counts["prompt_tokens"] + counts["completion_tokens"]}
+    payload = {**head, "choices": [], "usage": usage}
+    return StreamEvent(orjson.dumps(payload), usage=Usage.from_openai(usage))
+
+
+def _chunk_event(chunk: dict[str, Any]) -> StreamEvent:
+    finish = None
+    has_content = False
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        has_content = has_content or bool(delta.get("content") or delta.get("tool_calls"))
+        finish = choice.get("finish_reason") or finish
+    return StreamEvent(orjson.dumps(chunk), has_content=has_content, finish_reason=finish)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from faas.services.gateway_service.config import Deployment
 from faas.services.gateway_service.providers.base import EmbeddingResult, MissingExtra, Usage
+from faas.services.gateway_service.routing_table import Deployment
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -19,7 +19,6 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
-from faas.services.gateway_service.config import Deployment
 from faas.services.gateway_service.providers.base import (
     ChatRequest,
     ChatResult,
@@ -28,6 +27,7 @@ from faas.services.gateway_service.providers.base import (
     StreamEvent,
     Usage,
 )
+from faas.services.gateway_service.routing_table import Deployment
 
 _HEALTH_TIMEOUT_S = 5.0
 _DRAIN_TIMEOUT_S = 1.0

@@ -1,0 +1,48 @@
+"""An embeddings call: admitted on its counted input, routed with fallback, reconciled on
+the provider's usage (or the gateway's own count) and recorded."""
+
+from __future__ import annotations
+
+from faas.services.gateway_service.accounting import CallRecord, counted_embedding_usage
+from faas.services.gateway_service.dispatch import Dispatcher
+from faas.services.gateway_service.inputs import embedding_tokens
+from faas.services.gateway_service.limits import TenantLimits
+from faas.services.gateway_service.offload import text_size
+from faas.services.gateway_service.providers.base import EmbeddingResult
+from faas.shared.context import Identity
+from faas.shared.cpu import run_cpu
+
+
+async def embed(
+    dispatch: Dispatcher,
+    identity: Identity,
+    texts: list[str],
+    model_name: str | None,
+    limits: TenantLimits,
+    field: str,
+) -> tuple[EmbeddingResult, CallRecord]:
+    """Embeddings of `texts`; `field` names them in a refusal of oversized input."""
+    call = CallRecord("embeddings", model=model_name or "")
+    model = dispatch.router.resolve(model_name, "embedding")
+    call.model = model.name
+    estimate = await embedding_tokens(texts, field)
+    worst_cost = max(d.price.cost(estimate, 0) for d in model.deployments)
+    reservation = await dispatch.admission.reserve(
+        identity.tenant_id, limits, estimate, worst_cost, call
+    )
+    result, attempt = await dispatch.route(
+        identity,
+        model,
+        estimate,
+        call,
+        reservation,
+        lambda d: dispatch.providers.embedding(d.provider).embed(texts, d),
+    )
+    usage = result.usage
+    if usage is None:
+        usage = await run_cpu(text_size(texts), counted_embedding_usage, texts)
+    call.usage = usage
+    attempt.succeeded(usage.total_tokens)
+    await dispatch.admission.reconcile(reservation, call)
+    await dispatch.recorder.record(identity, call)
+    return result, call

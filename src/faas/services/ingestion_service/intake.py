@@ -1,0 +1,177 @@
+"""Accepting work: uploaded files checked and stored in the data dir, URLs checked, and each
+recorded as a file row with its `ingestion.process_file` job."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from faas.jobs import JobQueue
+from faas.services.ingestion_service.fetch import check_url
+from faas.services.ingestion_service.models import FileAccepted, UrlIngest
+from faas.services.ingestion_service.tables import IngestionFileRow
+from faas.shared.clock import utcnow
+from faas.shared.config import Settings
+from faas.shared.context import Identity, new_id
+from faas.shared.database import Database, TenantRepository
+from faas.shared.exceptions import FaaSError, PayloadTooLarge, ValidationFailed
+
+JOB_KIND = "ingestion.process_file"
+
+
+class Upload:
+    """One file of a multipart request, already spooled by the server."""
+
+    def __init__(self, filename: str, content_type: str | None, file: IO[bytes]) -> None:
+        self.filename = Path(filename or "upload").name[:512] or "upload"
+        self.content_type = content_type
+        self.file = file
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the caller asked for every file of a request."""
+
+    collection: str
+    metadata: dict[str, Any]
+    auto_ingest: bool
+    redact_pii: bool
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One accepted file: stored (an upload) or still to fetch (a URL)."""
+
+    filename: str
+    content_type: str | None = None
+    format: str | None = None
+    size: int = 0
+    sha256: str | None = None
+    url: str | None = None
+
+
+class Intake:
+    def __init__(self, settings: Settings, *, db: Database, jobs: JobQueue, root: Path) -> None:
+        self.settings = settings
+        self.db = db
+        self.jobs = jobs
+        self.root = root
+
+    async def upload(
+        self, identity: Identity, uploads: Sequence[Upload], options: Options
+    ) -> list[FileAccepted]:
+        """Check every file first (type by content, size, emptiness, and the structural checks
+        of `screen`: encrypted, zip bomb, page count): one bad file refuses the whole request
+        and nothing is kept, so a client can fix and resend it as a whole."""
+        staged: list[tuple[Path, Incoming]] = []
+        tenant_dir = self._tenant_dir(identity)
+        written: list[Path] = []
+        try:
+            for upload in uploads:
+                path = tenant_dir / new_id()
+                written.append(path)
+                staged.append((path, await self._stage(upload, path)))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        return [await self._accept(identity, path, file, options) for path, file in staged]
+
+    async def _stage(self, upload: Upload, path: Path) -> Incoming:
+        size, digest = await asyncio.to_thread(
+            _copy, upload.file, path, self.settings.max_upload_bytes
+        )
+        if size == 0:
+            raise ValidationFailed(
+                f"{upload.filename} is empty",
+                details={"file": upload.filename, "reason": "empty"},
+            )
+        try:
+            # Reading a PDF's page tree or a ZIP directory is CPU work: off the loop.
+            fmt = await asyncio.to_thread(
+                _screen, path, filename=upload.filename, content_type=upload.content_type
+            )
+        except FaaSError as exc:
+            exc.details.setdefault("file", upload.filename)
+            raise
+        return Incoming(upload.filename, upload.content_type, fmt, size, digest)
+
+    async def ingest_url(self, identity: Identity, body: UrlIngest) -> FileAccepted:
+        await check_url(body.url, self.settings.ingestion_url_allowlist)
+        name = Path(urlsplit(body.url).path).name or urlsplit(body.url).hostname or "page"
+        options = Options(body.collection, body.metadata, body.auto_ingest, body.redact_pii)
+        path = self._tenant_dir(identity) / new_id()
+        return await self._accept(identity, path, Incoming(name[:512], url=body.url), options)
+
+    def _tenant_dir(self, identity: Identity) -> Path:
+        tenant_dir = self.root / identity.tenant_id
+        tenant_dir.mkdir(parents=True, exist_ok=True)
+        return tenant_dir
+
+    async def _accept(
+        self, identity: Identity, path: Path, file: Incoming, options: Options
+    ) -> FileAccepted:
+        file_id = path.name
+        job_id = new_id()
+        now = utcnow()
+        async with self.db.session() as session:
+            TenantRepository(session, IngestionFileRow, identity.tenant_id).add(
+                id=file_id,
+                user_id=identity.user_id,
+                job_id=job_id,
+                filename=file.filename,
+                source_url=file.url,
+                content_type=file.content_type,
+                format=file.format,
+                size_bytes=file.size,
+                sha256=file.sha256,
+                collection=options.collection,
+                meta=options.metadata,
+                auto_ingest=options.auto_ingest,
+                status="queued",
+                stage="queued",
+                created_at=now,
+                updated_at=now,
+            )
+        payload = {"file_id": file_id, "redact_pii": options.redact_pii}
+        await self.jobs.submit(identity, JOB_KIND, payload, job_id=job_id)
+        return FileAccepted(
+            file_id=file_id,
+            job_id=job_id,
+            filename=file.filename,
+            format=file.format,
+            status="queued",
+            location=f"/api/v1/jobs/{job_id}",
+        )
+
+
+def _screen(path: Path, *, filename: str, content_type: str | None) -> str:
+    """The file's format, once it passed the checks that need no text extraction."""
+    from faas.documents import detect_format, screen
+
+    fmt = detect_format(path, filename=filename, content_type=content_type)
+    screen(path, fmt)
+    return fmt
+
+
+def _copy(source: IO[bytes], target: Path, max_bytes: int) -> tuple[int, str]:
+    source.seek(0)
+    digest = hashlib.sha256()
+    size = 0
+    with target.open("wb") as out:
+        while block := source.read(1024 * 1024):
+            size += len(block)
+            if size > max_bytes:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise PayloadTooLarge(
+                    f"a file is larger than {max_bytes} bytes", details={"max_bytes": max_bytes}
+                )
+            digest.update(block)
+            out.write(block)
+    return size, digest.hexdigest()
