@@ -121,91 +121,163 @@ def parse_networks(entries: list[str]) -> list[Network]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FAAS_", extra="ignore", frozen=True)
+    """Every setting, one `FAAS_<NAME>` variable each. The docstring under a field is its
+    description, from which `python -m faas.settings_doc` generates docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FAAS_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     env: Literal["development", "production"] = "development"
+    """`production` refuses a weak JWT secret, `FAAS_AUTH=none` and `trusted-headers` without
+    FAAS_TRUSTED_PROXY_CIDRS, and never migrates on start"""
     data_dir: Path = Path(".faas")
+    """Created at start; holds the SQLite database and vectors when no other store is set,
+    and the generated development JWT secret"""
     host: str = "127.0.0.1"
+    """Address `faas up` and `faas serve` listen on"""
     port: int = 8000
+    """Port of `faas up` (`faas serve` listens on the service's own port)"""
     service_name: str = "faas"
+    """Names traces (`faas-<name>`) and the NATS connection; `faas serve` sets its service"""
     log_level: str = "INFO"
+    """Root log level (DEBUG, INFO, ...); logs are JSON lines on stderr"""
     log_requests: bool = True
+    """Write one access-log line per request (logger `faas.request`)"""
 
     database_url: str | None = None
+    """SQLAlchemy async URL (`postgresql+asyncpg://...`); unset: SQLite in the data dir"""
     redis_url: str | None = None
+    """Cache, gateway response cache, limits, idempotency keys, agent session locks; unset:
+    in memory, per process"""
     nats_url: str | None = None
+    """NATS with JetStream (comma-separated servers) for events and jobs; unset: in-process"""
     nats_prefix: str = ""
+    """Prepended to subjects and stream names, so several deployments can share one NATS"""
     codec: str = "application/json"
+    """Events' encoding: `application/json`, `application/vnd.msgpack`, `application/protobuf`"""
 
     auth: Literal["jwt", "trusted-headers", "none"] = "jwt"
-    # trusted-headers: the proxies whose X-Tenant-ID / X-User-ID / X-Scopes are believed.
-    # Unset: loopback only in development; production refuses to start.
+    """`jwt`: bearer tokens; `trusted-headers`: believe `X-Tenant-ID`, `X-User-ID`, `X-Scopes`
+    from FAAS_TRUSTED_PROXY_CIDRS; `none`: `X-Tenant-ID` from anyone (development only)"""
     trusted_proxy_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """`trusted-headers`: peers whose identity headers are believed (others get 401); unset:
+    loopback in development, refused in production"""
     jwt_secret: SecretStr | None = None
+    """HS256 key; production needs 32+ random characters; development generates one"""
     jwt_public_key: str | None = None
+    """PEM public key: verify RS256/384/512, ES256/384 or PS256 tokens instead of HS256"""
     jwks_url: str | None = None
+    """JWKS endpoint of an identity provider (keys cached 5 minutes)"""
     jwt_audience: str | None = None
+    """Required `aud` claim; unset: the audience is not checked"""
     jwt_issuer: str | None = None
+    """Required `iss` claim; unset: the issuer is not checked"""
     jwt_leeway_s: float = 30.0
+    """Clock skew allowed when checking `exp` and `nbf`"""
 
     max_body_bytes: int = 10 * 1024 * 1024
+    """Larger request bodies answer 413 (uploads have their own limit)"""
     shutdown_grace_s: float = 10.0
+    """On stop, how long running requests, event handlers and jobs may take to finish"""
 
-    # FAAS_<NAME>_URL for each service reached over HTTP (else in-process, when hosted here);
-    # gathered from the environment by `_gather_service_urls`, checked by the service registry.
     service_urls: dict[str, str] = Field(default_factory=dict)
+    """`FAAS_<NAME>_URL` of each service reached over HTTP (else in-process, when hosted here),
+    gathered from the environment by `_gather_service_urls`, checked by the service registry"""
 
     client_timeout_s: float = 30.0
+    """Timeout of one service-to-service call"""
     client_retries: int = 3
+    """Extra attempts of a failed service-to-service call (idempotent methods, or calls with
+    an idempotency key, only)"""
     breaker_failures: int = 5
+    """Failures in a row that open the breaker to a service (then 503 at once)"""
     breaker_cooldown_s: float = 10.0
+    """How long a service's breaker stays open before a trial call"""
 
     cache_max_entries: int = 100_000
+    """Entries the in-memory store keeps (LRU; without Redis only)"""
     cache_max_bytes: int = 256 * 1024 * 1024
+    """Bytes the in-memory store keeps (LRU; without Redis only)"""
     cache_max_value_bytes: int = 1024 * 1024
+    """Larger cache values answer 413"""
     cache_default_ttl_s: float | None = None
+    """TTL of a cache entry written without `ttl_s`; unset: kept until evicted"""
 
-    migrate_on_start: bool = True  # development only; production runs `faas migrate`
+    migrate_on_start: bool = True
+    """Development only: migrate the database at start (production runs `faas migrate`)"""
     run_worker: bool = True
+    """Run a job worker inside `faas up` / `faas serve` for the hosted services' job kinds"""
     job_concurrency: int = 4
-    # Worker processes for pure-Python work on big inputs (chunking, parsing), started at first
-    # use; see faas.shared.cpu.
+    """Jobs one worker runs at once (`faas worker --concurrency`)"""
     cpu_workers: int = Field(1, ge=1, le=64)
+    """Processes for pure-Python work on big inputs (chunking, parsing), started at first use;
+    see faas.shared.cpu"""
     job_ack_wait_s: float = 30.0
+    """A job or stream event unacknowledged this long is redelivered; job leases last twice
+    this"""
     job_max_attempts: int = 5
+    """Runs of a failing job before it is dead-lettered"""
     job_retry_base_s: float = 1.0
+    """Delay before the first retry; doubled for each further one"""
     job_retry_max_s: float = 60.0
+    """Longest delay between two retries"""
     job_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Modules imported at start whose `register(runtime)` adds job kinds"""
 
     vector_url: str | None = None
+    """RAG vectors: `postgresql://...` (pgvector), `sqlite` or `sqlite:///file`; unset: the
+    database if it is PostgreSQL, else `sqlite` (the data dir's `vectors.db`)"""
     rag_embedding_model: str | None = None
+    """Gateway model RAG embeds with; unset: `embed-default`"""
     rag_chat_model: str | None = None
+    """Gateway model RAG answers with when a request names none; unset: `chat-default`"""
     max_upload_bytes: int = 50 * 1024 * 1024
+    """Largest file ingestion accepts or fetches, and dataset ML accepts; larger: 413"""
     ingestion_url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Hosts/CIDRs URL ingestion may fetch although private"""
     ingestion_fetch_timeout_s: float = 20.0
+    """Timeout of one URL fetch by ingestion"""
     llmops_retention_days: int = 90
+    """Raw LLM operations older than this are deleted hourly (rollups kept); 0 keeps all"""
     agent_http_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # One template render: operations (template lines and calls), wall time, output size.
+    """Hosts/CIDRs agents' http tools may call (nothing else)"""
     prompt_render_max_ops: int = Field(2_000_000, ge=1)
+    """Operations (template lines and calls) one prompt render may run; more: 422"""
     prompt_render_timeout_s: float = Field(2.0, gt=0)
+    """Wall time one prompt render may take; longer: 422"""
     prompt_max_output_bytes: int = Field(1_000_000, ge=1)
+    """Largest rendered prompt; larger: 422"""
     prompt_render_workers: int = Field(2, ge=1, le=64)
+    """Threads that render prompt templates"""
     agent_session_lock_wait_s: float = Field(120.0, gt=0, le=3600)
+    """How long a chat turn waits for its session's previous turn before 409"""
 
     gateway_models: Path | None = None
+    """Model routing YAML, re-read when it changes; unset: built-in offline defaults"""
     gateway_cache_ttl_s: float = 3600.0
+    """TTL of cached gateway responses (exact and semantic)"""
     gateway_default_rpm: int | None = None
+    """Requests per minute per tenant; unset: unlimited"""
     gateway_default_tpm: int | None = None
+    """Tokens per minute per tenant; unset: unlimited"""
     gateway_default_daily_budget_usd: float | None = None
+    """Spend per tenant per UTC day; unset: unlimited"""
     gateway_default_monthly_budget_usd: float | None = None
+    """Spend per tenant per UTC month; unset: unlimited"""
     gateway_limits_on_store_error: Literal["open", "closed"] = "closed"
+    """Redis down while checking limits: `closed` answers 503, `open` serves uncounted"""
     gateway_completion_estimate_tokens: int = 256
+    """Completion tokens reserved against limits when a request sets no `max_tokens`"""
     gateway_breaker_failures: int = 3
+    """Failures in a row that take a model deployment out of rotation"""
     gateway_breaker_cooldown_s: float = 30.0
+    """How long a failing deployment stays out before a trial call"""
     gateway_reload_poll_s: float = 2.0
-    # Unset: every registered service. Empty: none (a `faas worker` running only
-    # FAAS_JOB_MODULES' job kinds).
+    """How often the routing file's modification time is checked"""
     services: Annotated[list[str] | None, NoDecode] = None
+    """Services this process hosts; unset: every registered one; empty: none (a `faas worker`
+    running only FAAS_JOB_MODULES' job kinds)"""
 
     @field_validator(
         "services",
