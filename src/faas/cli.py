@@ -201,9 +201,16 @@ def worker(
         typer.Option("--kinds", help="job kinds to run; repeatable (default: all)"),
     ] = None,
     concurrency: Annotated[int | None, typer.Option(help="jobs run at once")] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="serve /livez, /readyz and /metrics on this port (for probes)"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="interface of the health port")] = None,
 ) -> None:
     """Run jobs from the shared queue (needs FAAS_NATS_URL); start as many as you like."""
     import asyncio
+
+    from faas.worker_process import run_worker
 
     overrides: dict[str, object] = {"run_worker": False}
     if concurrency is not None:
@@ -217,35 +224,8 @@ def worker(
     from faas.shared.logging import configure_logging
 
     configure_logging(settings.log_level)
-    asyncio.run(_work(settings, kinds or None))
-
-
-async def _work(settings: Settings, kinds: list[str] | None) -> None:
-    import asyncio
-
-    from faas.runtime import Runtime
-
-    runtime = Runtime.build(settings)
-    # Services are built for the job kinds they register; their HTTP routes are not served.
-    services = [spec.build(runtime) for spec in REGISTRY.selected(settings)]
-    runtime.load_job_modules()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await runtime.start(run_worker=False)
-    try:
-        for service in services:
-            await service.start()
-        worker = await runtime.start_worker(kinds)
-        consuming = ", ".join(sorted(kinds or worker.registry.kinds)) or "nothing (no job kinds)"
-        console.print(f"worker {os.getpid()} consuming {consuming}")
-        await stop.wait()
-    finally:
-        await runtime.stop_worker()
-        for service in reversed(services):
-            await service.stop()
-        await runtime.close()
+    health = None if health_port is None else (host or settings.host, health_port)
+    asyncio.run(run_worker(settings, kinds or None, health=health, announce=console.print))
 
 
 @app.command()

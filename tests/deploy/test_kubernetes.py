@@ -151,8 +151,8 @@ def test_every_http_deployment_has_both_probes_on_its_port(objects: list[Object]
                 check = container[probe]["httpGet"]
                 assert check["path"] == path, (name, probe)
                 assert check["port"] in (*ports, *ports.values()), (name, probe)
-    # The worker serves no HTTP, so it has nothing to probe; nothing else may be portless.
-    assert set(portless) <= {"faas-worker"}
+    # Workers too: `faas worker --health-port` serves the probes.
+    assert portless == []
 
 
 def test_every_pod_is_sized_and_locked_down(objects: list[Object]) -> None:
@@ -223,7 +223,8 @@ def test_workers_build_the_job_services_and_reach_what_they_call(
     production: list[Object],
 ) -> None:
     container = container_of(production, "faas-worker")
-    assert container["args"] == ["worker"]
+    assert container["args"][0] == "worker"
+    assert "--health-port" in container["args"]
     env = environment(production, container)
     with_jobs = [spec for spec in REGISTRY if spec.job_kinds]
     assert env["FAAS_SERVICES"]["value"].split(",") == [spec.name for spec in with_jobs]

@@ -54,6 +54,7 @@ class JobWorker:
         self.queue = queue
         self.bus = bus
         self.registry = registry
+        self.kinds: list[str] = []  # what start() consumes
         self.concurrency = concurrency
         self.retry = queue.retry
         self.lease_s = lease_s
@@ -78,6 +79,7 @@ class JobWorker:
             return
         for kind in selected:
             self.registry.get(kind)
+        self.kinds = list(selected)
         self._subscription = await self.bus.consume(
             selected, self._on_delivery, concurrency=self.concurrency
         )

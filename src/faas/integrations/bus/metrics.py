@@ -25,6 +25,10 @@ class BusMetrics:
                 self._counters[name] = meter.create_counter(
                     f"faas.bus.{name}", unit="{message}", description=description
                 )
+            # Exported as 0 from the start, so dashboards and alerts on these rare events see
+            # a series before the first one (Prometheus: "avoid missing metrics").
+            for name in ("failures", "dropped"):
+                self._counters[name].add(0, {"faas.bus.backend": backend})
 
     def _add(self, name: str, value: int, subject_root: str | None, kind: str | None) -> None:
         counter = self._counters.get(name)
