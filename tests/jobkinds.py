@@ -7,8 +7,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from faas.jobs import JobContext
 from faas.runtime import Runtime
+
+
+class EchoPayload(BaseModel):
+    """Anything, with an optional label: echo is the one test kind callers may submit."""
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str | None = None
 
 
 async def echo(ctx: JobContext) -> Any:
@@ -45,7 +55,7 @@ async def cancellable(ctx: JobContext) -> Any:
 
 def register(runtime: Runtime) -> None:
     registry = runtime.jobs.registry
-    registry.register("testjobs.echo", echo)
+    registry.register("testjobs.echo", echo, accepts=EchoPayload)
     registry.register("testjobs.flaky", flaky)
     registry.register("testjobs.always_fails", always_fails)
     registry.register("testjobs.slow_effect", slow_effect)

@@ -87,6 +87,15 @@ async def test_usage_counts_keys_and_value_bytes(kv: KeyValueStore, ns: str) -> 
     assert (usage.keys, usage.bytes) == (2, 8)
 
 
+async def test_usage_counts_values_only_not_sets(kv: KeyValueStore, ns: str) -> None:
+    """A set beside the values (the gateway's semantic-cache index) is neither counted nor an
+    error (Redis refuses STRLEN of a set)."""
+    await kv.set(f"{ns}:a", b"12345")
+    await kv.sadd(f"{ns}:index", "a", "b")
+    usage = await kv.usage(f"{ns}:*")
+    assert (usage.keys, usage.bytes) == (1, 5)
+
+
 async def test_incr_counts_and_reads_back_as_decimal_bytes(kv: KeyValueStore, ns: str) -> None:
     assert await kv.incr(f"{ns}:c") == 1
     assert await kv.incr(f"{ns}:c", 41) == 42

@@ -278,6 +278,65 @@ async def test_selective_filter_still_returns_k_hits(index: VectorIndex, tenant:
     assert len(await index.search_keyword(tenant, "chunk", 10, filters={"lang": "de"})) == 10
 
 
+PSEUDO_WORDS = [f"{a}{v}{b}{w}z" for a in "bdgk" for v in "ae" for b in "mpv" for w in "io"]
+
+
+async def keyword_corpus(index: VectorIndex, tenant: str) -> list[str]:
+    """400 chunks of 3 to 29 words from a 48-word vocabulary (many hold a query word),
+    and a crowd of another tenant's chunks that repeat the query words and so outrank them
+    all in a shared full-text table; returns the query's words."""
+    rng = np.random.default_rng(11)
+    own = [
+        chunk(
+            tenant,
+            f"c{i:03}",
+            vec(1, i),
+            " ".join(rng.choice(PSEUDO_WORDS, int(rng.integers(3, 30)))),
+            collection=f"col{i % 3}",
+            metadata={"lang": "de" if i % 7 == 0 else "en"},
+        )
+        for i in range(400)
+    ]
+    query = list(PSEUDO_WORDS[:3])
+    crowd = [chunk(tenant + "-crowd", f"x{i}", vec(1), " ".join(query * 4)) for i in range(300)]
+    await index.upsert([*own, *crowd])
+    return query
+
+
+async def test_keyword_top_k_is_the_head_of_the_full_ranking(
+    index: VectorIndex, tenant: str
+) -> None:
+    words = await keyword_corpus(index, tenant)
+    query = " ".join(words)
+    ranking = await index.search_keyword(tenant, query, 400)
+    matching = [h for h in ranking if set(words) & set(h.text.split())]
+    assert len(matching) == len(ranking) > 150
+    assert all(h.chunk_id.startswith("c") for h in ranking)
+    scores = [h.score for h in ranking]
+    assert scores == sorted(scores, reverse=True)
+    for k in (1, 7, 40):
+        assert ids(await index.search_keyword(tenant, query, k)) == ids(ranking)[:k]
+
+
+async def test_keyword_filters_rank_exactly_within_the_filtered_chunks(
+    index: VectorIndex, tenant: str
+) -> None:
+    query = " ".join(await keyword_corpus(index, tenant))
+    ranking = await index.search_keyword(tenant, query, 400)
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"filters": {"lang": "de"}}, lambda h: h.metadata["lang"] == "de"),
+        ({"collection_ids": ["col1"]}, lambda h: h.collection_id == "col1"),
+        (
+            {"collection_ids": ["col0", "col2"], "filters": {"lang": "en"}},
+            lambda h: h.collection_id != "col1" and h.metadata["lang"] == "en",
+        ),
+    ]
+    for filters, keep in cases:
+        expected = [h.chunk_id for h in ranking if keep(h)][:5]
+        assert len(expected) == 5
+        assert ids(await index.search_keyword(tenant, query, 5, **filters)) == expected
+
+
 async def test_dimensions_coexist(index: VectorIndex, tenant: str) -> None:
     await index.upsert(
         [
@@ -331,6 +390,31 @@ async def test_pgvector_names_the_fix_when_the_extension_is_missing(pgvector_url
         await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         await admin.execute(f"DROP ROLE IF EXISTS {name}")
         await admin.close()
+
+
+async def test_pgvector_keeps_the_keyword_index_pending_list_short(
+    pgvector_url: str, tenant: str
+) -> None:
+    # Every GIN probe reads the whole pending list: tables made before the limit get it too.
+    options = "SELECT reloptions FROM pg_class WHERE relname = 'faas_vectors_d13_tsv'"
+    store = PgVectorIndex(pgvector_url)
+    await store.start()
+    try:
+        await store.upsert([chunk(tenant, "a", vec(1, dim=13), "pending words")])
+        async with store.pool.acquire() as conn:
+            assert await conn.fetchval(options) == ["gin_pending_list_limit=256"]
+            await conn.execute("ALTER INDEX faas_vectors_d13_tsv RESET (gin_pending_list_limit)")
+    finally:
+        await store.close()
+    upgraded = PgVectorIndex(pgvector_url)
+    await upgraded.start()
+    try:
+        await upgraded.upsert([chunk(tenant, "b", vec(1, dim=13), "more pending words")])
+        async with upgraded.pool.acquire() as conn:
+            assert await conn.fetchval(options) == ["gin_pending_list_limit=256"]
+        assert ids(await upgraded.search_keyword(tenant, "pending", 5)) == ["a", "b"]
+    finally:
+        await upgraded.close()
 
 
 def test_builder_picks_the_backend(make_settings: Any) -> None:

@@ -115,4 +115,8 @@ def test_evaluation_set_is_well_formed() -> None:
         assert isinstance(relevant, dict) and 1 <= len(relevant) <= 4, query["id"]
         assert set(relevant) <= known, query["id"]
         assert set(relevant.values()) <= {1, 2} and 2 in relevant.values(), query["id"]
-    assert {q["kind"] for q in queries} == {"paraphrase", "identifier", "mixed"}
+    assert {q["kind"] for q in queries} == {"paraphrase", "identifier", "mixed", "multi"}
+    for kind in {q["kind"] for q in queries}:
+        splits = [q["split"] for q in queries if q["kind"] == kind]
+        assert set(splits) == {"tune", "heldout"}
+        assert abs(2 * splits.count("tune") - len(splits)) <= 1, kind

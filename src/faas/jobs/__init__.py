@@ -1,14 +1,8 @@
 """Jobs: long work submitted over HTTP, run by workers that consume the job queue."""
 
 from faas.jobs.models import JobStatus, JobView
-from faas.jobs.queue import (
-    JobCancelled,
-    JobContext,
-    JobHandler,
-    JobQueue,
-    JobRegistry,
-    PermanentJobError,
-)
+from faas.jobs.queue import JobCancelled, JobContext, JobQueue, NewJob, PermanentJobError
+from faas.jobs.registry import JobHandler, JobRegistry
 from faas.jobs.retry import RetryPolicy
 from faas.jobs.worker import JobWorker
 
@@ -21,6 +15,7 @@ __all__ = [
     "JobStatus",
     "JobView",
     "JobWorker",
+    "NewJob",
     "PermanentJobError",
     "RetryPolicy",
 ]

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -66,7 +66,6 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, row: JobRecord) -> JobView:
-
         return cls(
             job_id=row.id,
             kind=row.kind,
@@ -97,3 +96,23 @@ class JobAccepted(BaseModel):
     job_id: str
     status: JobStatus
     location: str
+
+
+# One batch is one INSERT statement of this many rows: well inside the bind-parameter limits
+# of SQLite (32,766) and PostgreSQL (32,767) at 15 columns a row.
+MAX_BATCH = 1000
+
+
+class JobSubmission(BaseModel):
+    kind: str = Field(max_length=128)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobBatch(BaseModel):
+    """`POST /api/v1/jobs:batch`: jobs of kinds their services let callers submit directly."""
+
+    jobs: list[JobSubmission] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class JobBatchAccepted(BaseModel):
+    jobs: list[JobAccepted]

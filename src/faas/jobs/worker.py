@@ -22,14 +22,8 @@ from opentelemetry.trace import Link
 from faas.integrations.bus import JobDelivery, MessageBus, Subscription
 from faas.integrations.otel_messaging import link_from_headers
 from faas.jobs.models import JobRecord, JobStatus, JobView
-from faas.jobs.queue import (
-    JobCancelled,
-    JobContext,
-    JobHeld,
-    JobQueue,
-    JobRegistry,
-    PermanentJobError,
-)
+from faas.jobs.queue import JobCancelled, JobContext, JobHeld, JobQueue, PermanentJobError
+from faas.jobs.registry import JobRegistry
 from faas.shared.backoff import backoff
 from faas.shared.context import RequestContext, reset_context, set_context
 

@@ -118,13 +118,9 @@ class MemoryKeyValueStore:
         return sum(1 for k in keys if self._remove(k))
 
     async def usage(self, pattern: str) -> Usage:
-        keys = await self.scan(pattern)
-        total = 0
-        for k in keys:
-            value = self._data[k][0]
-            if isinstance(value, bytes):
-                total += len(value)
-        return Usage(keys=len(keys), bytes=total)
+        values = [self._data[k][0] for k in await self.scan(pattern)]
+        strings = [v for v in values if isinstance(v, bytes)]  # sets are not values
+        return Usage(keys=len(strings), bytes=sum(len(v) for v in strings))
 
     async def incr(self, key: str, amount: int = 1) -> int:
         # Stored as decimal bytes, as Redis does, so GET/MGET read counters alike.

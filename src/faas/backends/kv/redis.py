@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -45,8 +45,16 @@ class RedisKeyValueStore:
         self._client = client
 
     @classmethod
-    def with_url(cls, url: str, *, max_connections: int = 64) -> RedisKeyValueStore:
-        return cls(Redis.from_url(url, max_connections=max_connections, decode_responses=False))
+    def with_url(
+        cls, url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0
+    ) -> RedisKeyValueStore:
+        # A burst beyond `max_connections` waits for a free connection. redis-py's default
+        # pool raises "Too many connections" instead: a gateway replica answered 503 ("rate-
+        # limit store unavailable") to most of 300 concurrent calls (bench/scaleout.py).
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, decode_responses=False
+        )
+        return cls(Redis.from_pool(pool))
 
     @property
     def client(self) -> Redis:
@@ -120,17 +128,20 @@ class RedisKeyValueStore:
         keys = await self.scan(pattern)
         if not keys:
             return Usage(0, 0)
+        # Only string values count (sets, like the semantic cache's index, are not values), and
+        # STRLEN of a set is a WRONGTYPE error: type first, then lengths of the strings.
         async with self._client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.type(key)
+            kinds: list[Any] = await pipe.execute()
+        strings = [k for k, kind in zip(keys, kinds, strict=True) if kind in (b"string", "string")]
+        if not strings:
+            return Usage(0, 0)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in strings:
                 pipe.strlen(key)
-            replies: list[Any] = await pipe.execute()
-        count = total = 0
-        for kind, length in zip(replies[::2], replies[1::2], strict=True):
-            if kind in (b"string", "string"):
-                count += 1
-                total += int(length)
-        return Usage(count, total)
+            lengths: list[Any] = await pipe.execute()
+        return Usage(len(strings), sum(int(n) for n in lengths))
 
     @unavailable_on_connection_error
     async def incr(self, key: str, amount: int = 1) -> int:

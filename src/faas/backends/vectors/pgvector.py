@@ -18,14 +18,19 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from faas.backends.vectors import pg_keyword
 from faas.backends.vectors.base import FloatArray, Hit, IndexedChunk, normalised, query_terms
+from faas.backends.vectors.pg_rows import COLUMNS, TABLE_PREFIX, filters_sql, hit, table
 from faas.shared.config import ConfigError
 from faas.shared.exceptions import DependencyUnavailable
 
-_TABLE_PREFIX = "faas_vectors_d"
 _HNSW_MAX_DIM = 2000  # pgvector's limit for HNSW on `vector`; larger ones are searched exactly
+_EF_SEARCH = 40  # HNSW candidate list; searches for more than this many hits widen it
+# Keyword search probes the GIN index, and every probe also reads the index's whole pending
+# list of rows inserted since its last merge: at the default 4 MB (about 6k chunks) that was
+# 5-8 ms a search. 256 kB keeps the batching that makes inserts cheap.
+_GIN_PENDING = "gin_pending_list_limit = 256"
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('faas_vectors_schema'))"
-_COLUMNS = "chunk_id, document_id, collection_id, text, metadata"
 
 
 def _encode(value: Any) -> bytes:
@@ -94,12 +99,8 @@ async def pgvector_problem(url: str) -> str | None:
         await conn.close()
 
 
-def _table(dim: int) -> str:
-    return f"{_TABLE_PREFIX}{int(dim)}"
-
-
 def _ddl(dim: int) -> list[str]:
-    t = _table(dim)
+    t = table(dim)
     statements = [
         f"""CREATE TABLE IF NOT EXISTS {t} (
             tenant_id text NOT NULL,
@@ -111,7 +112,12 @@ def _ddl(dim: int) -> list[str]:
             embedding vector({int(dim)}) NOT NULL,
             tsv tsvector GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED,
             PRIMARY KEY (tenant_id, chunk_id))""",
-        f"CREATE INDEX IF NOT EXISTS {t}_tsv ON {t} USING gin (tsv)",
+        f"CREATE INDEX IF NOT EXISTS {t}_tsv ON {t} USING gin (tsv) WITH ({_GIN_PENDING})",
+        # Tables created before the setting get it once (ALTER takes a lock and ownership).
+        f"""DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = '{t}_tsv'::regclass
+                           AND reloptions @> ARRAY['{_GIN_PENDING.replace(" ", "")}'])
+            THEN ALTER INDEX {t}_tsv SET ({_GIN_PENDING}); END IF; END $$""",
         f"CREATE INDEX IF NOT EXISTS {t}_meta ON {t} USING gin (metadata jsonb_path_ops)",
         f"CREATE INDEX IF NOT EXISTS {t}_collection ON {t} (tenant_id, collection_id)",
         f"CREATE INDEX IF NOT EXISTS {t}_document ON {t} (tenant_id, document_id)",
@@ -121,24 +127,6 @@ def _ddl(dim: int) -> list[str]:
             f"CREATE INDEX IF NOT EXISTS {t}_hnsw ON {t} USING hnsw (embedding vector_cosine_ops)"
         )
     return statements
-
-
-def _filters_sql(
-    params: list[Any], collection_ids: Sequence[str] | None, filters: Mapping[str, Any] | None
-) -> str:
-    sql = ""
-    if collection_ids is not None:
-        params.append(list(collection_ids))
-        sql += f" AND collection_id = ANY(${len(params)}::text[])"
-    if filters:
-        params.append(orjson.dumps(dict(filters)).decode())
-        sql += f" AND metadata @> ${len(params)}::jsonb"
-    return sql
-
-
-def _hit(row: asyncpg.Record, score: float) -> Hit:
-    meta = orjson.loads(row["metadata"])
-    return Hit(row["chunk_id"], row["document_id"], row["collection_id"], score, row["text"], meta)
 
 
 def _count(status: str) -> int:
@@ -177,8 +165,20 @@ class PgVectorIndex:
             await self._ensure_extension(conn)
         finally:
             await conn.close()
+        # Session settings, not SET LOCAL per search: a transaction and a set_config cost three
+        # round trips, as much as the HNSW walk itself at 100k chunks. The pool's RESET ALL on
+        # release returns to these. Iterative scan keeps walking the graph until k rows pass
+        # the filters.
+        settings = {"hnsw.ef_search": str(_EF_SEARCH)}
+        if self._iterative:
+            settings["hnsw.iterative_scan"] = "relaxed_order"
+            settings["hnsw.max_scan_tuples"] = str(self.max_scan_tuples)
         self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=1, max_size=self.pool_size, init=self._init_connection
+            self._dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            init=self._init_connection,
+            server_settings=settings,
         )
 
     async def _ensure_extension(self, conn: asyncpg.Connection) -> None:
@@ -217,9 +217,9 @@ class PgVectorIndex:
         names = await conn.fetch(
             "SELECT relname FROM pg_class WHERE relkind = 'r' "
             "AND relnamespace = current_schema()::regnamespace AND relname ~ $1",
-            f"^{_TABLE_PREFIX}[0-9]+$",
+            f"^{TABLE_PREFIX}[0-9]+$",
         )
-        self._dims = {int(r["relname"][len(_TABLE_PREFIX) :]) for r in names}
+        self._dims = {int(r["relname"][len(TABLE_PREFIX) :]) for r in names}
         return sorted(self._dims)
 
     async def _ensure_table(self, conn: asyncpg.Connection, dim: int) -> None:
@@ -248,7 +248,7 @@ class PgVectorIndex:
                 for dim, rows in groups.items():
                     rows.sort(key=lambda r: (r[0], r[1]))  # one lock order across writers
                     await conn.executemany(
-                        f"INSERT INTO {_table(dim)} AS t (tenant_id, chunk_id, collection_id, "
+                        f"INSERT INTO {table(dim)} AS t (tenant_id, chunk_id, collection_id, "
                         "document_id, text, metadata, embedding) "
                         "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) "
                         "ON CONFLICT (tenant_id, chunk_id) DO UPDATE SET "
@@ -261,7 +261,7 @@ class PgVectorIndex:
                     for other in await self._tables(conn):
                         if other != dim:
                             await conn.execute(
-                                f"DELETE FROM {_table(other)} WHERE (tenant_id, chunk_id) IN "
+                                f"DELETE FROM {table(other)} WHERE (tenant_id, chunk_id) IN "
                                 "(SELECT * FROM unnest($1::text[], $2::text[]))",
                                 [r[0] for r in rows],
                                 [r[1] for r in rows],
@@ -272,7 +272,7 @@ class PgVectorIndex:
         async with self.pool.acquire() as conn, conn.transaction():
             for dim in await self._tables(conn):
                 status = await conn.execute(
-                    f"DELETE FROM {_table(dim)} WHERE tenant_id = $1 AND {where}", tenant_id, value
+                    f"DELETE FROM {table(dim)} WHERE tenant_id = $1 AND {where}", tenant_id, value
                 )
                 removed += _count(status)
         return removed
@@ -292,7 +292,7 @@ class PgVectorIndex:
         total = 0
         async with self.pool.acquire() as conn:
             for dim in await self._tables(conn):
-                sql = f"SELECT count(*) FROM {_table(dim)} WHERE tenant_id = $1"
+                sql = f"SELECT count(*) FROM {table(dim)} WHERE tenant_id = $1"
                 total += int(await conn.fetchval(sql, tenant_id))
         return total
 
@@ -309,34 +309,31 @@ class PgVectorIndex:
         if k <= 0 or (collection_ids is not None and not collection_ids):
             return []
         params: list[Any] = [query, tenant_id]
-        where = _filters_sql(params, collection_ids, filters)
+        where = filters_sql(params, collection_ids, filters)
         params.append(k)
         sql = (
-            f"SELECT {_COLUMNS}, embedding <=> $1 AS distance FROM {_table(query.size)} "
+            f"SELECT {COLUMNS}, embedding <=> $1 AS distance FROM {table(query.size)} "
             f"WHERE tenant_id = $2{where} ORDER BY embedding <=> $1 LIMIT ${len(params)}"
         )
         async with self.pool.acquire() as conn:
             if query.size not in self._dims and query.size not in await self._tables(conn):
                 return []
-            async with conn.transaction():
-                # Iterative scan: keep walking the HNSW graph until k rows pass the filters.
-                settings = "SELECT set_config('hnsw.ef_search', $1, true)"
-                if self._iterative:
-                    settings += (
-                        ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-                        ", set_config('hnsw.max_scan_tuples', $2, true)"
-                    )
-                args = [str(max(40, min(k, 1000))), str(self.max_scan_tuples)]
-                await conn.execute(settings, *args[: 2 if self._iterative else 1])
+            if k <= _EF_SEARCH:  # the pool's session settings serve: one round trip
                 rows = await conn.fetch(sql, *params)
-                if len(rows) < k:
-                    # The scan hit its tuple budget (or the tenant has < k matches): rank the
-                    # filtered rows exactly, as SQLite does.
+            else:
+                async with conn.transaction():
+                    ef_search = str(min(k, 1000))
+                    await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", ef_search)
+                    rows = await conn.fetch(sql, *params)
+            if len(rows) < k:
+                # The scan hit its tuple budget (or the tenant has < k matches): rank the
+                # filtered rows exactly, as SQLite does.
+                async with conn.transaction():
                     await conn.execute("SET LOCAL enable_indexscan = off")
                     rows = await conn.fetch(sql, *params)
         # relaxed_order may return rows slightly out of order.
         ordered = sorted(rows, key=lambda r: float(r["distance"]))
-        return [_hit(r, 1.0 - float(r["distance"])) for r in ordered]
+        return [hit(r, 1.0 - float(r["distance"])) for r in ordered]
 
     async def search_keyword(
         self,
@@ -350,20 +347,8 @@ class PgVectorIndex:
         terms = query_terms(query)
         if k <= 0 or not terms or (collection_ids is not None and not collection_ids):
             return []
-        # Terms are letters and digits only, so quoting makes each a plain lexeme; OR of all
-        # terms ranks chunks matching more of them higher, as BM25 over FTS5 does.
-        params: list[Any] = [tenant_id, " | ".join(f"'{t}'" for t in terms)]
-        where = _filters_sql(params, collection_ids, filters)
-        params.append(k)
-        hits: list[Hit] = []
         async with self.pool.acquire() as conn:
-            for dim in await self._tables(conn):
-                sql = (
-                    f"SELECT {_COLUMNS}, ts_rank(tsv, q, 1) AS score "
-                    f"FROM {_table(dim)}, to_tsquery('english', $2) AS q "
-                    f"WHERE tenant_id = $1 AND tsv @@ q{where} ORDER BY score DESC "
-                    f"LIMIT ${len(params)}"
-                )
-                hits.extend(_hit(r, float(r["score"])) for r in await conn.fetch(sql, *params))
-        hits.sort(key=lambda h: -h.score)
-        return hits[:k]
+            tables = [table(dim) for dim in await self._tables(conn)]
+            return await pg_keyword.search_keyword(
+                conn, tables, tenant_id, terms, k, collection_ids, filters
+            )

@@ -36,6 +36,8 @@ _BATCH = 500  # stays far below SQLite's bound-parameter limit
 _MAX_COLUMNS = 64
 # Below this many matrix cells, ranking inline is cheaper than handing it to a thread.
 _INLINE_CELLS = 256 * 1024
+# The first ranked head read for k keyword hits is max(4k, this); it deepens 4x when short.
+_MIN_DEPTH = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vec_chunks (
@@ -127,6 +129,29 @@ def _top_k(
         candidates = candidates[part]
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     return [(int(i), float(scores[i])) for i in order]
+
+
+def _rows_by_id(
+    db: sqlite3.Connection,
+    row_ids: list[int],
+    tenant_id: str,
+    collection_ids: Sequence[str] | None,
+) -> dict[int, tuple[str, str, str, str, dict[str, Any]]]:
+    """The rows among `row_ids` that belong to the tenant (and collections), by row id."""
+    found: dict[int, tuple[str, str, str, str, dict[str, Any]]] = {}
+    for start in range(0, len(row_ids), _BATCH):
+        batch = row_ids[start : start + _BATCH]
+        sql = (
+            "SELECT id, chunk_id, document_id, collection_id, text, metadata FROM vec_chunks "
+            f"WHERE id IN ({','.join('?' * len(batch))}) AND tenant_id = ?"
+        )
+        params: list[Any] = [*batch, tenant_id]
+        if collection_ids is not None:
+            sql += f" AND collection_id IN ({','.join('?' * len(collection_ids))})"
+            params.extend(collection_ids)
+        for row_id, *fields, meta in db.execute(sql, params):
+            found[row_id] = (*fields, orjson.loads(meta))
+    return found
 
 
 class SqliteVectorIndex:
@@ -321,29 +346,30 @@ class SqliteVectorIndex:
         collection_ids: Sequence[str] | None,
         filters: Mapping[str, Any] | None,
     ) -> list[Hit]:
-        sql = (
-            "SELECT c.chunk_id, c.document_id, c.collection_id, c.text, c.metadata, "
-            "bm25(vec_chunks_fts) AS rank FROM vec_chunks_fts "
-            "JOIN vec_chunks c ON c.id = vec_chunks_fts.rowid "
-            "WHERE vec_chunks_fts MATCH ? AND c.tenant_id = ?"
+        # bm25 over the FTS table alone is cheap; joining every match to its wide row first
+        # was most of the cost (22 ms of 29 at 20k chunks). So rank first, then read rows for
+        # the head of the ranking only, deepening until k pass the tenant and filters: the
+        # same exact order as ranking the filtered rows, at any tenant's share of the table.
+        ranked = (
+            "SELECT rowid, bm25(vec_chunks_fts) FROM vec_chunks_fts "
+            "WHERE vec_chunks_fts MATCH ? ORDER BY 2, rowid LIMIT ?"
         )
-        params: list[Any] = [match, tenant_id]
-        if collection_ids is not None:
-            sql += f" AND c.collection_id IN ({','.join('?' * len(collection_ids))})"
-            params.extend(collection_ids)
-        sql += " ORDER BY rank"
-        if not filters:
-            sql += " LIMIT ?"
-            params.append(k)
         hits: list[Hit] = []
-        # With metadata filters, read ranked rows lazily until k of them pass.
-        for chunk_id, document_id, collection_id, text, meta, rank in self._db.execute(sql, params):
-            metadata = orjson.loads(meta)
-            if filters and not matches(metadata, filters):
-                continue
-            hits.append(Hit(chunk_id, document_id, collection_id, -float(rank), text, metadata))
-            if len(hits) >= k:
+        seen = 0
+        depth = max(4 * k, _MIN_DEPTH)
+        while len(hits) < k:
+            head = self._db.execute(ranked, (match, depth)).fetchall()[seen:]
+            rows = _rows_by_id(self._db, [rowid for rowid, _ in head], tenant_id, collection_ids)
+            for rowid, rank in head:
+                row = rows.get(rowid)
+                if row is None or (filters and not matches(row[4], filters)):
+                    continue
+                hits.append(Hit(row[0], row[1], row[2], -float(rank), row[3], row[4]))
+                if len(hits) >= k:
+                    break
+            if seen + len(head) < depth:  # the ranking is exhausted
                 break
+            seen, depth = depth, depth * 4
         return hits
 
     async def search_keyword(

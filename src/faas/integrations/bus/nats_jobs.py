@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("faas.bus")
 
+# How long a pull for several jobs waits when the queue turns out empty after all.
+BATCH_WAIT_S = 0.05
+
 
 class NatsDelivery(Delivery):
     def __init__(self, bus: NatsBus, msg: Msg, kind: str) -> None:
@@ -67,12 +70,14 @@ class JobConsumer:
         self.kind = kind
         self.durable = safe_name(kind)
         self._handler = handler
+        self._concurrency = concurrency
         self._workers = Workers(concurrency, f"jobs {kind}")
         self._psub: JetStreamContext.PullSubscription | None = None
         self._advisories: NatsSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._fetching = False
+        self._backlog = False  # the last pull got all it asked for: more may be waiting
 
     async def setup(self) -> None:
         bus = self._bus
@@ -131,35 +136,49 @@ class JobConsumer:
             if not msgs:
                 continue
             failures = 0
-            if self._stopping:  # hand it straight back to the other workers
-                self._workers.release()
+            if self._stopping:  # hand them straight back to the other workers
+                self._workers.release(len(msgs))
                 for msg in msgs:
                     with contextlib.suppress(Exception):
                         await msg.nak()
                 return
-            self._workers.start(self._run(msgs[0]))
+            for msg in msgs:
+                self._workers.start(self._run(msg))
 
     async def _run(self, msg: Msg) -> None:
         await self._bus.run_job(self._handler, NatsDelivery(self._bus, msg, self.kind))
 
     async def _fetch(self) -> list[Msg] | None:
-        """One job in a reserved worker slot; [] (slot freed) when none came, None on error."""
+        """Jobs in reserved worker slots; [] (slots freed) when none came, None on error.
+
+        While jobs are waiting, one pull takes as many as there are free slots, instead of a
+        round trip per job. An idle queue gets a long poll for one job: a pull for several
+        answers only when all of them came or it expires, which would hold a lone job back.
+        """
         psub = self._psub
         assert psub is not None
         await self._workers.acquire()
+        slots = 1
+        if self._backlog:
+            slots += await self._workers.acquire_free(self._concurrency - 1)
+        timeout = self._bus.fetch_timeout_s if slots == 1 else BATCH_WAIT_S
         self._fetching = True
         try:
-            return list(await psub.fetch(1, timeout=self._bus.fetch_timeout_s))
+            msgs = list(await psub.fetch(slots, timeout=timeout))
         except TimeoutError:
-            self._workers.release()
+            self._workers.release(slots)
+            self._backlog = False
             return []
         except Exception as exc:
-            self._workers.release()
+            self._workers.release(slots)
             log.warning("fetching %s jobs failed: %s", self.kind, exc)
             await self._drop_subscriptions()
             return None
         finally:
             self._fetching = False
+        self._workers.release(slots - len(msgs))
+        self._backlog = len(msgs) == slots
+        return msgs
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         bus = self._bus

@@ -28,8 +28,17 @@ class Workers:
     async def acquire(self) -> None:
         await self._slots.acquire()
 
-    def release(self) -> None:
-        self._slots.release()
+    async def acquire_free(self, most: int) -> int:
+        """Reserve up to `most` slots that are free now, without waiting; how many it got."""
+        taken = 0
+        while taken < most and not self._slots.locked():
+            await self._slots.acquire()  # returns at once: a slot is free
+            taken += 1
+        return taken
+
+    def release(self, slots: int = 1) -> None:
+        for _ in range(slots):
+            self._slots.release()
 
     def start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -134,6 +134,13 @@ class SearchRequest(BaseModel):
     collection: str | None = Field(None, pattern=NAME_PATTERN)
     mmr: bool = False
     mmr_lambda: float = Field(0.7, ge=0, le=1)
+    vector_weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="hybrid only: the vector list's share of the fused score (0 = keyword "
+        "only, 1 = vector only); by default chosen per query (rag_service/fusion.py)",
+    )
 
     @model_validator(mode="after")
     def _query(self) -> SearchRequest:

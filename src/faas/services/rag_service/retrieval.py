@@ -1,14 +1,12 @@
-"""Pure retrieval and answering helpers: rank fusion, MMR, prompt, citations, grounding."""
+"""Pure retrieval and answering helpers: MMR, prompt, citations, grounding."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-RRF_K = 60
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _WORD_RE = re.compile(r"[A-Za-z0-9]+")
 _CITE_RE = re.compile(r"\[(\d{1,3})\]")
@@ -79,21 +77,6 @@ search engine. Keep names, numbers and key terms. Reply with the query only.
 
 Question: {question}
 Query:"""
-
-
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    chunk_id: str
-    score: float
-
-
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[Ranked]:
-    """Fuse ranked id lists: score = sum of 1 / (k + rank). Robust to incomparable scores."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, chunk_id in enumerate(ranking, start=1):
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank)
-    return [Ranked(c, s) for c, s in sorted(scores.items(), key=lambda kv: -kv[1])]
 
 
 def mmr(query: np.ndarray, candidates: np.ndarray, k: int, lambda_: float = 0.7) -> list[int]:

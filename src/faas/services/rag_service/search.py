@@ -3,6 +3,10 @@ carry their document's title and source."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 import numpy as np
 from sqlalchemy import select
 
@@ -10,14 +14,17 @@ from faas.backends.vectors import Hit
 from faas.services.rag_service.collections import Collections
 from faas.services.rag_service.embedding_space import EmbeddingSpaces
 from faas.services.rag_service.embeddings import Embedder, unit_vectors
+from faas.services.rag_service.fusion import fuse, vector_weight
 from faas.services.rag_service.models import SearchHit, SearchRequest, SearchResponse
-from faas.services.rag_service.retrieval import mmr, reciprocal_rank_fusion
+from faas.services.rag_service.retrieval import mmr
 from faas.services.rag_service.search_index import SearchIndex
 from faas.services.rag_service.tables import ChunkRow, DocumentRow
 from faas.shared.database import Database
 from faas.shared.exceptions import ValidationFailed
 
 FUSION_DEPTH = 10
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 class Searcher:
@@ -48,33 +55,55 @@ class Searcher:
         # at max(top_k, 10); bench/rag_quality.py). MMR needs candidates to choose from.
         depth = body.top_k * 4 if body.mmr else max(body.top_k, FUSION_DEPTH)
         vector: np.ndarray | None = None
+        space: str | None = None
         vector_hits: list[Hit] = []
         keyword_hits: list[Hit] = []
-        if body.mode in ("vector", "hybrid"):
-            vector = await self._query_vector(tenant, body, collection_ids)
-            vector_hits = await self.index.vectors.search_vector(
-                tenant, vector, depth, collection_ids=collection_ids, filters=body.filters
-            )
-            if body.threshold is not None:
-                vector_hits = [h for h in vector_hits if h.score >= body.threshold]
-        if body.mode in ("keyword", "hybrid"):
-            assert body.query_text is not None
-            keyword_hits = await self.index.vectors.search_keyword(
-                tenant, body.query_text, depth, collection_ids=collection_ids, filters=body.filters
-            )
         if body.mode == "hybrid":
-            hits = _fused(vector_hits, keyword_hits)
+            # The legs wait on different things (the embedder and the vector store, the
+            # full-text engine): run them side by side, so a search costs the slower leg.
+            (vector, space, vector_hits), keyword_hits = await _side_by_side(
+                self._vector_leg(tenant, body, collection_ids, depth),
+                self._keyword_leg(tenant, body, collection_ids, depth),
+            )
+        elif body.mode == "vector":
+            vector, space, vector_hits = await self._vector_leg(tenant, body, collection_ids, depth)
+        else:
+            keyword_hits = await self._keyword_leg(tenant, body, collection_ids, depth)
+        if body.mode == "hybrid":
+            weight = body.vector_weight
+            if weight is None:
+                weight = vector_weight(body.query_text, space)
+            hits = fuse(vector_hits, keyword_hits, weight)
         else:
             hits = vector_hits or keyword_hits
         if body.mmr and vector is not None and hits:
             hits = await self._diversify(hits, vector, body.top_k, body.mmr_lambda)
         return SearchResponse(mode=body.mode, results=await self._views(tenant, hits[: body.top_k]))
 
+    async def _vector_leg(
+        self, tenant: str, body: SearchRequest, collection_ids: list[str] | None, depth: int
+    ) -> tuple[np.ndarray, str | None, list[Hit]]:
+        vector, space = await self._query_vector(tenant, body, collection_ids)
+        hits = await self.index.vectors.search_vector(
+            tenant, vector, depth, collection_ids=collection_ids, filters=body.filters
+        )
+        if body.threshold is not None:
+            hits = [h for h in hits if h.score >= body.threshold]
+        return vector, space, hits
+
+    async def _keyword_leg(
+        self, tenant: str, body: SearchRequest, collection_ids: list[str] | None, depth: int
+    ) -> list[Hit]:
+        assert body.query_text is not None
+        return await self.index.vectors.search_keyword(
+            tenant, body.query_text, depth, collection_ids=collection_ids, filters=body.filters
+        )
+
     async def _query_vector(
         self, tenant: str, body: SearchRequest, collection_ids: list[str] | None
-    ) -> np.ndarray:
-        """The query as a unit vector: the caller's own embedding, or the query text embedded
-        in the space of the collections searched."""
+    ) -> tuple[np.ndarray, str | None]:
+        """The query as a unit vector: the caller's own embedding (space unknown), or the query
+        text embedded in the space of the collections searched, with that space."""
         if body.query_embedding is not None:
             raw = np.asarray([body.query_embedding], dtype=np.float64)
             # float32 overflows to inf above ~3.4e38, and inf has no direction.
@@ -84,12 +113,12 @@ class Searcher:
                     details={"field": "query_embedding"},
                 )
             vector: np.ndarray = unit_vectors(raw.astype(np.float32))[0]
-            return vector
+            return vector, None
         assert body.query_text is not None
         matrix, model = await self.embedder.embed([body.query_text])
         vector = matrix[0]
         await self.spaces.check(tenant, collection_ids, model, len(vector))
-        return vector
+        return vector, model
 
     async def _diversify(
         self, hits: list[Hit], query: np.ndarray, k: int, lambda_: float
@@ -136,14 +165,14 @@ class Searcher:
         return views
 
 
-def _fused(vector_hits: list[Hit], keyword_hits: list[Hit]) -> list[Hit]:
-    """Both lists fused by reciprocal rank, each hit scored by its fused score."""
-    by_id = {h.chunk_id: h for h in [*keyword_hits, *vector_hits]}
-    fused = reciprocal_rank_fusion(
-        [[h.chunk_id for h in vector_hits], [h.chunk_id for h in keyword_hits]]
-    )
-    return [_rescored(by_id[r.chunk_id], r.score) for r in fused]
-
-
-def _rescored(hit: Hit, score: float) -> Hit:
-    return Hit(hit.chunk_id, hit.document_id, hit.collection_id, score, hit.text, hit.metadata)
+async def _side_by_side(
+    first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]
+) -> tuple[A, B]:
+    """Both results; when either fails, the other is cancelled and that error is raised as
+    it is (a `FaaSError` keeps its status), not wrapped in an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            a, b = group.create_task(first), group.create_task(second)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return a.result(), b.result()

@@ -1,0 +1,114 @@
+"""Hybrid search's fusion (rag_service/fusion.py): the vector weight chosen per query and
+embedding space, the fused order, and the per-request `vector_weight` through the API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from faas.backends.vectors import Hit
+from faas.services.rag_service.fusion import (
+    VECTOR_WEIGHT_IDENTIFIER,
+    VECTOR_WEIGHT_LEXICAL,
+    VECTOR_WEIGHT_TEXT,
+    fuse,
+    has_identifier,
+    standard_scores,
+    vector_weight,
+)
+from faas.shared.config import Settings
+from tests.conftest import auth
+from tests.platform_app import Platform, platform
+
+A = auth("acme")
+MINILM = "minilm:all-MiniLM-L6-v2"
+
+
+def hits(*scored: tuple[str, float]) -> list[Hit]:
+    return [Hit(cid, f"doc-{cid}", "col", score, f"text {cid}", {}) for cid, score in scored]
+
+
+def ids(fused: list[Hit]) -> list[str]:
+    return [h.chunk_id for h in fused]
+
+
+@pytest.mark.parametrize(
+    "query", ["NW-4412", "5.15.1", "nwk_test_ key", "What does NW-4412 mean?", "error E07"]
+)
+def test_a_query_carrying_a_code_leans_on_keywords(query: str) -> None:
+    assert has_identifier(query)
+    assert vector_weight(query, MINILM) == VECTOR_WEIGHT_IDENTIFIER
+
+
+@pytest.mark.parametrize(
+    "query", ["Can I bring my puppy to the office?", "I left my work computer in a taxi"]
+)
+def test_a_natural_language_question_leans_on_vectors(query: str) -> None:
+    assert not has_identifier(query)
+    assert vector_weight(query, MINILM) == VECTOR_WEIGHT_TEXT
+    assert vector_weight(query, None) == VECTOR_WEIGHT_TEXT  # the caller's own embedding
+
+
+def test_feature_hashing_vectors_get_a_small_weight_for_every_query() -> None:
+    for query in ("Can I bring my puppy to the office?", "NW-4412"):
+        assert vector_weight(query, "hash:hash-384") == VECTOR_WEIGHT_LEXICAL
+
+
+def test_standard_scores_are_z_scores_and_constant_lists_score_zero() -> None:
+    z = standard_scores(hits(("a", 3.0), ("b", 1.0)))
+    assert z == {"a": 1.0, "b": -1.0}
+    assert standard_scores(hits(("a", 0.5), ("b", 0.5))) == {"a": 0.0, "b": 0.0}
+    assert standard_scores([]) == {}
+
+
+def test_the_weight_decides_which_list_leads() -> None:
+    keyword = hits(("k1", 12.0), ("both", 6.0), ("k3", 5.0))
+    vector = hits(("v1", 0.9), ("both", 0.5), ("v3", 0.45))
+    assert ids(fuse(vector, keyword, 0.0))[:3] == ["k1", "both", "k3"]
+    assert ids(fuse(vector, keyword, 1.0))[:3] == ["v1", "both", "v3"]
+    assert sorted(ids(fuse(vector, keyword, 0.5))) == ["both", "k1", "k3", "v1", "v3"]
+
+
+def test_a_hit_strong_in_one_list_beats_one_middling_in_both() -> None:
+    # Reciprocal rank fusion ranked `middling` first here: it scores in both lists.
+    keyword = hits(("exact", 20.0), ("middling", 6.0), ("k3", 5.5), ("k4", 5.0))
+    vector = hits(("v1", 0.52), ("middling", 0.5), ("v3", 0.49), ("v4", 0.48))
+    assert ids(fuse(vector, keyword, VECTOR_WEIGHT_IDENTIFIER))[0] == "exact"
+
+
+def test_fused_hits_carry_the_fused_score_in_order() -> None:
+    fused = fuse(hits(("a", 0.9), ("b", 0.1)), hits(("b", 3.0), ("c", 1.0)), 0.5)
+    scores = [h.score for h in fused]
+    assert scores == sorted(scores, reverse=True)
+    assert fuse([], [], 0.5) == []
+    assert ids(fuse([], hits(("k", 1.0), ("j", 0.5)), 0.7)) == ["k", "j"]
+
+
+@pytest.fixture
+async def env(tmp_path: Any, make_settings: Callable[..., Settings]) -> AsyncIterator[Platform]:
+    routing = tmp_path / "models.yaml"
+    routing.write_text(
+        "models:\n"
+        "  - name: chat-default\n    deployments:\n      - provider: mock\n"
+        "  - name: embed-default\n    kind: embedding\n    deployments:\n      - provider: hash\n"
+    )
+    async with platform(make_settings(gateway_models=routing), ["gateway", "rag"]) as env:
+        yield env
+
+
+async def test_vector_weight_is_a_validated_search_option(env: Platform) -> None:
+    for text in ("Refunds are paid within 14 days.", "Standard shipping takes 3 to 5 days."):
+        body = {"title": text[:12], "content": text}
+        created = await env.client.post("/api/v1/rag/documents", json=body, headers=A)
+        assert created.status_code == 201, created.text
+    for weight in (0.0, 0.4, 1.0):
+        body = {"query_text": "refunds", "mode": "hybrid", "vector_weight": weight}
+        response = await env.client.post("/api/v1/rag/search", json=body, headers=A)
+        assert response.status_code == 200, response.text
+        assert "Refunds" in response.json()["data"]["results"][0]["text"]
+    for bad in (-0.1, 1.5, "half"):
+        body = {"query_text": "refunds", "mode": "hybrid", "vector_weight": bad}
+        response = await env.client.post("/api/v1/rag/search", json=body, headers=A)
+        assert response.status_code == 422, response.text
