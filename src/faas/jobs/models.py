@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -110,6 +110,19 @@ class JobSubmission(BaseModel):
 
 class JobBatch(BaseModel):
     """`POST /api/v1/jobs:batch`: jobs of kinds their services let callers submit directly."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "jobs": [
+                        {"kind": "notes.compact", "payload": {"notebook": "n1"}},
+                        {"kind": "notes.compact", "payload": {"notebook": "n2"}},
+                    ]
+                }
+            ]
+        }
+    )
 
     jobs: list[JobSubmission] = Field(min_length=1, max_length=MAX_BATCH)
 

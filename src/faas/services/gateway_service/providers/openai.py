@@ -32,7 +32,11 @@ from faas.services.gateway_service.routing_table import Deployment
 _HEALTH_TIMEOUT_S = 5.0
 _DRAIN_TIMEOUT_S = 1.0
 _MAX_CONNECTIONS = 1024
-_KEEPALIVE_S = 30.0
+# Below the 5 s keep-alive of the Python servers many OpenAI-compatible upstreams run on
+# (uvicorn): the client closes an idle connection before the server can, so a burst after a
+# pause never sends on a connection the server has just closed (the multi-host run saw one
+# failed call per burst, and three of them opened the deployment's breaker).
+_KEEPALIVE_S = 4.0
 
 
 class SSEDecoder:
@@ -208,11 +212,17 @@ class OpenAICompatibleProvider:
         return headers
 
     def _timeout(self, deployment: Deployment, *, total: bool = True) -> aiohttp.ClientTimeout:
+        # sock_connect bounds the TCP connect alone. aiohttp's `connect` also counts the wait
+        # for a free pooled connection, so an overloaded replica's queued calls failed as
+        # "connect" errors and took a healthy upstream out of rotation.
         connect = min(deployment.timeout_s, 10.0)
         if total:
-            return aiohttp.ClientTimeout(total=deployment.timeout_s, connect=connect)
-        # Streams may run long: bound the wait for each piece instead of the whole.
-        return aiohttp.ClientTimeout(connect=connect, sock_read=deployment.timeout_s)
+            return aiohttp.ClientTimeout(total=deployment.timeout_s, sock_connect=connect)
+        # Streams may run long: bound the wait for each piece instead of the whole, and the
+        # wait for a pooled connection plus the connect by the deployment's timeout.
+        return aiohttp.ClientTimeout(
+            connect=deployment.timeout_s, sock_connect=connect, sock_read=deployment.timeout_s
+        )
 
     async def _post(self, path: str, body: dict[str, Any], deployment: Deployment) -> bytes:
         base = self._base(deployment)
