@@ -126,13 +126,13 @@ class UsageRecorder:
 
 
 def usage_event(identity: Identity, call: CallRecord) -> UsageEvent:
-    """The `gateway.usage.{tenant}` event of a finished call. Built without validation: every
-    value comes from the gateway's own typed records, and validating ~20 fields cost ~6% of a
-    request's CPU (bench/refactor.py); consumers validate what they receive."""
+    """The `gateway.usage.{tenant}` event of a finished call. Validated like any other:
+    `model_construct` measured slower (7.8 us build and dump against 6.5 us), since it sets
+    each field in Python."""
     deployment = call.deployment
     usage = call.usage or Usage(source="estimated")
     ctx = current_context()
-    return UsageEvent.model_construct(
+    return UsageEvent(
         operation=call.operation,
         model=call.model,
         deployment=deployment.id if deployment else None,
