@@ -42,6 +42,7 @@ from tests.multihost.infra import (
 )
 from tests.multihost.netns import Host, NamespaceThread, Network
 from tests.multihost.submit import SUBMITTER
+from tests.support.faas_process import OFFLINE_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.77.0"
@@ -74,18 +75,9 @@ def routing_file(upstream: str) -> str:
     """The offline models, plus `metered`: the svc host's mock upstream at a known price (only
     output tokens are billed, and it always reports 400 of them, its deployment's maximum: what
     admission reserves is what the call then costs)."""
-    return f"""\
-models:
-  - name: chat-default
-    deployments:
-      - provider: mock
-        model: faas-mock
-  - name: embed-default
-    kind: embedding
-    deployments:
-      - provider: hash
-        model: hash-384
-        dimensions: 384
+    return (
+        OFFLINE_MODELS
+        + f"""\
   - name: metered
     deployments:
       - provider: openai
@@ -96,6 +88,7 @@ models:
         max_output_tokens: 400
         price: {{input_per_1k: 0.0, output_per_1k: 0.1}}
 """
+    )
 
 
 @dataclass
