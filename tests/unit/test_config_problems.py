@@ -68,3 +68,14 @@ def test_secrets_and_url_passwords_are_masked() -> None:
     assert masked("redis_url", "redis://:hunter2@cache:6379/0") == "redis://:********@cache:6379/0"
     assert masked("nats_url", "nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
     assert masked("port", 8000) == "8000"
+
+
+def test_the_test_suites_variables_are_not_service_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI exports FAAS_TEST_DATABASE_URL & co. into every process; they name no service."""
+    monkeypatch.setenv("FAAS_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1/test")
+    monkeypatch.setenv("FAAS_TEST_NATS_URL", "nats://127.0.0.1:4222")
+    monkeypatch.setenv("FAAS_CACHE_URL", "http://cache:8001")
+    assert load_settings().service_urls == {"cache": "http://cache:8001"}
+    # Outside that prefix a stray variable is still refused.
+    (line,) = problems(monkeypatch, FAAS_CAHCE_URL="http://cache:8001")
+    assert "FAAS_CAHCE_URL='http://cache:8001' is not allowed" in line

@@ -24,6 +24,9 @@ class ConfigError(ValueError):
 
 
 _SERVICE_URL = re.compile(r"FAAS_(?P<name>[A-Z][A-Z0-9_]*)_URL")
+# FAAS_TEST_* belongs to the test suite (FAAS_TEST_DATABASE_URL, FAAS_TEST_REDIS_URL...), which CI
+# exports into every process it starts: those are never service URLs.
+_TEST_PREFIX = "FAAS_TEST_"
 _SECRET_NAME = re.compile(r"secret|key|password|token", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)(?P<password>[^@/]*)@")
 MASK = "********"
@@ -302,6 +305,8 @@ class Settings(BaseSettings):
         urls = dict(data.get("service_urls") or {})
         for variable, value in os.environ.items():
             match = _SERVICE_URL.fullmatch(variable)
+            if variable.startswith(_TEST_PREFIX):
+                continue
             if match and match["name"].lower() + "_url" not in cls.model_fields and value:
                 urls.setdefault(match["name"].lower(), value)
         for key in [k for k in data if k.endswith("_url") and k not in cls.model_fields]:
