@@ -15,7 +15,9 @@ MAX_MESSAGES = 2048
 # Beyond any model's output; keeps worst-case reservations inside Redis' 64-bit counters.
 MAX_OUTPUT_TOKENS = 10**8
 
-Operation = Literal["chat", "embeddings"]
+# Which API surface a call came through: chat and embeddings (OpenAI), completions (OpenAI's
+# legacy prompt API), messages (Anthropic), responses (OpenAI Responses), rerank.
+Operation = Literal["chat", "embeddings", "completions", "messages", "responses", "rerank"]
 CacheHit = Literal[False, "exact", "semantic"]
 UsageSource = Literal["provider", "estimated"]
 CallStatus = Literal["ok", "error", "partial"]

@@ -16,7 +16,7 @@ from faas.services.gateway_service.dispatch import Dispatcher
 from faas.services.gateway_service.embeddings import embed
 from faas.services.gateway_service.idempotency import IdempotencyLedger
 from faas.services.gateway_service.limits import TenantLimits
-from faas.services.gateway_service.models import CacheOptions
+from faas.services.gateway_service.models import CacheOptions, Operation
 from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.services.gateway_service.providers.pool import Providers
 from faas.services.gateway_service.response_cache import ResponseCache, request_fingerprint
@@ -54,9 +54,10 @@ class ChatPipeline:
         *,
         cache: CacheOptions | None = None,
         idempotency_key: str | None = None,
+        operation: Operation = "chat",
     ) -> Completion:
         """A chat completion; under an Idempotency-Key a retry replays the stored answer."""
-        call = CallRecord("chat", model=str(body.get("model") or ""))
+        call = CallRecord(operation, model=str(body.get("model") or ""))
         model = self.dispatch.router.resolve(body.get("model"), "chat")
         call.model = model.name
         tenant = identity.tenant_id
@@ -87,8 +88,9 @@ class ChatPipeline:
         limits: TenantLimits,
         *,
         include_usage: bool,
+        operation: Operation = "chat",
     ) -> tuple[AsyncIterator[bytes], CallRecord]:
-        return await open_stream(self.dispatch, identity, body, limits, include_usage)
+        return await open_stream(self.dispatch, identity, body, limits, include_usage, operation)
 
     async def embed(
         self,

@@ -22,6 +22,7 @@ from faas.services.gateway_service.models import (
     DeploymentView,
     ModelsView,
     ModelView,
+    Operation,
     ProviderHealth,
     RateLimitsView,
 )
@@ -146,17 +147,31 @@ class GatewayService:
         *,
         cache: CacheOptions | None = None,
         idempotency_key: str | None = None,
+        operation: Operation = "chat",
     ) -> Completion:
+        """A chat completion; `operation` names the API surface the call came through."""
         limits = await self.tenant_limits.get(identity.tenant_id)
         return await self.pipeline.complete(
-            identity, body, limits, cache=cache, idempotency_key=idempotency_key
+            identity,
+            body,
+            limits,
+            cache=cache,
+            idempotency_key=idempotency_key,
+            operation=operation,
         )
 
     async def open_stream(
-        self, identity: Identity, body: dict[str, Any], *, include_usage: bool
+        self,
+        identity: Identity,
+        body: dict[str, Any],
+        *,
+        include_usage: bool,
+        operation: Operation = "chat",
     ) -> tuple[AsyncIterator[bytes], CallRecord]:
         limits = await self.tenant_limits.get(identity.tenant_id)
-        return await self.pipeline.open_stream(identity, body, limits, include_usage=include_usage)
+        return await self.pipeline.open_stream(
+            identity, body, limits, include_usage=include_usage, operation=operation
+        )
 
     async def embed(
         self, identity: Identity, texts: list[str], model_name: str | None, *, field: str

@@ -19,6 +19,7 @@ from faas.services.gateway_service.accounting import (
 from faas.services.gateway_service.admission import check_context
 from faas.services.gateway_service.dispatch import Dispatcher, chat_request
 from faas.services.gateway_service.limits import TenantLimits
+from faas.services.gateway_service.models import Operation
 from faas.services.gateway_service.providers.base import ProviderError, StreamEvent
 from faas.services.gateway_service.routing import Attempt
 from faas.services.gateway_service.routing_table import Deployment
@@ -31,10 +32,11 @@ async def open_stream(
     body: dict[str, Any],
     limits: TenantLimits,
     include_usage: bool,
+    operation: Operation = "chat",
 ) -> tuple[AsyncIterator[bytes], CallRecord]:
     """Admit, route and wait for the first content chunk — falling back to the next
     deployment on failure up to that point — then hand back the byte stream to send."""
-    call = CallRecord("chat", model=str(body.get("model") or ""), stream=True)
+    call = CallRecord(operation, model=str(body.get("model") or ""), stream=True)
     model = dispatch.router.resolve(body.get("model"), "chat")
     call.model = model.name
     prompt_tokens = await check_context(model, body)
