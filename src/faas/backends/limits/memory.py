@@ -39,19 +39,20 @@ class MemoryLimitStore:
     async def reserve(
         self, tenant_id: str, caps: Caps, tokens: int, cost_usd: float
     ) -> Reservation:
-        windows = Windows.at(self._clock())
+        now = self._clock()
+        windows = Windows.at(now)
         self._expire(windows)
         rpm, tpm, day, month = micro_caps(caps)
         cost = int(cost_usd * MICRO)
         # No await from here to the increments: the check and the reservation are atomic.
         if rpm >= 0 and self._get(tenant_id, "req", windows.minute) + 1 > rpm:
-            raise refusal("rpm", windows)
+            raise refusal("rpm", windows, now)
         if tpm >= 0 and self._get(tenant_id, "tok", windows.minute) + tokens > tpm:
-            raise refusal("tpm", windows)
+            raise refusal("tpm", windows, now)
         if day >= 0 and self._get(tenant_id, "day", windows.day) + cost > day:
-            raise refusal("daily_budget", windows)
+            raise refusal("daily_budget", windows, now)
         if month >= 0 and self._get(tenant_id, "month", windows.month) + cost > month:
-            raise refusal("monthly_budget", windows)
+            raise refusal("monthly_budget", windows, now)
         self._add(tenant_id, "req", windows.minute, 1)
         self._add(tenant_id, "tok", windows.minute, tokens)
         self._add(tenant_id, "day", windows.day, cost)

@@ -78,7 +78,8 @@ class RedisLimitStore:
     async def reserve(
         self, tenant_id: str, caps: Caps, tokens: int, cost_usd: float
     ) -> Reservation:
-        windows = Windows.at(self._clock())
+        now = self._clock()
+        windows = Windows.at(now)
         cost = int(cost_usd * MICRO)
         args = [*micro_caps(caps), tokens, cost, _MINUTE_TTL_S, _DAY_TTL_S, _MONTH_TTL_S]
         try:
@@ -90,7 +91,7 @@ class RedisLimitStore:
             raise DependencyUnavailable("rate-limit store unavailable") from exc
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         if verdict != "ok":
-            raise refusal(verdict, windows)
+            raise refusal(verdict, windows, now)
         return Reservation(tenant_id, windows, tokens, cost)
 
     async def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:

@@ -23,6 +23,8 @@ from faas.services.gateway_service.routing_table import ModelConfig
 from faas.services.gateway_service.semantic_cache import Vector, semantic_text
 from faas.shared.context import Identity
 
+_NO_OPTIONS = CacheOptions()  # read only
+
 
 @dataclass
 class Completion:
@@ -65,7 +67,7 @@ class ChatCompletion:
         """The answer to a resolved, context-checked request (`fingerprint` identifies it)."""
         d = self.dispatch
         tenant = identity.tenant_id
-        opts = options or CacheOptions()
+        opts = options or _NO_OPTIONS
         mark = time.perf_counter()
         exact = opts.exact if opts.exact is not None else True
         use_exact = exact and (opts.force or is_deterministic(body))

@@ -62,8 +62,7 @@ class ChatPipeline:
         call.model = model.name
         tenant = identity.tenant_id
         prompt_tokens = await check_context(model, body)
-        upstream_view = {k: v for k, v in body.items() if k != "cache"}
-        fingerprint = request_fingerprint(tenant, model.name, upstream_view)
+        fingerprint = request_fingerprint(tenant, model.name, body)
         if idempotency_key is None:
             return await self.completion.run(
                 identity, body, limits, model, call, cache, fingerprint, prompt_tokens

@@ -17,12 +17,14 @@ from faas.shared.exceptions import DependencyUnavailable
 log = logging.getLogger("faas.gateway.cache")
 
 NAMESPACE = "gateway-cache"
+_NOT_FINGERPRINTED = frozenset({"stream", "stream_options", "user", "cache"})
 
 
 def request_fingerprint(tenant_id: str, model: str, body: dict[str, Any]) -> str:
     """Same tenant + model + request → same key; any difference (a parameter, a tool, another
-    tenant) → another key. `stream` and `user` do not change the answer, so they are dropped."""
-    canonical = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "user")}
+    tenant) → another key. `stream` and `user` do not change the answer, and the gateway's own
+    `cache` options never go upstream, so they are dropped."""
+    canonical = {k: v for k, v in body.items() if k not in _NOT_FINGERPRINTED}
     payload = orjson.dumps([tenant_id, model, canonical], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(payload).hexdigest()
 

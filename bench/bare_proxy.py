@@ -1,0 +1,91 @@
+"""The floor for a Python LLM proxy on this stack: uvicorn (uvloop, httptools, access log off)
+and one aiohttp session, no auth, limits, usage or logging. A POST to /v1/chat/completions is
+forwarded as is to the upstream and the answer returned as is. The gateway benchmark measures it
+beside faas and LiteLLM: what faas costs above it is what the platform adds.
+
+    python bench/bare_proxy.py --upstream http://127.0.0.1:PORT --port PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+Scope = dict[str, Any]
+
+_FORWARDED = frozenset({b"authorization", b"content-type"})
+
+
+class BareProxy:
+    """A pure ASGI app: one upstream session, opened at start-up."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k in _FORWARDED}
+        assert self.session is not None
+        url = self.upstream + scope["path"]
+        async with self.session.request(scope["method"], url, data=body, headers=headers) as answer:
+            payload = await answer.read()
+            content_type = answer.headers.get("content-type", "application/json")
+            status = answer.status
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+                self.session = aiohttp.ClientSession(connector=connector)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.session is not None:
+                    await self.session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--upstream", required=True, help="base URL of the upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        BareProxy(args.upstream),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()
