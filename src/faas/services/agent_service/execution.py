@@ -21,7 +21,7 @@ from faas.services.agent_service.agents import AgentCatalog
 from faas.services.agent_service.memory import LongTermMemory
 from faas.services.agent_service.models import AgentSpec, RunView, parse_tool_spec
 from faas.services.agent_service.runner import AgentRunner, EventSink, Outcome
-from faas.services.agent_service.runs import RunLog
+from faas.services.agent_service.runs import RunLog, Writes
 from faas.services.agent_service.tool_catalog import ToolCatalog
 from faas.services.agent_service.tools.base import Tool, ToolContext
 from faas.services.agent_service.tools.builtin import BUILTIN_TOOLS
@@ -96,6 +96,7 @@ class AgentExecution:
                 tools[name] = (
                     RefusedTool(tool, forbidden(identity, use).message) if use in denied else tool
                 )
+        tools = {**await self.tools.remote(identity, spec.tools), **tools}  # `mcp:<server>`
         return Prepared(spec, tools)
 
     async def execute(
@@ -109,9 +110,13 @@ class AgentExecution:
         history: list[dict[str, Any]] | None = None,
         sink: EventSink | None = None,
         prepared: Prepared | None = None,
+        on_start: Writes | None = None,
+        on_finish: Callable[[Outcome], Writes] | None = None,
     ) -> tuple[RunView, Outcome]:
         """One run as `identity`. `prepared` is what `prepare` gave a caller that already
-        checked this run's permissions (a chat turn), so they are not asked for twice."""
+        checked this run's permissions (a chat turn), so they are not asked for twice.
+        `on_start` and `on_finish(outcome)` add writes to the transactions that record the
+        run's start and its end (not called when the run raises)."""
         prepared = prepared or await self.prepare(identity, agent_id)
         spec, tools = prepared.spec, prepared.tools
         messages = [
@@ -119,8 +124,7 @@ class AgentExecution:
             *(history or []),
             {"role": "user", "content": task},
         ]
-        run_id = new_id()
-        await self.runs.started(identity, run_id, agent_id, session_id, task)
+        run = await self.runs.started(identity, agent_id, session_id, task, also=on_start)
         ctx = ToolContext(
             identity=identity,
             agent_id=agent_id,
@@ -133,9 +137,10 @@ class AgentExecution:
             outcome = await self.runner.run(spec, messages, tools, ctx, sink=sink)
         except Exception as exc:
             failed = Outcome(status="failed", output=None, error=str(exc))
-            await self.runs.finished(identity, run_id, failed)
+            await self.runs.finished(identity, run, failed)
             raise
-        return await self.runs.finished(identity, run_id, outcome), outcome
+        also = on_finish(outcome) if on_finish is not None else None
+        return await self.runs.finished(identity, run, outcome, also=also), outcome
 
     async def submit(self, identity: Identity, agent_id: str, task: str) -> JobView:
         """Checked now, and again when the job runs (a grant may be revoked meanwhile)."""

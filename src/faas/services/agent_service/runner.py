@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -22,7 +22,7 @@ EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 
 @dataclass
 class Outcome:
-    status: str  # completed | max_iterations | failed
+    status: Literal["completed", "max_iterations", "failed"]
     output: str | None
     steps: list[Step] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)

@@ -1,8 +1,23 @@
 """The record of an agent's runs: one row per run, written when it starts and when it ends
 (with its steps, tokens and timings), the `agent.run_completed` / `agent.run_failed` event,
-and the run history."""
+and the run history.
+
+A run costs two write transactions whatever its number of steps: one INSERT when it starts (so
+a run cut off mid-way still shows as `running`; provisional, so its commit does not wait for
+the disk) and one UPDATE by key when it ends, with the steps as one JSON value (durable). A
+caller that has more to write with either (a chat turn: its new session, its messages) passes
+it as `also`, so that it lands in the same transaction. No transaction is open while the model
+or a tool runs."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.integrations.events import EventPublisher
 from faas.services.agent_service.agents import AgentCatalog
@@ -10,10 +25,25 @@ from faas.services.agent_service.models import RunFinished, RunView, Step
 from faas.services.agent_service.runner import Outcome
 from faas.services.agent_service.tables import RunRow
 from faas.shared.clock import utcnow
-from faas.shared.context import Identity
+from faas.shared.context import Identity, new_id
 from faas.shared.contracts import Page
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import NotFound
+
+# More writes for the transaction that records a run's start or end.
+Writes = Callable[[AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """What the run's row says from its start: enough to answer with the finished view
+    without reading the row back."""
+
+    id: str
+    agent_id: str
+    session_id: str | None
+    task: str
+    created_at: datetime
 
 
 class RunLog:
@@ -23,39 +53,77 @@ class RunLog:
         self.agents = agents
 
     async def started(
-        self, identity: Identity, run_id: str, agent_id: str, session_id: str | None, task: str
-    ) -> None:
-        async with self.db.session() as session:
-            TenantRepository(session, RunRow, identity.tenant_id).add(
-                id=run_id,
-                agent_id=agent_id,
-                session_id=session_id,
-                status="running",
-                input=task,
-                output=None,
-                steps=[],
-                usage={},
-                error=None,
-                created_at=utcnow(),
+        self,
+        identity: Identity,
+        agent_id: str,
+        session_id: str | None,
+        task: str,
+        *,
+        also: Writes | None = None,
+    ) -> StartedRun:
+        run = StartedRun(new_id(), agent_id, session_id, task, utcnow())
+        async with self.db.session(durable=False, writes=True) as session:
+            await session.execute(
+                insert(RunRow).values(
+                    tenant_id=identity.tenant_id,
+                    id=run.id,
+                    agent_id=agent_id,
+                    session_id=session_id,
+                    status="running",
+                    input=task,
+                    output=None,
+                    steps=[],
+                    usage={},
+                    error=None,
+                    created_at=run.created_at,
+                )
             )
+            if also is not None:
+                await also(session)
+        return run
 
-    async def finished(self, identity: Identity, run_id: str, outcome: Outcome) -> RunView:
-        async with self.db.session() as session:
-            row = await TenantRepository(session, RunRow, identity.tenant_id).get(run_id)
-            assert row is not None
-            row.status, row.output, row.error = outcome.status, outcome.output, outcome.error
-            row.steps = [s.model_dump(mode="json") for s in outcome.steps]
-            row.usage = {
-                **outcome.usage,
-                "overhead_ms": round(outcome.overhead_s * 1000, 3),
-                "model_ms": round(outcome.model_s * 1000, 3),
-                "tools_ms": round(outcome.tools_s * 1000, 3),
-            }
-            row.finished_at = utcnow()
-            view = _run_view(row)
+    async def finished(
+        self, identity: Identity, run: StartedRun, outcome: Outcome, *, also: Writes | None = None
+    ) -> RunView:
+        usage: dict[str, Any] = {
+            **outcome.usage,
+            "overhead_ms": round(outcome.overhead_s * 1000, 3),
+            "model_ms": round(outcome.model_s * 1000, 3),
+            "tools_ms": round(outcome.tools_s * 1000, 3),
+        }
+        finished_at = utcnow()
+        async with self.db.session(writes=True) as session:
+            await session.execute(
+                update(RunRow)
+                .where(RunRow.tenant_id == identity.tenant_id, RunRow.id == run.id)
+                .values(
+                    status=outcome.status,
+                    output=outcome.output,
+                    error=outcome.error,
+                    steps=[s.model_dump(mode="json") for s in outcome.steps],
+                    usage=usage,
+                    finished_at=finished_at,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if also is not None:
+                await also(session)
+        view = RunView(
+            id=run.id,
+            agent_id=run.agent_id,
+            session_id=run.session_id,
+            status=outcome.status,
+            input=run.task,
+            output=outcome.output,
+            steps=outcome.steps,
+            usage=usage,
+            error=outcome.error,
+            created_at=run.created_at,
+            finished_at=finished_at,
+        )
         event = "run_completed" if outcome.status == "completed" else "run_failed"
         finished = RunFinished(
-            agent_id=view.agent_id, run_id=run_id, status=view.status, usage=view.usage
+            agent_id=run.agent_id, run_id=run.id, status=view.status, usage=usage
         )
         await self.events.publish("agent", event, identity.tenant_id, finished.model_dump())
         return view

@@ -1,6 +1,11 @@
 """Chat sessions: one turn at a time per session (a lock in the key/value store, shared by
 every replica with Redis), the recent history fitted to the agent's context budget by the
-prompt service, and the turn's messages appended for the next one."""
+prompt service, and the turn's messages appended for the next one.
+
+A turn touches the database in at most four transactions, none open while the model runs: the
+agent (read), the session and its history window (one read, none for a new session), the
+run's start (with the new session's row) and the run's end (with the turn's messages in one
+INSERT and the session's `updated_at`). A turn that fails before its end stores no messages."""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.backends.kv import KeyValueStore
-from faas.services.agent_service.agents import AgentCatalog, agent_row
+from faas.services.agent_service.agents import AgentCatalog
 from faas.services.agent_service.execution import AgentExecution
 from faas.services.agent_service.models import AgentSpec, RunView
-from faas.services.agent_service.runner import EventSink
+from faas.services.agent_service.runner import EventSink, Outcome
+from faas.services.agent_service.runs import Writes
 from faas.services.agent_service.tables import MessageRow, SessionRow
 from faas.services.prompt_service.client import PromptClient
 from faas.services.prompt_service.models import ContextRequest
@@ -59,28 +66,40 @@ class ChatSessions:
         session waits for the first (409 after `lock_wait_s`)."""
         tenant = identity.tenant_id
         prepared = await self.execution.prepare(identity, agent_id)
-        session_id = await self._open(tenant, agent_id, session_id)
-        lock = f"faas:{tenant}:agent-session-lock:{session_id}"
+        new = session_id is None
+        sid = new_id() if session_id is None else session_id
+        lock = f"faas:{tenant}:agent-session-lock:{sid}"
         owner = new_id().encode()
         await self._acquire(lock, owner)
         try:
-            history = await self._history(tenant, session_id, prepared.spec)
-            view, outcome = await self.execution.execute(
+            history, last = (
+                ([], 0)
+                if new
+                else await self._history(tenant, agent_id, sid, prepared.spec.memory.window)
+            )
+            if history:
+                history = await self._fit(history, prepared.spec)
+            user = {"role": "user", "content": message}
+
+            def on_finish(outcome: Outcome) -> Writes:
+                turn = [user, *outcome.messages]
+                return lambda session: _append(session, tenant, sid, last, turn)
+
+            view, _ = await self.execution.execute(
                 identity,
                 agent_id,
                 message,
-                session_id=session_id,
+                session_id=sid,
                 history=history,
                 sink=sink,
                 prepared=prepared,
-            )
-            await self._append(
-                tenant, session_id, [{"role": "user", "content": message}, *outcome.messages]
+                on_start=(lambda session: _create(session, tenant, agent_id, sid)) if new else None,
+                on_finish=on_finish,
             )
         finally:
             if await self.kv.get(lock) == owner:
                 await self.kv.delete(lock)
-        return session_id, view
+        return sid, view
 
     async def turn_events(
         self, identity: Identity, agent_id: str, message: str, session_id: str | None
@@ -129,21 +148,6 @@ class ChatSessions:
             ).all()
             return [r.message for r in rows]
 
-    async def _open(self, tenant: str, agent_id: str, session_id: str | None) -> str:
-        """The session of this turn, created when None; the agent must still exist."""
-        async with self.db.session() as session:
-            await agent_row(session, tenant, agent_id)
-            if session_id is None:
-                session_id = new_id()
-                TenantRepository(session, SessionRow, tenant).add(
-                    id=session_id, agent_id=agent_id, created_at=utcnow(), updated_at=utcnow()
-                )
-                return session_id
-            row = await TenantRepository(session, SessionRow, tenant).get(session_id)
-            if row is None or row.agent_id != agent_id:
-                raise NotFound(f"session {session_id} not found")
-            return session_id
-
     async def _acquire(self, lock: str, owner: bytes) -> None:
         deadline = asyncio.get_running_loop().time() + self.lock_wait_s
         while not await self.kv.set_if_absent(lock, owner, LOCK_TTL_S):
@@ -153,21 +157,34 @@ class ChatSessions:
                 )
             await asyncio.sleep(0.05)
 
-    async def _history(self, tenant: str, session_id: str, spec: AgentSpec) -> list[dict[str, Any]]:
+    async def _history(
+        self, tenant: str, agent_id: str, session_id: str, window: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The session's recent messages (at most the agent's window) and the ordinal of its
+        last one, in one statement; 404 for a session of another agent or tenant."""
+        query = (
+            select(SessionRow.agent_id, MessageRow.ordinal, MessageRow.message)
+            .outerjoin(
+                MessageRow,
+                (MessageRow.session_id == SessionRow.id) & (MessageRow.tenant_id == tenant),
+            )
+            .where(SessionRow.tenant_id == tenant, SessionRow.id == session_id)
+            .order_by(MessageRow.ordinal.desc())
+            .limit(window)
+        )
         async with self.db.session() as session:
-            rows = (
-                await session.scalars(
-                    TenantRepository(session, MessageRow, tenant)
-                    .select(MessageRow.session_id == session_id)
-                    .order_by(MessageRow.ordinal.desc())
-                    .limit(spec.memory.window)
-                )
-            ).all()
+            found = (await session.execute(query)).all()
+        if not found or found[0].agent_id != agent_id:
+            raise NotFound(f"session {session_id} not found")
+        rows = [r for r in found if r.ordinal is not None]  # none: a session without messages
+        last = int(rows[0].ordinal) if rows else 0
         messages = [r.message for r in reversed(rows)]
         while messages and messages[0].get("role") == "tool":  # never start mid tool exchange
             messages.pop(0)
-        if not messages:
-            return []
+        return messages, last
+
+    async def _fit(self, messages: list[dict[str, Any]], spec: AgentSpec) -> list[dict[str, Any]]:
+        """The history fitted to the agent's context budget by the prompt service."""
         request = validated(
             ContextRequest,
             {
@@ -179,21 +196,41 @@ class ChatSessions:
         )
         return (await self.prompt.build_context(request)).messages
 
-    async def _append(self, tenant: str, session_id: str, messages: list[dict[str, Any]]) -> None:
-        async with self.db.session() as session:
-            last = await session.scalar(
-                select(func.max(MessageRow.ordinal)).where(MessageRow.session_id == session_id)
-            )
-            start = (last or 0) + 1
-            repo = TenantRepository(session, MessageRow, tenant)
-            for offset, message in enumerate(messages):
-                repo.add(
-                    id=new_id(),
-                    session_id=session_id,
-                    ordinal=start + offset,
-                    message=message,
-                    created_at=utcnow(),
-                )
-            row = await repo.session.get(SessionRow, session_id)
-            if row is not None:
-                row.updated_at = utcnow()
+
+async def _create(session: AsyncSession, tenant: str, agent_id: str, session_id: str) -> None:
+    now = utcnow()
+    await session.execute(
+        insert(SessionRow).values(
+            tenant_id=tenant, id=session_id, agent_id=agent_id, created_at=now, updated_at=now
+        )
+    )
+
+
+async def _append(
+    session: AsyncSession,
+    tenant: str,
+    session_id: str,
+    last: int,
+    messages: list[dict[str, Any]],
+) -> None:
+    """The turn's messages after the session's last one (the session lock is held, so `last`
+    is still the last), in one INSERT, and the session's `updated_at`."""
+    now = utcnow()
+    rows = [
+        {
+            "id": new_id(),
+            "tenant_id": tenant,
+            "session_id": session_id,
+            "ordinal": last + offset,
+            "message": message,
+            "created_at": now,
+        }
+        for offset, message in enumerate(messages, start=1)
+    ]
+    await session.execute(insert(MessageRow), rows)
+    await session.execute(
+        update(SessionRow)
+        .where(SessionRow.tenant_id == tenant, SessionRow.id == session_id)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
