@@ -1,5 +1,6 @@
 """Accepting work: uploaded files checked and stored in the data dir, URLs checked, and each
-recorded as a file row with its `ingestion.process_file` job."""
+recorded as a file row with its job: `ingestion.process_file` for one file, and for an upload
+of several, `ingestion.process_files` jobs of many files each (the bulk path)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from faas.jobs import JobQueue
+from sqlalchemy import insert
+
+from faas.jobs import JobQueue, NewJob
+from faas.services.ingestion_service.batch import BATCH_JOB_KIND, FILES_PER_JOB, ProcessFiles
 from faas.services.ingestion_service.fetch import check_url
 from faas.services.ingestion_service.models import FileAccepted, UrlIngest
 from faas.services.ingestion_service.tables import IngestionFileRow
 from faas.shared.clock import utcnow
 from faas.shared.config import Settings
 from faas.shared.context import Identity, new_id
-from faas.shared.database import Database, TenantRepository
+from faas.shared.database import Database
 from faas.shared.exceptions import FaaSError, PayloadTooLarge, ValidationFailed
 
 JOB_KIND = "ingestion.process_file"
@@ -80,7 +84,9 @@ class Intake:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        return [await self._accept(identity, path, file, options) for path, file in staged]
+        if len(staged) == 1:
+            return [await self._accept(identity, *staged[0], options)]
+        return await self._accept_many(identity, staged, options)
 
     async def _stage(self, upload: Upload, path: Path) -> Incoming:
         size, digest = await asyncio.to_thread(
@@ -116,38 +122,71 @@ class Intake:
     async def _accept(
         self, identity: Identity, path: Path, file: Incoming, options: Options
     ) -> FileAccepted:
-        file_id = path.name
         job_id = new_id()
-        now = utcnow()
         async with self.db.session() as session:
-            TenantRepository(session, IngestionFileRow, identity.tenant_id).add(
-                id=file_id,
-                user_id=identity.user_id,
-                job_id=job_id,
-                filename=file.filename,
-                source_url=file.url,
-                content_type=file.content_type,
-                format=file.format,
-                size_bytes=file.size,
-                sha256=file.sha256,
-                collection=options.collection,
-                meta=options.metadata,
-                auto_ingest=options.auto_ingest,
-                status="queued",
-                stage="queued",
-                created_at=now,
-                updated_at=now,
-            )
-        payload = {"file_id": file_id, "redact_pii": options.redact_pii}
+            session.add(IngestionFileRow(**_row(identity, path.name, job_id, file, options)))
+        payload = {"file_id": path.name, "redact_pii": options.redact_pii}
         await self.jobs.submit(identity, JOB_KIND, payload, job_id=job_id)
-        return FileAccepted(
-            file_id=file_id,
-            job_id=job_id,
-            filename=file.filename,
-            format=file.format,
-            status="queued",
-            location=f"/api/v1/jobs/{job_id}",
-        )
+        return _accepted(path.name, job_id, file)
+
+    async def _accept_many(
+        self, identity: Identity, staged: Sequence[tuple[Path, Incoming]], options: Options
+    ) -> list[FileAccepted]:
+        """Many files: their rows in one transaction, and `ingestion.process_files` jobs of
+        up to FILES_PER_JOB files each, recorded in one INSERT and published together."""
+        jobs: list[NewJob] = []
+        rows: list[dict[str, Any]] = []
+        accepted: list[FileAccepted] = []
+        for start in range(0, len(staged), FILES_PER_JOB):
+            group = staged[start : start + FILES_PER_JOB]
+            job_id = new_id()
+            payload = ProcessFiles(
+                file_ids=[path.name for path, _ in group], redact_pii=options.redact_pii
+            )
+            jobs.append(NewJob(BATCH_JOB_KIND, payload.model_dump(mode="json"), job_id=job_id))
+            for path, file in group:
+                rows.append(_row(identity, path.name, job_id, file, options))
+                accepted.append(_accepted(path.name, job_id, file))
+        async with self.db.session() as session:
+            await session.execute(insert(IngestionFileRow), rows)
+        await self.jobs.submit_many(identity, jobs)
+        return accepted
+
+
+def _row(
+    identity: Identity, file_id: str, job_id: str, file: Incoming, options: Options
+) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": file_id,
+        "tenant_id": identity.tenant_id,
+        "user_id": identity.user_id,
+        "job_id": job_id,
+        "filename": file.filename,
+        "source_url": file.url,
+        "content_type": file.content_type,
+        "format": file.format,
+        "size_bytes": file.size,
+        "sha256": file.sha256,
+        "collection": options.collection,
+        "meta": options.metadata,
+        "auto_ingest": options.auto_ingest,
+        "status": "queued",
+        "stage": "queued",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _accepted(file_id: str, job_id: str, file: Incoming) -> FileAccepted:
+    return FileAccepted(
+        file_id=file_id,
+        job_id=job_id,
+        filename=file.filename,
+        format=file.format,
+        status="queued",
+        location=f"/api/v1/jobs/{job_id}",
+    )
 
 
 def _screen(path: Path, *, filename: str, content_type: str | None) -> str:

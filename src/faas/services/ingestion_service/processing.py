@@ -6,7 +6,8 @@ file is indexed once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,10 +86,14 @@ class FileProcessor:
         }
 
     async def _fetch(self, ctx: JobContext, row: IngestionFileRow, path: Path) -> None:
+        await self._stage(ctx, row, "fetching", 0.05)
+        await self._update(row, **await self.fetch(row, path))
+
+    async def fetch(self, row: IngestionFileRow, path: Path) -> dict[str, Any]:
+        """Download the row's URL to `path`; the row's values that the download decides."""
         from faas.documents import detect_format
 
         assert row.source_url is not None
-        await self._stage(ctx, row, "fetching", 0.05)
         fetched = await fetch_to_file(
             row.source_url,
             path,
@@ -99,48 +104,40 @@ class FileProcessor:
         fmt = await asyncio.to_thread(
             detect_format, path, filename=row.filename, content_type=fetched.content_type
         )
-        await self._update(
-            row, format=fmt, size_bytes=fetched.size, content_type=fetched.content_type
-        )
+        return {"format": fmt, "size_bytes": fetched.size, "content_type": fetched.content_type}
 
     async def _extract(self, ctx: JobContext, row: IngestionFileRow, path: Path) -> ParsedDocument:
         """The file's text, cleaned (and redacted when asked)."""
-        from faas.documents import clean, parse
-
         await self._stage(ctx, row, "extracting", 0.1)
-        size = (await asyncio.to_thread(path.stat)).st_size
-        parsed = await self.cpu.run(size, parse, path, row.format or "text")
-        await self._stage(ctx, row, "cleaning", 0.4)
-        redact_pii = bool(ctx.payload.get("redact_pii"))
-        cleaned = await self.cpu.run(len(parsed.text), clean, parsed, redact_pii=redact_pii)
+        cleaned = await self.read_text(row, path, redact_pii=bool(ctx.payload.get("redact_pii")))
         await self._update(row, pages=len(cleaned.pages) or None, chars=len(cleaned.text))
         return cleaned
+
+    async def read_text(
+        self, row: IngestionFileRow, path: Path, *, redact_pii: bool
+    ) -> ParsedDocument:
+        """Parse and clean the stored file, off the event loop; no record is written."""
+        from faas.documents import clean, parse
+
+        size = (await asyncio.to_thread(path.stat)).st_size
+        parsed = await self.cpu.run(size, parse, path, row.format or "text")
+        return await self.cpu.run(len(parsed.text), clean, parsed, redact_pii=redact_pii)
 
     async def _send_to_rag(
         self, ctx: JobContext, row: IngestionFileRow, doc: ParsedDocument
     ) -> DocumentIndexed:
-        document = validated(
-            DocumentCreate,
-            {
-                "title": (doc.title or row.filename)[:512],
-                "content": doc.text,
-                "source": row.source_url or row.filename,
-                "metadata": {
-                    **row.meta,
-                    "file_id": row.id,
-                    "filename": row.filename,
-                    "format": row.format,
-                },
-                "collection": row.collection,
-                "pages": [{"page": p.page, "start": p.start, "end": p.end} for p in doc.pages],
-            },
-        )
+        with self.as_owner(ctx):
+            return await self.rag.add_document(document_for(row, doc))
+
+    @contextmanager
+    def as_owner(self, ctx: JobContext) -> Iterator[None]:
+        """Calls to RAG in this block are made as the job's owner (a service identity)."""
         identity = self.service_identity(ctx.tenant_id, ctx.user_id)
         token = set_context(
             RequestContext(correlation_id=ctx.job_id, request_id=new_id(), identity=identity)
         )
         try:
-            return await self.rag.add_document(document)
+            yield
         finally:
             reset_context(token)
 
@@ -167,3 +164,23 @@ class FileProcessor:
             for key, value in {**values, "updated_at": utcnow()}.items():
                 setattr(current, key, value)
                 setattr(row, key, value)
+
+
+def document_for(row: IngestionFileRow, doc: ParsedDocument) -> DocumentCreate:
+    """The RAG document of a file's cleaned text."""
+    return validated(
+        DocumentCreate,
+        {
+            "title": (doc.title or row.filename)[:512],
+            "content": doc.text,
+            "source": row.source_url or row.filename,
+            "metadata": {
+                **row.meta,
+                "file_id": row.id,
+                "filename": row.filename,
+                "format": row.format,
+            },
+            "collection": row.collection,
+            "pages": [{"page": p.page, "start": p.start, "end": p.end} for p in doc.pages],
+        },
+    )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from faas.jobs import JobQueue
+from faas.services.ingestion_service.batch import BATCH_JOB_KIND, BatchProcessor, ProcessFiles
 from faas.services.ingestion_service.files import Files
 from faas.services.ingestion_service.intake import JOB_KIND, Intake, Options, Upload
 from faas.services.ingestion_service.models import FileAccepted, FileView, UrlIngest
@@ -39,7 +40,10 @@ class IngestionService:
             rag=RagClient(runtime.clients),
             service_identity=runtime.service_identity,
         )
+        self.batches = BatchProcessor(db, self.processor)
         jobs.registry.register(JOB_KIND, self.processor.process)
+        # Many files in one job; callers may submit it (their own files) over jobs:batch.
+        jobs.registry.register(BATCH_JOB_KIND, self.batches.process, accepts=ProcessFiles)
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,6 @@ SPEC: ServiceSpec[IngestionService] = ServiceSpec(
     routes=routes,
     calls=("rag",),
     uses=("database", "jobs", "cpu"),
-    job_kinds=("ingestion.process_file",),
+    job_kinds=("ingestion.process_file", "ingestion.process_files"),
     body_limits=body_limits,
 )

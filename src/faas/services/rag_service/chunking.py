@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # on the first document held the event loop.
 from faas.documents import ChunkPiece, PageSpan, ParsedDocument, chunk, text_hash
 from faas.services.rag_service.embeddings import Embedder
-from faas.services.rag_service.models import PageSpanIn
+from faas.services.rag_service.models import DocumentCreate, PageSpanIn
 from faas.services.rag_service.tables import ChunkRow
 from faas.shared.context import new_id
 from faas.shared.cpu import CpuPool
@@ -101,21 +101,35 @@ class Chunker:
             if i and i % CHUNK_INSERT_BATCH == 0:
                 await asyncio.sleep(0)  # thousands of ORM objects: let other requests run
             embedding, model = vectors.get(i) or reusable[hashes[i]]
-            rows.append(
-                ChunkRow(
-                    id=new_id(),
-                    tenant_id=tenant,
-                    document_id=document_id,
-                    ordinal=piece.ordinal,
-                    text=piece.text,
-                    text_hash=hashes[i],
-                    token_count=piece.token_count,
-                    meta=dict(piece.metadata),
-                    embedding=embedding,
-                    embedding_model=model,
-                )
-            )
+            rows.append(_row(tenant, document_id, piece, hashes[i], embedding, model))
         return rows, len(vectors)
+
+    async def rows_many(
+        self, tenant: str, documents: Sequence[tuple[str, DocumentCreate]]
+    ) -> list[list[ChunkRow]]:
+        """The chunk rows of each new `(document_id, body)`, every chunk of every document
+        embedded together (one gateway call per EMBED_BATCH chunks, not one per document);
+        an empty list for a document with no text."""
+        specs = [(b.content, b.pages or [], b.chunk_size, b.chunk_overlap) for _, b in documents]
+        size = sum(len(b.content) for _, b in documents)
+        pieces = await self.cpu.run(size, chunk_all, specs)
+        texts = [p.text for doc in pieces for p in doc]
+        if not texts:
+            return [[] for _ in documents]
+        matrix, model = await self.embedder.embed(texts)
+        out: list[list[ChunkRow]] = []
+        n = 0
+        for (document_id, _), doc in zip(documents, pieces, strict=True):
+            await asyncio.sleep(0)  # thousands of ORM objects: let other requests run
+            rows = []
+            for piece in doc:
+                embedding = matrix[n].tobytes()
+                rows.append(
+                    _row(tenant, document_id, piece, text_hash(piece.text), embedding, model)
+                )
+                n += 1
+            out.append(rows)
+        return out
 
     async def _vectors(
         self, pieces: Sequence[ChunkPiece], hashes: Sequence[str], reusable: Reusable
@@ -131,3 +145,31 @@ class Chunker:
             more, _ = await self.embedder.embed([pieces[i].text for i in stale])
             matrix = np.vstack([matrix, more])
         return {i: (matrix[n].tobytes(), model) for n, i in enumerate([*missing, *stale])}
+
+
+def chunk_all(specs: Sequence[tuple[str, list[PageSpanIn], int, int]]) -> list[list[ChunkPiece]]:
+    """`chunk_by_page` for each (content, pages, chunk size, overlap): one hop to the CPU pool
+    for a whole batch of documents."""
+    return [chunk_by_page(*spec) for spec in specs]
+
+
+def _row(
+    tenant: str,
+    document_id: str,
+    piece: ChunkPiece,
+    digest: str,
+    embedding: bytes,
+    model: str,
+) -> ChunkRow:
+    return ChunkRow(
+        id=new_id(),
+        tenant_id=tenant,
+        document_id=document_id,
+        ordinal=piece.ordinal,
+        text=piece.text,
+        text_hash=digest,
+        token_count=piece.token_count,
+        meta=dict(piece.metadata),
+        embedding=embedding,
+        embedding_model=model,
+    )

@@ -4,9 +4,10 @@ the record; the search index is written after them and repaired from them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +30,17 @@ from faas.shared.context import new_id
 from faas.shared.contracts import Page
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import NotFound
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document about to be stored: its id, collection, content hash and chunk rows."""
+
+    document_id: str
+    collection_id: str
+    digest: str
+    body: DocumentCreate
+    chunks: Sequence[ChunkRow]
 
 
 class Documents:
@@ -56,25 +68,26 @@ class Documents:
         self.index.require()
         collection_id = await self.collections.resolve(tenant, body.collection, create=True)
         digest = content_hash(body.content)
-        existing = await self._by_hash(tenant, collection_id, digest)
+        existing = await self.by_hash(tenant, collection_id, digest)
         if existing is not None:
-            return await self._duplicate(tenant, existing)
+            return await self.as_duplicate(tenant, existing)
         document_id = new_id()
         chunks, embedded = await self.chunker.rows(
             tenant, document_id, body.content, body.pages, body.chunk_size, body.chunk_overlap, {}
         )
         await self.spaces.claim(tenant, collection_id, document_id, chunks)
         try:
-            await self._store(tenant, document_id, collection_id, digest, body, chunks)
+            new = NewDocument(document_id, collection_id, digest, body, chunks)
+            await self.store_rows(tenant, [new])
         except IntegrityError:
             # The same content was indexed concurrently: one document, the other one's id.
-            existing = await self._by_hash(tenant, collection_id, digest)
+            existing = await self.by_hash(tenant, collection_id, digest)
             if existing is None:
                 raise
-            return await self._duplicate(tenant, existing)
+            return await self.as_duplicate(tenant, existing)
         await self.index.write(tenant, collection_id, document_id, body.metadata, chunks)
-        await self._mark_indexed(tenant, document_id)
-        await self._indexed_event(tenant, document_id, collection_id, len(chunks), 1)
+        await self.mark_indexed(tenant, document_id)
+        await self.indexed_event(tenant, document_id, collection_id, len(chunks), 1)
         return DocumentIndexed(
             document_id=document_id,
             collection_id=collection_id,
@@ -83,35 +96,33 @@ class Documents:
             chunks_embedded=embedded,
         )
 
-    async def _store(
-        self,
-        tenant: str,
-        document_id: str,
-        collection_id: str,
-        digest: str,
-        body: DocumentCreate,
-        chunks: Sequence[ChunkRow],
-    ) -> None:
+    async def store_rows(self, tenant: str, documents: Sequence[NewDocument]) -> None:
+        """The documents' rows (as `indexing`) and their chunks, in one transaction: a batch
+        is stored whole or not at all."""
         now = utcnow()
+        values = [
+            {
+                "id": d.document_id,
+                "tenant_id": tenant,
+                "collection_id": d.collection_id,
+                "title": d.body.title,
+                "source": d.body.source,
+                "content_hash": d.digest,
+                "meta": d.body.metadata,
+                "version": 1,
+                "status": "indexing",
+                "chunk_count": len(d.chunks),
+                "token_count": sum(c.token_count for c in d.chunks),
+                "created_at": now,
+                "updated_at": now,
+            }
+            for d in documents
+        ]
         async with self.db.session() as session:
-            TenantRepository(session, DocumentRow, tenant).add(
-                id=document_id,
-                collection_id=collection_id,
-                title=body.title,
-                source=body.source,
-                content_hash=digest,
-                meta=body.metadata,
-                version=1,
-                status="indexing",
-                chunk_count=len(chunks),
-                token_count=sum(c.token_count for c in chunks),
-                created_at=now,
-                updated_at=now,
-            )
-            await session.flush()
-            await insert_chunks(session, chunks)
+            await session.execute(insert(DocumentRow), values)
+            await insert_chunks(session, [c for d in documents for c in d.chunks])
 
-    async def _by_hash(self, tenant: str, collection_id: str, digest: str) -> DocumentRow | None:
+    async def by_hash(self, tenant: str, collection_id: str, digest: str) -> DocumentRow | None:
         async with self.db.session() as session:
             row: DocumentRow | None = await session.scalar(
                 TenantRepository(session, DocumentRow, tenant).select(
@@ -122,7 +133,7 @@ class Documents:
                 session.expunge(row)
             return row
 
-    async def _duplicate(self, tenant: str, existing: DocumentRow) -> DocumentIndexed:
+    async def as_duplicate(self, tenant: str, existing: DocumentRow) -> DocumentIndexed:
         if existing.status != "indexed":
             # An earlier attempt stored the rows but did not finish indexing: finish it now.
             async with self.db.session() as session:
@@ -130,7 +141,7 @@ class Documents:
             await self.index.replace(
                 tenant, existing.collection_id, existing.id, existing.meta, chunks
             )
-            await self._mark_indexed(tenant, existing.id)
+            await self.mark_indexed(tenant, existing.id)
         return DocumentIndexed(
             document_id=existing.id,
             collection_id=existing.collection_id,
@@ -140,11 +151,14 @@ class Documents:
             chunks_embedded=0,
         )
 
-    async def _mark_indexed(self, tenant: str, document_id: str) -> None:
+    async def mark_indexed(self, tenant: str, *document_ids: str) -> None:
+        """One UPDATE for every document named (a batch's documents together)."""
         async with self.db.session() as session:
-            row = await TenantRepository(session, DocumentRow, tenant).get(document_id)
-            if row is not None:
-                row.status = "indexed"
+            await session.execute(
+                update(DocumentRow)
+                .where(DocumentRow.tenant_id == tenant, DocumentRow.id.in_(document_ids))
+                .values(status="indexed")
+            )
 
     async def update(self, tenant: str, document_id: str, body: DocumentUpdate) -> DocumentIndexed:
         """New content is re-chunked, and only chunks whose text changed are embedded again;
@@ -172,7 +186,7 @@ class Documents:
         await self.spaces.claim(tenant, collection_id, document_id, chunks)
         await self._rewrite(tenant, document_id, body, chunks, metadata, version)
         await self.index.replace(tenant, collection_id, document_id, metadata, chunks)
-        await self._indexed_event(tenant, document_id, collection_id, len(chunks), version)
+        await self.indexed_event(tenant, document_id, collection_id, len(chunks), version)
         return DocumentIndexed(
             document_id=document_id,
             collection_id=collection_id,
@@ -239,7 +253,7 @@ class Documents:
             items = [_document_view(r) for r in rows]
         return Page[DocumentView](items=items, total=total, limit=limit, offset=offset)
 
-    async def _indexed_event(
+    async def indexed_event(
         self, tenant: str, document_id: str, collection_id: str, chunks: int, version: int
     ) -> None:
         indexed = DocumentIndexedEvent(

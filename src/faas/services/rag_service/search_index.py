@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,16 @@ from faas.services.rag_service.tables import ChunkRow
 from faas.shared.exceptions import DependencyUnavailable
 
 log = logging.getLogger("faas.rag")
+
+
+@dataclass(frozen=True)
+class DocumentChunks:
+    """One document's chunk rows, as the index stores them."""
+
+    collection_id: str
+    document_id: str
+    metadata: dict[str, Any]
+    chunks: Sequence[ChunkRow]
 
 
 class SearchIndex:
@@ -63,18 +74,25 @@ class SearchIndex:
         chunks: Sequence[ChunkRow],
     ) -> None:
         """Add (or overwrite) the document's chunks."""
+        await self.write_many(
+            tenant, [DocumentChunks(collection_id, document_id, metadata, chunks)]
+        )
+
+    async def write_many(self, tenant: str, documents: Sequence[DocumentChunks]) -> None:
+        """Add (or overwrite) the chunks of many documents in one upsert."""
         await self.vectors.upsert(
             [
                 IndexedChunk(
                     chunk_id=c.id,
                     tenant_id=tenant,
-                    collection_id=collection_id,
-                    document_id=document_id,
+                    collection_id=d.collection_id,
+                    document_id=d.document_id,
                     text=c.text,
                     vector=np.frombuffer(c.embedding, dtype=np.float32),
-                    metadata=metadata,
+                    metadata=d.metadata,
                 )
-                for c in chunks
+                for d in documents
+                for c in d.chunks
             ]
         )
         await self.cache.invalidate(tenant)

@@ -14,6 +14,7 @@ from faas.backends.vectors import VectorIndex
 from faas.integrations.events import EventPublisher
 from faas.services.gateway_service.client import GatewayClient
 from faas.services.rag_service.answering import Answerer
+from faas.services.rag_service.bulk import BulkDocuments
 from faas.services.rag_service.chunking import Chunker
 from faas.services.rag_service.collections import Collections
 from faas.services.rag_service.documents import Documents
@@ -22,6 +23,8 @@ from faas.services.rag_service.embeddings import Embedder
 from faas.services.rag_service.models import (
     CollectionCreate,
     CollectionView,
+    DocumentBatch,
+    DocumentBatchIndexed,
     DocumentCreate,
     DocumentIndexed,
     DocumentUpdate,
@@ -83,6 +86,7 @@ class RagService:
             spaces=spaces,
             events=events,
         )
+        self.bulk = BulkDocuments(self.documents)
         self.searcher = Searcher(
             db=db,
             index=self.search_index,
@@ -129,6 +133,12 @@ class RagService:
 
     async def create_document(self, identity: Identity, body: DocumentCreate) -> DocumentIndexed:
         return await self.documents.create(identity.tenant_id, body)
+
+    async def create_documents(
+        self, identity: Identity, body: DocumentBatch
+    ) -> DocumentBatchIndexed:
+        outcomes = await self.bulk.create_many(identity.tenant_id, body.documents)
+        return DocumentBatchIndexed(documents=outcomes)
 
     async def update_document(
         self, identity: Identity, document_id: str, body: DocumentUpdate
