@@ -35,14 +35,16 @@ def error_response(
 
 
 def by_prefix(renderers: dict[str, ErrorRenderer], fallback: ErrorRenderer) -> ErrorRenderer:
-    """The renderer of the first prefix the path starts with (services that follow another
-    API's error shape declare theirs), else `fallback`."""
+    """The renderer of the longest prefix the path starts with (services that follow another
+    API's error shape declare theirs: "/v1/messages" is Anthropic's inside OpenAI's "/v1/"),
+    else `fallback`."""
     if not renderers:
         return fallback
+    longest_first = sorted(renderers.items(), key=lambda item: -len(item[0]))
 
     def render(scope: Scope, exc: FaaSError) -> tuple[bytes, str]:
         path = scope.get("path", "")
-        for prefix, renderer in renderers.items():
+        for prefix, renderer in longest_first:
             if path.startswith(prefix):
                 return renderer(scope, exc)
         return fallback(scope, exc)
@@ -98,7 +100,7 @@ def install_error_handlers(app: FastAPI, render: ErrorRenderer = json_error_rend
             f"invalid request: {where}: {first.get('msg', '')}" if first else "invalid request"
         )
         details = _validation_details(exc)
-        return error_response(ValidationFailed(message, details=details), request.url.path)
+        return error_response(ValidationFailed(message, details=details), request.url.path, render)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

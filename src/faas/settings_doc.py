@@ -88,6 +88,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "gateway_completion_estimate_tokens",
         "gateway_breaker_failures",
         "gateway_breaker_cooldown_s",
+        "gateway_responses_ttl_s",
+        "gateway_responses_max_bytes",
     ),
     "RAG": ("rag_embedding_model", "rag_chat_model"),
     "Ingestion and ML": (

@@ -90,7 +90,7 @@ def test_an_invalid_routing_file_stops_the_start_with_one_line(tmp_path: Path) -
     assert problem_lines(result.stderr) == [
         f"configuration error: FAAS_GATEWAY_MODELS={str(routing)!r}: "
         "models.0.deployments.1.provider='mokc' is not allowed: use openai, litellm, llamacpp, "
-        "minilm, hash or mock"
+        "minilm, hash, mock, cohere, cosine or anthropic"
     ]
 
 

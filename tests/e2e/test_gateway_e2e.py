@@ -218,7 +218,11 @@ def test_faas_up_without_routing_serves_the_defaults_offline(tmp_path: Path) -> 
         token = running.token("acme")
         client = running.client(token)
         try:
-            assert {m.id for m in client.models.list()} == {"chat-default", "embed-default"}
+            assert {m.id for m in client.models.list()} == {
+                "chat-default",
+                "embed-default",
+                "rerank-default",
+            }
             reply = client.chat.completions.create(model="chat-default", messages=HI, max_tokens=8)
             assert reply.choices[0].message.content
             vectors = client.embeddings.create(model="embed-default", input="hello")

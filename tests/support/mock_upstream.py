@@ -12,6 +12,8 @@ As a process::
     python -m tests.support.mock_upstream --port 9100 --latency-ms 20
 
 Endpoints: POST /v1/chat/completions (JSON or SSE), POST /v1/embeddings, GET /v1/models,
+POST /v1/rerank (Cohere/Jina shape, scored by word overlap),
+POST /v1/messages (Anthropic's Messages API, JSON or SSE: tests/support/mock_anthropic.py),
 POST /_control (change the settings below at run time; `"reset": true` restores defaults),
 GET /_stats. Raw ASGI with pre-encoded bodies so that it costs the benchmark little.
 """
@@ -38,6 +40,8 @@ import httpx
 import numpy as np
 import orjson
 import uvicorn
+
+from tests.support import mock_anthropic
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -143,6 +147,18 @@ def _vector(text: str, dim: int) -> list[float]:
     return [float(x) for x in values / np.linalg.norm(values)]
 
 
+def _rerank(request: dict[str, Any]) -> dict[str, Any]:
+    """Jina's answer: each document scored by the share of the query's words it holds."""
+    words = set(str(request.get("query", "")).lower().split())
+    docs = [d if isinstance(d, str) else d.get("text", "") for d in request.get("documents", [])]
+    scores = [len(words & set(d.lower().split())) / max(1, len(words)) for d in docs]
+    order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: request.get("top_n")]
+    results = [{"index": i, "relevance_score": scores[i]} for i in order]
+    tokens = sum(len(d.split()) for d in docs) + len(words)
+    usage = {"total_tokens": tokens}
+    return {"model": request.get("model"), "results": results, "usage": usage}
+
+
 class MockUpstreamApp:
     def __init__(self, controls: Controls | None = None) -> None:
         self.controls = controls or Controls()
@@ -196,7 +212,8 @@ class MockUpstreamApp:
             await asyncio.sleep(controls.latency_ms / 1000.0)
         if controls.require_api_key is not None:
             given = headers.get("authorization", "")
-            if given != f"Bearer {controls.require_api_key}":
+            anthropic_key = headers.get("x-api-key") == controls.require_api_key
+            if given != f"Bearer {controls.require_api_key}" and not anthropic_key:
                 # Real upstreams echo (part of) the key: the gateway must not pass it on.
                 error = {"message": f"Incorrect API key provided: {given.removeprefix('Bearer ')}"}
                 return await _respond(send, 401, {"error": error | {"code": "invalid_api_key"}})
@@ -205,6 +222,11 @@ class MockUpstreamApp:
             return await _fail(send, failure)
         if controls.fail_rate and random.random() < controls.fail_rate:
             return await _fail(send, {"status": 500})
+        if path == "/v1/messages" and method == "POST":
+            answer = mock_anthropic.message(request, controls.tool_calls)
+            if not request.get("stream"):
+                return await _respond(send, 200, answer)
+            return await self._stream(mock_anthropic.stream_frames(answer), send, framed=True)
         if path == "/v1/chat/completions" and method == "POST":
             return await self._chat(request, send)
         if path == "/v1/embeddings" and method == "POST":
@@ -226,6 +248,8 @@ class MockUpstreamApp:
             return await _respond(send, 200, payload)
         if path == "/v1/models" and method == "GET":
             return await _send(send, 200, self._models)
+        if path == "/v1/rerank" and method == "POST":
+            return await _respond(send, 200, _rerank(request))
         return await _respond(send, 404, {"error": {"message": f"no route {method} {path}"}})
 
     async def _chat(self, request: dict[str, Any], send: Any) -> None:
@@ -271,7 +295,7 @@ class MockUpstreamApp:
         payloads = _stream_payloads(model, message, finish, include_usage, usage)
         return await self._stream(payloads, send)
 
-    async def _stream(self, payloads: list[bytes], send: Any) -> None:
+    async def _stream(self, payloads: list[bytes], send: Any, *, framed: bool = False) -> None:
         self.stats.last_stream_payloads = payloads
         delay = self.controls.stream_delay_ms / 1000.0
         limit = self.controls.break_stream_after
@@ -282,9 +306,10 @@ class MockUpstreamApp:
                     raise _DropConnection(f"mock upstream dropped the stream after {sent} chunks")
                 if delay and sent:
                     await asyncio.sleep(delay)
-                frame = b"data: " + payload + b"\n\n"
+                frame = payload if framed else b"data: " + payload + b"\n\n"
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            done = b"" if framed else b"data: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": done})
         except OSError:
             return  # the client went away
 

@@ -38,3 +38,18 @@ async def test_a_busy_database_is_503_with_retry_after(
         assert crashed.json()["error"]["message"] == "Internal server error"
         assert "secret" not in crashed.text
         assert isinstance(crashed, httpx.Response)
+
+
+def test_the_longest_error_renderer_prefix_wins() -> None:
+    from faas.app_errors import by_prefix
+    from faas.shared.exceptions import NotFound
+
+    def named(name: str) -> Callable[..., tuple[bytes, str]]:
+        return lambda scope, exc: (name.encode(), "text/plain")
+
+    # The shorter prefix is declared first, as the gateway declares OpenAI's "/v1/" first.
+    render = by_prefix({"/v1/": named("openai"), "/v1/messages": named("anthropic")}, named("x"))
+    error = NotFound("gone")
+    assert render({"path": "/v1/messages/count_tokens"}, error)[0] == b"anthropic"
+    assert render({"path": "/v1/chat/completions"}, error)[0] == b"openai"
+    assert render({"path": "/api/v1/cache/k"}, error)[0] == b"x"

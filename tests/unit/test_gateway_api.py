@@ -179,7 +179,7 @@ async def test_unknown_model_is_404_listing_the_known_ones(env: GatewayEnv) -> N
     [
         {"temperature": 5},
         {"messages": []},
-        {"n": 3},
+        {"n": 9},
         {"max_tokens": 0},
         {"model": ""},
         {"max_tokens": 10**8 + 1},
@@ -451,7 +451,11 @@ async def test_default_routing_serves_chat_and_embeddings_offline(
 ) -> None:
     async with gateway_env(make_settings()) as env:
         models = (await env.client.get("/v1/models", headers=A)).json()
-        assert {m["id"] for m in models["data"]} == {"chat-default", "embed-default"}
+        assert {m["id"] for m in models["data"]} == {
+            "chat-default",
+            "embed-default",
+            "rerank-default",
+        }
         chat = await env.client.post(CHAT, json=ask(model="chat-default"), headers=A)
         assert chat.status_code == 200
         embed = await env.client.post(

@@ -107,7 +107,7 @@ def test_an_invalid_routing_file_is_one_line_per_problem(
     problems = startup_problems(make_settings(gateway_models=path))
     assert problems == [
         f"FAAS_GATEWAY_MODELS={str(path)!r}: models.0.deployments.0.provider='opnai' is not "
-        "allowed: use openai, litellm, llamacpp, minilm, hash or mock",
+        "allowed: use openai, litellm, llamacpp, minilm, hash, mock, cohere, cosine or anthropic",
         f"FAAS_GATEWAY_MODELS={str(path)!r}: models.0.deployments.0.timeout_s=-1 is not "
         "allowed: Input should be greater than 0",
     ]

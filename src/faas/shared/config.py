@@ -278,6 +278,10 @@ class Settings(BaseSettings):
     """How long a failing deployment stays out before a trial call"""
     gateway_reload_poll_s: float = 2.0
     """How often the routing file's modification time is checked"""
+    gateway_responses_ttl_s: int = Field(30 * 86400, ge=1, le=365 * 86400)
+    """How long a stored Responses API response (`store: true`) is kept, as OpenAI's 30 days"""
+    gateway_responses_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest stored response with its conversation; a longer `previous_response_id` chain: 413"""
     services: Annotated[list[str] | None, NoDecode] = None
     """Services this process hosts; unset: every registered one; empty: none (a `faas worker`
     running only FAAS_JOB_MODULES' job kinds)"""

@@ -374,6 +374,10 @@ class AuthMiddleware:
     def _bearer(scope: Scope) -> str:
         value = _header(scope, b"authorization")
         if not value:
+            # Anthropic's clients send their key as `x-api-key`: the same token, another header.
+            api_key = _header(scope, b"x-api-key")
+            if api_key and api_key.strip():
+                return api_key.strip()
             raise Unauthenticated("missing bearer token")
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

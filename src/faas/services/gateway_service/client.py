@@ -21,6 +21,7 @@ from faas.shared.exceptions import UpstreamError
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 EMBEDDINGS_PATH = "/api/v1/gateway/embeddings"
+RERANK_PATH = "/v1/rerank"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,19 @@ class GatewayClient(ApiClient):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamError("the gateway answered embeddings in an unexpected shape") from exc
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], model: str | None = None
+    ) -> list[tuple[int, float]]:
+        """`(index into documents, relevance score)` for every document, best first, by
+        `model` (the gateway's `rerank-default` when None)."""
+        body: dict[str, Any] = {"query": query, "documents": list(documents)}
+        body |= {"return_documents": False} | ({"model": model} if model else {})
+        answer = await self.call("POST", RERANK_PATH, json=body)
+        try:
+            return [(int(r["index"]), float(r["relevance_score"])) for r in answer["results"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError("the gateway answered a rerank in an unexpected shape") from exc
 
     async def chat_models(self) -> set[str]:
         """The names a chat request may use as `model` (to check a configuration early)."""

@@ -155,7 +155,7 @@ class DeploymentView(BaseModel):
 
 class ModelView(BaseModel):
     name: str
-    kind: Literal["chat", "embedding"]
+    kind: Literal["chat", "embedding", "rerank"]
     description: str
     deployments: list[DeploymentView]
 

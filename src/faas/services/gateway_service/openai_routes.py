@@ -1,5 +1,6 @@
-"""OpenAI-compatible routes (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`): OpenAI's
-request and response shapes, and its error shape with the right statuses."""
+"""OpenAI-compatible routes (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+`/v1/models`) and rerank (`/v1/rerank`, Cohere's/Jina's shape): their request and response
+shapes, and OpenAI's error shape with the right statuses."""
 
 from __future__ import annotations
 
@@ -14,13 +15,24 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from faas.services.gateway_service.accounting import CallRecord
+from faas.services.gateway_service.choices import MAX_CHOICES, complete_choices, settle
+from faas.services.gateway_service.completions import (
+    COMPLETION_EXAMPLE,
+    MAX_FANOUT,
+    CompletionBody,
+    completion_body,
+    text_stream,
+)
 from faas.services.gateway_service.headers import SSE_HEADERS, gateway_headers
 from faas.services.gateway_service.models import MAX_MESSAGES, MAX_OUTPUT_TOKENS, CacheOptions
 from faas.services.gateway_service.offload import vector_size
 from faas.services.gateway_service.providers.base import EmbeddingResult
+from faas.services.gateway_service.rerank import RERANK_EXAMPLE, RerankBody, rerank_body
+from faas.services.gateway_service.routing_table import ModelConfig
+from faas.services.gateway_service.token_inputs import input_texts
 from faas.shared.api import caller
 from faas.shared.cpu import run_cpu
-from faas.shared.exceptions import UndecodableBody, ValidationFailed
+from faas.shared.exceptions import NotFound, UndecodableBody, ValidationFailed
 
 if TYPE_CHECKING:
     from faas.services.gateway_service.service import GatewayService
@@ -37,7 +49,7 @@ class ChatCompletionBody(BaseModel):
     stream_options: dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(None, ge=1, le=1, description="one choice per request")
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES, description="choices (fanned out)")
     max_tokens: int | None = Field(None, gt=0, le=MAX_OUTPUT_TOKENS)
     max_completion_tokens: int | None = Field(None, gt=0, le=MAX_OUTPUT_TOKENS)
     tools: list[dict[str, Any]] | None = Field(None, max_length=128)
@@ -48,7 +60,9 @@ class EmbeddingBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=128)
-    input: str | list[str] = Field(min_length=1)
+    input: Any = Field(
+        description="a string, a list of strings, a list of token ids or a list of such lists"
+    )
     encoding_format: Literal["float", "base64"] = "float"
 
 
@@ -79,7 +93,7 @@ def json_body_doc(model: type[BaseModel], example: dict[str, Any]) -> dict[str, 
     return {"requestBody": {"required": True, "content": {"application/json": content}}}
 
 
-async def _json(request: Request) -> Any:
+async def request_json(request: Request) -> Any:
     checked = request.scope.get("state", {}).get("faas_json")
     if checked is not None:  # decoded once by InputRulesMiddleware
         return checked
@@ -90,7 +104,7 @@ async def _json(request: Request) -> Any:
         raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
 
 
-def _validate(model: type[BaseModel], data: Any) -> Any:
+def validated_body(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -117,6 +131,20 @@ def embeddings_body(result: EmbeddingResult, call: CallRecord, *, base64_vectors
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _invalid(param: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{param}: {message}", details={"param": param})
+
+
+def _model_entry(model: ModelConfig) -> dict[str, Any]:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "faas",
+        "kind": model.kind,
+    }
+
+
 def build_openai_router(service: GatewayService) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -127,15 +155,18 @@ def build_openai_router(service: GatewayService) -> APIRouter:
         request: Request, idempotency_key: str | None = Header(None, max_length=255)
     ) -> Response:
         identity = caller()
-        parsed: ChatCompletionBody = _validate(ChatCompletionBody, await _json(request))
+        parsed: ChatCompletionBody = validated_body(ChatCompletionBody, await request_json(request))
         body = parsed.model_dump(exclude_none=True, exclude={"cache"})
+        n = parsed.n or 1
         if parsed.stream:
+            if n > 1:
+                raise _invalid("n", "n > 1 is supported without stream only")
             include_usage = bool((parsed.stream_options or {}).get("include_usage"))
             chunks, call = await service.open_stream(identity, body, include_usage=include_usage)
             headers = gateway_headers(request, call) | SSE_HEADERS
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
-        completion = await service.complete(
-            identity, body, cache=parsed.cache, idempotency_key=idempotency_key
+        completion = await complete_choices(
+            service, identity, body, n, cache=parsed.cache, idempotency_key=idempotency_key
         )
         headers = gateway_headers(request, completion.call, replayed=completion.replayed)
         return Response(
@@ -145,8 +176,8 @@ def build_openai_router(service: GatewayService) -> APIRouter:
     @router.post("/embeddings", openapi_extra=json_body_doc(EmbeddingBody, EMBEDDING_EXAMPLE))
     async def embeddings(request: Request) -> Response:
         identity = caller()
-        parsed: EmbeddingBody = _validate(EmbeddingBody, await _json(request))
-        texts = [parsed.input] if isinstance(parsed.input, str) else parsed.input
+        parsed: EmbeddingBody = validated_body(EmbeddingBody, await request_json(request))
+        texts = await input_texts(parsed.input, "input")
         result, call = await service.embed(identity, texts, parsed.model, field="input")
 
         def encode() -> bytes:
@@ -158,15 +189,81 @@ def build_openai_router(service: GatewayService) -> APIRouter:
             content, media_type="application/json", headers=gateway_headers(request, call)
         )
 
+    _add_completions(router, service)
+    _add_rerank_and_models(router, service)
+    return router
+
+
+def _add_completions(router: APIRouter, service: GatewayService) -> None:
+    @router.post("/completions", openapi_extra=json_body_doc(CompletionBody, COMPLETION_EXAMPLE))
+    async def completions(
+        request: Request, idempotency_key: str | None = Header(None, max_length=255)
+    ) -> Response:
+        identity = caller()
+        parsed: CompletionBody = validated_body(CompletionBody, await request_json(request))
+        prompts = await input_texts(parsed.prompt, "prompt")
+        if len(prompts) * parsed.n > MAX_FANOUT:
+            raise _invalid("prompt", f"at most {MAX_FANOUT} prompts times n per request")
+        if parsed.stream:
+            if len(prompts) > 1 or parsed.n > 1:
+                raise _invalid("stream", "a stream takes one prompt and n = 1")
+            include_usage = bool((parsed.stream_options or {}).get("include_usage"))
+            chunks, call = await service.open_stream(
+                identity,
+                parsed.chat_body(prompts[0]),
+                include_usage=include_usage,
+                operation="completions",
+            )
+            frames = text_stream(chunks, prompts[0] if parsed.echo else "")
+            headers = gateway_headers(request, call) | SSE_HEADERS
+            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        done = await settle(
+            [
+                complete_choices(
+                    service,
+                    identity,
+                    parsed.chat_body(prompt),
+                    parsed.n,
+                    cache=parsed.cache,
+                    idempotency_key=f"{idempotency_key}/{i}" if idempotency_key else None,
+                    operation="completions",
+                )
+                for i, prompt in enumerate(prompts)
+            ]
+        )
+        body = completion_body([c.body for c in done], prompts, parsed.n, echo=parsed.echo)
+        headers = gateway_headers(request, done[0].call, replayed=done[0].replayed)
+        return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def _add_rerank_and_models(router: APIRouter, service: GatewayService) -> None:
+    @router.post("/rerank", openapi_extra=json_body_doc(RerankBody, RERANK_EXAMPLE))
+    async def rerank(request: Request) -> Response:
+        identity = caller()
+        parsed: RerankBody = validated_body(RerankBody, await request_json(request))
+        documents = parsed.texts()
+        result, call = await service.rerank(
+            identity, parsed.query, documents, parsed.model, top_n=parsed.top_n
+        )
+        body = rerank_body(result, call, documents, return_documents=parsed.return_documents)
+        return Response(
+            orjson.dumps(body),
+            media_type="application/json",
+            headers=gateway_headers(request, call),
+        )
+
+    @router.get("/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> Response:
+        visible = {m.name: m for m in service.visible_models(caller())}
+        if model_id not in visible:
+            raise NotFound(f"The model '{model_id}' does not exist", details={"param": "model"})
+        return Response(
+            orjson.dumps(_model_entry(visible[model_id])), media_type="application/json"
+        )
+
     @router.get("/models")
     async def list_models() -> Response:
-        caller()
-        data = [
-            {"id": m.name, "object": "model", "created": 0, "owned_by": "faas", "kind": m.kind}
-            for m in service.model_router.table.models
-        ]
+        data = [_model_entry(m) for m in service.visible_models(caller())]
         return Response(
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"
         )
-
-    return router

@@ -119,8 +119,7 @@ def build_admin_router(service: GatewayService) -> APIRouter:
 
     @router.get("/models", response_model=ServiceResponse[ModelsView])
     async def models() -> Response:
-        caller()
-        return respond(service.models())
+        return respond(service.models(caller()))
 
     @router.get("/providers", response_model=ServiceResponse[list[ProviderHealth]])
     async def providers() -> Response:

@@ -21,8 +21,13 @@ from pydantic import (
 
 from faas.shared.exceptions import ValidationFailed
 
-ProviderName = Literal["openai", "litellm", "llamacpp", "minilm", "hash", "mock"]
+ProviderName = Literal[
+    "openai", "litellm", "llamacpp", "minilm", "hash", "mock", "cohere", "cosine", "anthropic"
+]
+ModelKind = Literal["chat", "embedding", "rerank"]
 EMBEDDING_PROVIDERS = frozenset({"minilm", "hash"})
+RERANK_PROVIDERS = frozenset({"cohere", "cosine"})
+_DEFAULT_NAMES = {"chat": "chat-default", "embedding": "embed-default", "rerank": "rerank-default"}
 _ENV_REFERENCE = re.compile(r"^(?:env:|\$\{?)([A-Za-z_][A-Za-z0-9_]*)\}?$")
 
 
@@ -135,7 +140,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9._:/-]{1,128}$")
-    kind: Literal["chat", "embedding"] = "chat"
+    kind: ModelKind = "chat"
     deployments: list[Deployment] = Field(min_length=1)
     description: str = ""
 
@@ -144,6 +149,11 @@ class ModelConfig(BaseModel):
         for d in self.deployments:
             if self.kind == "chat" and d.provider in EMBEDDING_PROVIDERS:
                 raise ValueError(f"{self.name}: provider {d.provider} only serves embeddings")
+            if (self.kind == "rerank") != (d.provider in RERANK_PROVIDERS):
+                raise ValueError(
+                    f"{self.name}: a {self.kind} model cannot use provider {d.provider} "
+                    f"(rerank providers: {', '.join(sorted(RERANK_PROVIDERS))})"
+                )
         return self
 
 
@@ -167,9 +177,8 @@ class RoutingTable(BaseModel):
                 return model
         return None
 
-    def default_for(self, kind: Literal["chat", "embedding"]) -> ModelConfig:
-        preferred = "chat-default" if kind == "chat" else "embed-default"
-        model = self.get(preferred)
+    def default_for(self, kind: ModelKind) -> ModelConfig:
+        model = self.get(_DEFAULT_NAMES[kind])
         if model is not None and model.kind == kind:
             return model
         for candidate in self.models:

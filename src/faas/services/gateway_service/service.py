@@ -29,11 +29,16 @@ from faas.services.gateway_service.models import (
 from faas.services.gateway_service.pipeline import ChatPipeline
 from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.services.gateway_service.providers.pool import Providers
+from faas.services.gateway_service.providers.rerank_base import RerankResult
+from faas.services.gateway_service.rerank import rerank
 from faas.services.gateway_service.response_cache import ResponseCache
+from faas.services.gateway_service.responses import ResponsesApi
+from faas.services.gateway_service.responses_store import ResponseStore
 from faas.services.gateway_service.routing import ModelRouter
 from faas.services.gateway_service.routing_table import (
     Deployment,
     ModelConfig,
+    ModelKind,
     RoutingTable,
     describe_unavailable,
     load_routing,
@@ -44,6 +49,7 @@ from faas.shared import tokens
 from faas.shared.config import Settings
 from faas.shared.context import Identity
 from faas.shared.database import Database
+from faas.shared.exceptions import Forbidden
 
 log = logging.getLogger("faas.gateway")
 
@@ -67,6 +73,8 @@ def default_routing() -> RoutingTable:
         if minilm
         else Deployment(provider="hash", model="hash-384", dimensions=384)
     )
+    # Rerank by the cosine under the same local embedding model (see providers/rerank_local.py).
+    rerank = Deployment(provider="cosine", model=embed.model, dimensions=embed.dimensions)
     return RoutingTable(
         models=[
             ModelConfig(
@@ -80,6 +88,12 @@ def default_routing() -> RoutingTable:
                 kind="embedding",
                 deployments=[embed],
                 description="all-MiniLM-L6-v2" if minilm else "feature hashing",
+            ),
+            ModelConfig(
+                name="rerank-default",
+                kind="rerank",
+                deployments=[rerank],
+                description="cosine over " + ("all-MiniLM-L6-v2" if minilm else "feature hashing"),
             ),
         ],
         source="built-in defaults",
@@ -135,6 +149,12 @@ class GatewayService:
             recorder=UsageRecorder(events, meter),
             completion_estimate_tokens=settings.gateway_completion_estimate_tokens,
         )
+        stored = ResponseStore(
+            kv,
+            ttl_s=settings.gateway_responses_ttl_s,
+            max_bytes=settings.gateway_responses_max_bytes,
+        )
+        self.responses = ResponsesApi(self, stored)
         self._watcher: asyncio.Task[None] | None = None
         self._mtime: float | None = None
 
@@ -150,6 +170,7 @@ class GatewayService:
         operation: Operation = "chat",
     ) -> Completion:
         """A chat completion; `operation` names the API surface the call came through."""
+        self.check_model(identity, body.get("model"), "chat")
         limits = await self.tenant_limits.get(identity.tenant_id)
         return await self.pipeline.complete(
             identity,
@@ -168,6 +189,7 @@ class GatewayService:
         include_usage: bool,
         operation: Operation = "chat",
     ) -> tuple[AsyncIterator[bytes], CallRecord]:
+        self.check_model(identity, body.get("model"), "chat")
         limits = await self.tenant_limits.get(identity.tenant_id)
         return await self.pipeline.open_stream(
             identity, body, limits, include_usage=include_usage, operation=operation
@@ -176,8 +198,45 @@ class GatewayService:
     async def embed(
         self, identity: Identity, texts: list[str], model_name: str | None, *, field: str
     ) -> tuple[EmbeddingResult, CallRecord]:
+        self.check_model(identity, model_name, "embedding")
         limits = await self.tenant_limits.get(identity.tenant_id)
         return await self.pipeline.embed(identity, texts, model_name, limits, field=field)
+
+    # -- model access: the one place a caller's allowed models are checked -----------------
+
+    def check_model(self, identity: Identity, name: Any, kind: ModelKind) -> None:
+        """Refuse a model the caller's API key does not allow (a caller without a key, or with
+        a key that names no models, may call every model)."""
+        if identity.models is None:
+            return
+        model = name if isinstance(name, str) else self.model_router.table.default_for(kind).name
+        if model not in identity.models:
+            raise Forbidden(
+                f"model {model!r} is not allowed for API key {identity.key_name!r}",
+                details={"model": model, "key_id": identity.key_id, "param": "model"},
+            )
+
+    def visible_models(self, identity: Identity) -> list[ModelConfig]:
+        """The models of the routing table the caller may call."""
+        models = self.model_router.table.models
+        allowed = identity.models
+        return list(models) if allowed is None else [m for m in models if m.name in allowed]
+
+    async def rerank(
+        self,
+        identity: Identity,
+        query: str,
+        documents: list[str],
+        model_name: str | None,
+        *,
+        top_n: int | None = None,
+    ) -> tuple[RerankResult, CallRecord]:
+        """`documents` ordered by relevance to `query` (the `rerank-default` model when None)."""
+        self.check_model(identity, model_name, "rerank")
+        limits = await self.tenant_limits.get(identity.tenant_id)
+        return await rerank(
+            self.pipeline.dispatch, identity, query, documents, model_name, top_n, limits
+        )
 
     async def start(self) -> None:
         # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first
@@ -228,8 +287,10 @@ class GatewayService:
 
     # -- views -----------------------------------------------------------------------------
 
-    def models(self) -> ModelsView:
+    def models(self, identity: Identity | None = None) -> ModelsView:
+        """The routing table: every model, or those `identity` may call."""
         table = self.model_router.table
+        shown = table.models if identity is None else self.visible_models(identity)
         return ModelsView(
             source=table.source,
             models=[
@@ -239,7 +300,7 @@ class GatewayService:
                     description=m.description,
                     deployments=[_deployment_view(d) for d in m.deployments],
                 )
-                for m in table.models
+                for m in shown
             ],
         )
 
@@ -264,11 +325,13 @@ class GatewayService:
         if deployment.unavailable:
             return False
         try:
-            provider: Any = (
-                self.providers.chat(deployment.provider)
-                if model.kind == "chat"
-                else self.providers.embedding(deployment.provider)
-            )
+            provider: Any
+            if model.kind == "chat":
+                provider = self.providers.chat(deployment.provider)
+            elif model.kind == "rerank":
+                provider = self.providers.rerank(deployment.provider)
+            else:
+                provider = self.providers.embedding(deployment.provider)
             return bool(await asyncio.wait_for(provider.health(deployment), timeout=5))
         except Exception:
             return False

@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from faas.kernel import Platform, ServiceSpec
+from faas.services.gateway_service.anthropic_errors import (
+    ANTHROPIC_PREFIX,
+    anthropic_error_renderer,
+)
 from faas.services.gateway_service.models_in_use import models_in_use
 from faas.services.gateway_service.openai_errors import OPENAI_PREFIX, openai_error_renderer
 
@@ -27,12 +31,16 @@ def build(platform: Platform) -> GatewayService:
 
 
 def routes(service: GatewayService) -> APIRouter:
+    from faas.services.gateway_service.anthropic_routes import build_anthropic_router
     from faas.services.gateway_service.openai_routes import build_openai_router
+    from faas.services.gateway_service.responses_routes import build_responses_router
     from faas.services.gateway_service.routes import build_router
 
     combined = APIRouter()
     combined.routes.extend(build_router(service).routes)
     combined.routes.extend(build_openai_router(service).routes)
+    combined.routes.extend(build_responses_router(service).routes)
+    combined.routes.extend(build_anthropic_router(service).routes)
     return combined
 
 
@@ -43,6 +51,9 @@ SPEC: ServiceSpec[GatewayService] = ServiceSpec(
     build=build,
     routes=routes,
     uses=("database", "kv", "bus"),
-    error_renderers={OPENAI_PREFIX: openai_error_renderer},
+    error_renderers={
+        OPENAI_PREFIX: openai_error_renderer,
+        ANTHROPIC_PREFIX: anthropic_error_renderer,
+    },
     describe=lambda settings: {"models": models_in_use(settings)},
 )

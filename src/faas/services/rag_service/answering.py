@@ -95,6 +95,7 @@ class Answerer:
                 mode="hybrid",
                 filters=body.filters,
                 collection=body.collection,
+                rerank=body.rerank,
             ),
         )
         hits = found.results

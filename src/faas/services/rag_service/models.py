@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MAX_CONTENT_CHARS = 20_000_000
+# `true` for the gateway's `rerank-default`, or a rerank model's name.
+RerankChoice = bool | Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,128}$")]
 
 
 class CollectionCreate(BaseModel):
@@ -101,6 +103,50 @@ class DocumentIndexed(BaseModel):
     chunks_embedded: int = Field(description="chunks whose text was new and had to be embedded")
 
 
+MAX_BATCH_DOCUMENTS = 256
+
+
+class DocumentBatch(BaseModel):
+    """Many documents indexed in one call: their chunks embedded together (one gateway call
+    per batch of chunks) and stored in one transaction."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "documents": [
+                        {"title": "One", "content": "The first document."},
+                        {"title": "Two", "content": "The second document.", "collection": "b"},
+                    ]
+                }
+            ]
+        }
+    )
+
+    documents: list[DocumentCreate] = Field(min_length=1, max_length=MAX_BATCH_DOCUMENTS)
+
+
+class DocumentFailure(BaseModel):
+    """Why one document of a batch was not indexed (the others were)."""
+
+    status: int
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentOutcome(BaseModel):
+    """The document at `index` of the batch: `indexed`, or `error`."""
+
+    index: int
+    indexed: DocumentIndexed | None = None
+    error: DocumentFailure | None = None
+
+
+class DocumentBatchIndexed(BaseModel):
+    documents: list[DocumentOutcome]
+
+
 class DocumentView(BaseModel):
     id: str
     title: str
@@ -141,6 +187,11 @@ class SearchRequest(BaseModel):
         description="hybrid only: the vector list's share of the fused score (0 = keyword "
         "only, 1 = vector only); by default chosen per query (rag_service/fusion.py)",
     )
+    rerank: RerankChoice = Field(
+        False,
+        description="reorder the hits with a gateway rerank model: true for `rerank-default`, "
+        "or a rerank model's name; scores are then the reranker's",
+    )
 
     @model_validator(mode="after")
     def _query(self) -> SearchRequest:
@@ -148,6 +199,8 @@ class SearchRequest(BaseModel):
             raise ValueError("give query_text or query_embedding")
         if self.query_text is None and self.mode != "vector":
             raise ValueError("keyword and hybrid search need query_text")
+        if self.query_text is None and self.rerank:
+            raise ValueError("rerank needs query_text")
         return self
 
 
@@ -181,6 +234,9 @@ class QueryRequest(BaseModel):
     stream: bool = False
     enable_rewrite: bool = False
     enable_grounding_check: bool = False
+    rerank: RerankChoice = Field(
+        False, description="as in search: rerank the passages before answering"
+    )
     max_tokens: int = Field(512, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0, le=2)
 

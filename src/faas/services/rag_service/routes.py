@@ -12,6 +12,8 @@ from faas.services.rag_service.models import (
     NAME_PATTERN,
     CollectionCreate,
     CollectionView,
+    DocumentBatch,
+    DocumentBatchIndexed,
     DocumentCreate,
     DocumentIndexed,
     DocumentUpdate,
@@ -71,6 +73,13 @@ def document_routes(service: RagService) -> APIRouter:
         not indexed again: the answer is 200 with `duplicate: true` and the existing id."""
         result = await service.create_document(caller(), body)
         return respond(result, status_code=200 if result.duplicate else 201)
+
+    @router.post("/documents:batch", response_model=ServiceResponse[DocumentBatchIndexed])
+    async def create_documents(body: DocumentBatch) -> Response:
+        """Index up to 256 documents in one call (bulk ingestion): their chunks embedded
+        together and stored in one transaction. One outcome per document, in order: a
+        document that cannot be indexed has its `error` and the others are indexed."""
+        return respond(await service.create_documents(caller(), body))
 
     @router.get("/documents", response_model=ServiceResponse[Page[DocumentView]])
     async def list_documents(page: PageDep, collection: CollectionQuery = None) -> Response:

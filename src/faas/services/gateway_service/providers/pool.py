@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from faas.services.gateway_service.providers import build_chat_provider, build_embedding_provider
+from faas.services.gateway_service.providers import (
+    build_chat_provider,
+    build_embedding_provider,
+    build_rerank_provider,
+)
 from faas.services.gateway_service.providers.base import ChatProvider, EmbeddingProvider
+from faas.services.gateway_service.providers.rerank_base import RerankProvider
 
 
 class Providers:
@@ -12,6 +17,7 @@ class Providers:
     def __init__(self) -> None:
         self._chat: dict[str, ChatProvider] = {}
         self._embed: dict[str, EmbeddingProvider] = {}
+        self._rerank: dict[str, RerankProvider] = {}
 
     def chat(self, name: str) -> ChatProvider:
         if name not in self._chat:
@@ -23,12 +29,19 @@ class Providers:
             self._embed[name] = build_embedding_provider(name)
         return self._embed[name]
 
+    def rerank(self, name: str) -> RerankProvider:
+        if name not in self._rerank:
+            self._rerank[name] = build_rerank_provider(name)
+        return self._rerank[name]
+
     async def aclose(self) -> None:
-        providers: list[ChatProvider | EmbeddingProvider] = [
+        providers: list[ChatProvider | EmbeddingProvider | RerankProvider] = [
             *self._chat.values(),
             *self._embed.values(),
+            *self._rerank.values(),
         ]
         for provider in providers:
             await provider.aclose()
         self._chat.clear()
         self._embed.clear()
+        self._rerank.clear()
