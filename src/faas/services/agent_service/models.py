@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
 from faas.services.agent_service.tool_rules import (
+    MCP_SERVER_NAME,
     Headers,
+    McpUrl,
     NumericParameters,
     ObjectSchema,
     ToolDescription,
@@ -350,3 +352,36 @@ _TOOL_SPEC: TypeAdapter[HttpToolSpec | ExpressionToolSpec] = TypeAdapter(TenantT
 
 def parse_tool_spec(value: dict[str, Any]) -> HttpToolSpec | ExpressionToolSpec:
     return _TOOL_SPEC.validate_python(value)
+
+
+# -- MCP servers -----------------------------------------------------------------------------
+
+
+class McpServerCreate(BaseModel):
+    """An MCP server (streamable HTTP) whose tools the tenant's agents may use: an agent lists
+    `mcp:<name>` among its tools and gets them as `<name>__<tool>`. `headers` (credentials)
+    are stored sealed and never returned."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "weather",
+                    "url": "https://mcp.example.com/mcp",
+                    "headers": {"Authorization": "Bearer <token>"},
+                }
+            ]
+        }
+    )
+
+    name: str = Field(pattern=MCP_SERVER_NAME)
+    url: McpUrl
+    headers: Headers = Field(default_factory=dict, max_length=16)
+
+
+class McpServerView(BaseModel):
+    name: str
+    url: str
+    headers: dict[str, str] = Field(description="header names with their values masked")
+    created_by: str | None
+    created_at: datetime

@@ -17,6 +17,8 @@ from faas.services.agent_service.models import (
     ChatRequest,
     ChatResponse,
     ExecuteRequest,
+    McpServerCreate,
+    McpServerView,
     MemoryCreate,
     MemoryView,
     Origin,
@@ -45,7 +47,15 @@ OriginQuery = Annotated[
 
 def build_router(service: AgentService) -> APIRouter:
     router = APIRouter()
-    parts = (tools_router, workflows_router, agents_router, runs_router, chat_router, memory_router)
+    parts = (
+        tools_router,
+        mcp_servers_router,
+        workflows_router,
+        agents_router,
+        runs_router,
+        chat_router,
+        memory_router,
+    )
     for part in parts:
         router.include_router(part(service))
     return router
@@ -68,6 +78,30 @@ def tools_router(service: AgentService) -> APIRouter:
     @router.delete("/{name}", status_code=204)
     async def delete_tool(name: str) -> Response:
         await service.tools.delete(caller(), name)
+        return Response(status_code=204)
+
+    return router
+
+
+def mcp_servers_router(service: AgentService) -> APIRouter:
+    router = APIRouter(prefix=f"{PREFIX}/mcp-servers", tags=["agents"])
+
+    @router.post("", status_code=201, response_model=ServiceResponse[McpServerView])
+    async def register_mcp_server(body: McpServerCreate) -> Response:
+        """An MCP server (streamable HTTP) whose tools agents get by listing `mcp:<name>`
+        (needs `admin`; hosts limited by FAAS_AGENT_HTTP_ALLOWLIST). `headers` are stored
+        sealed and never returned."""
+        return respond(await service.mcp_servers.register(caller(), body), status_code=201)
+
+    @router.get("", response_model=ServiceResponse[list[McpServerView]])
+    async def list_mcp_servers() -> Response:
+        """The tenant's MCP servers, header values masked."""
+        servers = await service.mcp_servers.list_all(caller().tenant_id)
+        return respond([s.model_dump(mode="json") for s in servers])
+
+    @router.delete("/{name}", status_code=204)
+    async def delete_mcp_server(name: str) -> Response:
+        await service.mcp_servers.delete(caller(), name)
         return Response(status_code=204)
 
     return router

@@ -11,6 +11,10 @@ from faas.jobs import JobQueue
 from faas.services.agent_service.access import GeneratorPermissions
 from faas.services.agent_service.agents import AgentCatalog
 from faas.services.agent_service.execution import JOB_KIND, AgentExecution
+from faas.services.agent_service.mcp_catalog import McpCatalog
+from faas.services.agent_service.mcp_server import FaasMcpServer
+from faas.services.agent_service.mcp_servers import HeaderSeal, McpServers
+from faas.services.agent_service.mcp_tools import McpToolSource
 from faas.services.agent_service.memory import LongTermMemory
 from faas.services.agent_service.runner import AgentRunner
 from faas.services.agent_service.runs import RunLog
@@ -19,6 +23,7 @@ from faas.services.agent_service.tool_catalog import ToolCatalog
 from faas.services.agent_service.workflows import Workflows
 from faas.services.gateway_service.client import GatewayClient
 from faas.services.prompt_service.client import PromptClient
+from faas.shared.auth import signing_secret
 from faas.shared.database import Database
 
 if TYPE_CHECKING:
@@ -44,7 +49,10 @@ class AgentService:
         prompt = PromptClient(self.clients)
         access = GeneratorPermissions(self.clients)
         self.runner = AgentRunner(gateway)
-        self.tools = ToolCatalog(db, access, http_allowlist)
+        seal = HeaderSeal(lambda: signing_secret(runtime.settings))
+        self.mcp_servers = McpServers(db, seal, http_allowlist)
+        mcp_tools = McpToolSource(self.mcp_servers, http_allowlist)
+        self.tools = ToolCatalog(db, access, http_allowlist, mcp_tools)
         self.agents = AgentCatalog(db, access, gateway, self.tools)
         self.memory = LongTermMemory(db, self.agents, gateway)
         self.runs = RunLog(db, events, self.agents)
@@ -70,10 +78,12 @@ class AgentService:
             lock_wait_s=session_lock_wait_s,
         )
         self.workflows = Workflows(self.execution)
+        catalog = McpCatalog(self.clients, self.execution, self.tools, access, http_allowlist)
+        self.mcp = FaasMcpServer(catalog)
         jobs.registry.register(JOB_KIND, self.execution.run_job)
 
     async def start(self) -> None:
-        return None
+        await self.mcp.start()
 
     async def stop(self) -> None:
-        return None
+        await self.mcp.stop()

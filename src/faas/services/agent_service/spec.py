@@ -29,7 +29,9 @@ def build(platform: Platform) -> AgentService:
 def routes(service: AgentService) -> APIRouter:
     from faas.services.agent_service.routes import build_router
 
-    return build_router(service)
+    router = build_router(service)
+    router.routes.append(service.mcp.route())  # /mcp, faas as an MCP server (mcp_server.py)
+    return router
 
 
 SPEC: ServiceSpec[AgentService] = ServiceSpec(
@@ -38,7 +40,7 @@ SPEC: ServiceSpec[AgentService] = ServiceSpec(
     summary="Agents: tools, runs (sync, streamed, background), sessions, memory, workflows",
     build=build,
     routes=routes,
-    calls=("gateway", "prompt", "rag", "cache", "prompt_generator"),
+    calls=("gateway", "prompt", "rag", "cache", "prompt_generator", "ml"),
     uses=("database", "kv", "bus", "jobs"),
     job_kinds=("agent.execute",),
 )

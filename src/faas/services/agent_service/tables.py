@@ -83,3 +83,18 @@ class MemoryRow(TenantOwned, Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class McpServerRow(TenantOwned, Base):
+    """An MCP server a tenant registered (migration 0014): its headers are sealed (see
+    mcp_servers.py), never stored or returned in the clear."""
+
+    __tablename__ = "agent_mcp_servers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    sealed_headers: Mapped[bytes | None] = mapped_column(LargeBinary)
+    header_names: Mapped[list[str]] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

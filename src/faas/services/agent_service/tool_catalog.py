@@ -4,6 +4,7 @@ built-in ones: declare, list, delete, and the rows a run or an agent's validatio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete
 
@@ -23,14 +24,23 @@ from faas.shared.context import Identity, new_id
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import Conflict, NotFound
 
+if TYPE_CHECKING:
+    from faas.services.agent_service.mcp_tools import McpToolSource
+    from faas.services.agent_service.tools.base import Tool
+
 
 class ToolCatalog:
     def __init__(
-        self, db: Database, access: GeneratorPermissions, http_allowlist: Sequence[str]
+        self,
+        db: Database,
+        access: GeneratorPermissions,
+        http_allowlist: Sequence[str],
+        mcp: McpToolSource | None = None,
     ) -> None:
         self.db = db
         self.access = access
         self.http_allowlist = http_allowlist
+        self.mcp = mcp
 
     async def create(
         self,
@@ -88,8 +98,16 @@ class ToolCatalog:
             return list((await session.scalars(query.order_by(ToolRow.created_at))).all())
 
     async def names(self, tenant: str) -> set[str]:
-        """Every tool name an agent of the tenant may list."""
-        return set(BUILTIN_TOOLS) | {r.name for r in await self.rows(tenant)}
+        """Every tool name an agent of the tenant may list (`mcp:<server>` for each MCP server
+        it registered)."""
+        servers = await self.mcp.servers.names(tenant) if self.mcp is not None else set()
+        return set(BUILTIN_TOOLS) | {r.name for r in await self.rows(tenant)} | servers
+
+    async def remote(self, identity: Identity, names: Sequence[str]) -> dict[str, Tool]:
+        """The tools of the MCP servers among `names` (`mcp:<server>`), as `<server>__<tool>`."""
+        if self.mcp is None:
+            return {}
+        return await self.mcp.tools(identity, names)
 
 
 def _tool_view(row: ToolRow) -> ToolView:

@@ -114,6 +114,20 @@ ToolDescription = Annotated[str, Field(min_length=1, max_length=1024)]
 ObjectSchema = Annotated[dict[str, Any], AfterValidator(_object_schema)]
 UrlTemplate = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_url_template)]
 Headers = Annotated[dict[str, str], AfterValidator(_headers)]
+# An MCP server's name, short enough that `<server>__<tool>` leaves room for the tool's name.
+MCP_SERVER_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+def _mcp_url(value: str) -> str:
+    if "{" in value or "}" in value:
+        raise ValueError("url cannot contain braces")
+    try:
+        return _url_template(value)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("url_template", "url")) from exc
+
+
+McpUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_mcp_url)]
 
 
 def _numeric_parameters(value: dict[str, Any]) -> dict[str, Any]:

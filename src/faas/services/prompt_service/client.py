@@ -5,13 +5,18 @@ errors arrive as the shared exceptions (an unknown template stays a 404)."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from faas.kernel.clients import ApiClient
 from faas.services.prompt_service.models import (
     ContextRequest,
     ContextResponse,
     RenderRequest,
     RenderResponse,
+    TemplateSummary,
+    TemplateView,
 )
+from faas.shared.contracts import Page
 
 
 class PromptClient(ApiClient):
@@ -36,3 +41,15 @@ class PromptClient(ApiClient):
             "/api/v1/prompts/context",
             json=request.model_dump(mode="json", exclude_unset=True),
         )
+
+    async def list_templates(self, limit: int, offset: int) -> Page[TemplateSummary]:
+        """A page of the caller's templates."""
+        params = {"limit": limit, "offset": offset}
+        return await self.model(
+            Page[TemplateSummary], "GET", "/api/v1/prompts/templates", params=params
+        )
+
+    async def get_template(self, name: str) -> TemplateView:
+        """A template's `production` version, else its newest; `NotFound` otherwise."""
+        path = f"/api/v1/prompts/templates/{quote(name, safe='')}"
+        return await self.model(TemplateView, "GET", path)

@@ -71,6 +71,12 @@ async def _checked_target(url: str, allowlist: Allowlist) -> Target:
     return target
 
 
+async def allowed_target(url: str, allowlist: Sequence[str]) -> Target:
+    """Where a connection to `url` may go under the allow-list (the checked address to pin),
+    else ToolError saying why: the rule of every HTTP call an agent makes."""
+    return await _checked_target(url, Allowlist.parse(allowlist))
+
+
 async def check_declared_url(url: str, allowlist: Sequence[str]) -> None:
     """Refuses (422 naming `url_template`) a tool URL whose host is, or now resolves to, a
     loopback, private, link-local or metadata address outside the allow-list's networks: the
