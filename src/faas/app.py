@@ -30,6 +30,7 @@ from faas.integrations.codec_http import CodecMiddleware, make_error_renderer
 from faas.integrations.otel import TracingMiddleware
 from faas.jobs.routes import build_jobs_router
 from faas.kernel import ServiceRegistry, ServiceSpec
+from faas.keys.routes import build_keys_router
 from faas.runtime import Runtime
 from faas.shared.api import Service
 from faas.shared.logging import RequestLog
@@ -271,7 +272,7 @@ def create_service_app(
     renderers = {prefix: r for spec in specs for prefix, r in spec.error_renderers.items()}
     install_error_handlers(app, by_prefix(renderers, json_error_renderer))
     routers = [spec.routes(service) for spec, service in zip(specs, services, strict=True)]
-    for router in [*routers, build_jobs_router(runtime.jobs)]:
+    for router in [*routers, build_jobs_router(runtime.jobs), build_keys_router(runtime.keys)]:
         # Routes are added to the app's own router rather than through include_router, which in
         # FastAPI >= 0.16x keeps a nested router and matches every request twice (~23 us).
         app.router.routes.extend(router.routes)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from faas import __version__
+from faas.cli_keys import keys_app
 from faas.cli_rag import rag_app
 from faas.services import REGISTRY, load_settings
 from faas.shared.config import ConfigError, Settings
@@ -368,6 +369,7 @@ def config() -> None:
 
 
 app.add_typer(rag_app, name="rag")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

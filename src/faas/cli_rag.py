@@ -4,6 +4,7 @@ sub-command of `faas`, kept in its own module)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import httpx
@@ -17,7 +18,7 @@ rag_app = typer.Typer(help="RAG maintenance: re-embed collections.", no_args_is_
 _DONE = ("succeeded", "failed", "cancelled")
 
 
-def _headers(settings: Settings, tenant: str) -> dict[str, str]:
+def _headers(settings: Settings, tenant: str, *, scopes: Sequence[str] = ()) -> dict[str, str]:
     from faas.cli import _data_dir, _fail
     from faas.shared.auth import mint_token, signing_secret
 
@@ -29,7 +30,7 @@ def _headers(settings: Settings, tenant: str) -> dict[str, str]:
             f"no signing secret: FAAS_JWT_SECRET is unset and the data dir {_data_dir(settings)} "
             "has no development secret; run this where `faas up` runs, or set FAAS_DATA_DIR"
         )
-    token = mint_token(secret, tenant_id=tenant, user_id="faas-cli", ttl_s=3600, scopes=[])
+    token = mint_token(secret, tenant_id=tenant, user_id="faas-cli", ttl_s=3600, scopes=scopes)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -17,6 +17,7 @@ from faas.integrations.events import EventPublisher
 from faas.integrations.otel import Telemetry, setup_telemetry
 from faas.jobs import JobQueue, JobRegistry, JobWorker, RetryPolicy
 from faas.kernel.clients import ServiceClients
+from faas.keys import ApiKeys
 from faas.shared.auth import TokenVerifier, mint_token, signing_secret
 from faas.shared.config import Settings
 from faas.shared.context import Identity
@@ -38,6 +39,7 @@ class Runtime:
     jobs: JobQueue
     clients: ServiceClients
     verifier: TokenVerifier | None
+    keys: ApiKeys
     worker: JobWorker | None = None
     cpu: CpuPool = field(default_factory=CpuPool)
 
@@ -49,16 +51,21 @@ class Runtime:
         telemetry = telemetry or setup_telemetry(name if name == "faas" else f"faas-{name}")
         db = Database(settings.effective_database_url)
         bus = build_bus(settings, meter=telemetry.meter, tracer=telemetry.tracer)
+        events = EventPublisher(bus, default_registry().get(settings.codec))
+        keys = ApiKeys(db, bus, events)
+        # `fk-` bearer tokens are API keys, resolved by `keys`; the others are JWTs.
+        jwt_mode = settings.auth == "jwt"
         return cls(
             settings=settings,
             telemetry=telemetry,
             db=db,
             kv=build_kv(settings),
             bus=bus,
-            events=EventPublisher(bus, default_registry().get(settings.codec)),
+            events=events,
             jobs=JobQueue(db, bus, JobRegistry(), retry=RetryPolicy.from_settings(settings)),
             clients=ServiceClients(settings, tracer=telemetry.tracer),
-            verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
+            verifier=TokenVerifier(settings, keys=keys.resolver) if jwt_mode else None,
+            keys=keys,
             cpu=CpuPool(settings.cpu_workers),
         )
 
@@ -84,6 +91,7 @@ class Runtime:
         if self.settings.env == "development" and self.settings.migrate_on_start:
             await self.db.migrate()
         await self.bus.start()
+        await self.keys.start()
         wanted = self.settings.run_worker if run_worker is None else run_worker
         if wanted and self.jobs.registry.kinds:
             await self.start_worker()
@@ -110,6 +118,7 @@ class Runtime:
     async def close(self) -> None:
         await self.stop_worker()
         await self.clients.aclose()
+        await self.keys.stop()
         await self.bus.close()
         await self.kv.close()
         await self.db.close()

@@ -49,6 +49,18 @@ async def test_missing_token_is_401(client: httpx.AsyncClient) -> None:
     assert response.headers["www-authenticate"] == "Bearer"
 
 
+async def test_x_api_key_carries_the_same_token_as_bearer(client: httpx.AsyncClient) -> None:
+    token = auth("acme")["Authorization"].removeprefix("Bearer ")
+    response = await client.get("/api/v1/cache/k1", headers={"x-api-key": token})
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["found"] is False
+    forged = await client.get("/api/v1/cache/k1", headers={"x-api-key": "not-a-token"})
+    assert_error(forged, 401, "unauthenticated")
+    # Authorization wins when both are sent.
+    both = {"Authorization": "Bearer not-a-token", "x-api-key": token}
+    assert_error(await client.get("/api/v1/cache/k1", headers=both), 401, "unauthenticated")
+
+
 async def test_non_bearer_scheme_is_401(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/cache/k1", headers={"Authorization": "Basic abc"})
     assert_error(response, 401, "unauthenticated")

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
@@ -21,6 +21,17 @@ from faas.shared.exceptions import Forbidden, Unauthenticated
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 SECRET_FILE = "jwt_secret"
+# Bearer tokens with this prefix are API keys (`faas.keys`), never JWTs.
+API_KEY_PREFIX = "fk-"
+
+
+class KeyResolver(Protocol):
+    """Turns an API key (`fk-…`) into the identity it stands for. Implemented above this layer
+    (`faas.keys`) and handed to `TokenVerifier` by the composition root."""
+
+    async def resolve(self, key: str) -> Identity:
+        """The key's identity; `Unauthenticated` when it is unknown, revoked or expired."""
+        ...
 
 
 def valid_tenant(tenant_id: str) -> bool:
@@ -107,8 +118,11 @@ def identity_from_claims(claims: dict[str, Any], token: str | None = None) -> Id
 class TokenVerifier:
     """Verifies bearer tokens; caches verified claims by token so the hot path skips crypto."""
 
-    def __init__(self, settings: Settings, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self, settings: Settings, *, cache_size: int = 4096, keys: KeyResolver | None = None
+    ) -> None:
         self._settings = settings
+        self.keys = keys
         self._secret = signing_secret(settings)
         self._public_key = settings.jwt_public_key
         self._jwks: jwt.PyJWKClient | None = (
@@ -124,6 +138,10 @@ class TokenVerifier:
         return self._secret
 
     async def verify(self, token: str) -> Identity:
+        if token.startswith(API_KEY_PREFIX):
+            if self.keys is None:
+                raise Unauthenticated("API keys are not accepted by this process")
+            return await self.keys.resolve(token)
         cached = self._cache.get(token)
         now = time.time()
         leeway = self._settings.jwt_leeway_s

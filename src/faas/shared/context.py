@@ -31,12 +31,19 @@ IN_PROCESS = "faas.in_process"
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling. `admin` holds every scope inside its own tenant; only `platform:admin`
-    (minted by `faas token --platform-admin`) may name another tenant, and it holds every scope."""
+    (minted by `faas token --platform-admin`) may name another tenant, and it holds every scope.
+
+    A caller authenticated by an API key (`fk-…`) also carries the key's id and name, its team,
+    and the models it may call (`models`; None is every model)."""
 
     tenant_id: str
     user_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     token: str | None = None
+    key_id: str | None = None
+    key_name: str | None = None
+    team: str | None = None
+    models: frozenset[str] | None = None
 
     def has_scope(self, scope: str) -> bool:
         if scope in self.scopes or PLATFORM_ADMIN in self.scopes:
