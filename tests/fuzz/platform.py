@@ -207,6 +207,18 @@ def seed(client: httpx.Client) -> Seeded:
         )
     )
     ids["/api/v1/agents/tools", "name"] = f"seedtool{suffix}"
+    _data(
+        client.post(
+            "/api/v1/agents/mcp-servers",
+            headers=headers(OWNER, admin=True),
+            json={
+                "name": f"seedmcp{suffix}",
+                "url": f"https://mcp.example.com/{marker}",
+                "headers": {"Authorization": f"Bearer {marker}"},
+            },
+        )
+    )
+    ids["/api/v1/agents/mcp-servers", "name"] = f"seedmcp{suffix}"
     agent = _data(
         client.post(
             "/api/v1/agents",
@@ -311,6 +323,13 @@ def seed(client: httpx.Client) -> Seeded:
     )
     ids["/api/v1/prompt", "resource_id"] = agent["id"]
     ids["/api/v1/prompt", "plural"] = "agents"
+    stored = client.post(
+        "/v1/responses",
+        headers=auth,
+        json={"model": "chat-default", "input": f"remember {marker}", "metadata": {"m": marker}},
+    )
+    assert stored.status_code == 200, f"seeding failed: {stored.status_code} {stored.text}"
+    ids["/v1/responses", "response_id"] = stored.json()["id"]
     _data(
         client.put(
             f"/api/v1/gateway/limits/{OWNER}",
@@ -319,4 +338,12 @@ def seed(client: httpx.Client) -> Seeded:
         )
     )
     ids["/api/v1/gateway/limits", "tenant_id"] = OWNER
+    key = _data(
+        client.post(
+            "/api/v1/keys",
+            headers=headers(OWNER, admin=True),
+            json={"name": f"seedkey{suffix}", "metadata": {"m": marker}},
+        )
+    )
+    ids["/api/v1/keys", "key_id"] = key["id"]
     return s

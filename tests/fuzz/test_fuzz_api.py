@@ -57,6 +57,9 @@ def _pin_existing_ids(case: Any, platform: RunningPlatform) -> None:
             case.path_parameters[name] = value
 
 
+MALFORMED_HTTP = "Invalid HTTP request received."
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
 def test_no_input_makes_a_server_error(operation: Any, fuzz_platform: RunningPlatform) -> None:
     auth = headers(OWNER, admin=True)
@@ -90,6 +93,14 @@ def _check(
         f"{where} answered {response.status_code}: {response.text[:500]}\n"
         f"reproduce: {case.as_curl_command()}"
     )
+    if response.text == MALFORMED_HTTP and response.status_code == 400:
+        # Negative generation can send invalid HTTP (an empty Content-Length header): uvicorn's
+        # parser refuses it with a plain 400 before any application code runs.
+        return
     if response.status_code >= 400 and case.path.startswith("/api/"):
+        assert "json" in str(response.headers.get("content-type")), (
+            f"{where} answered {response.status_code} {response.text[:200]!r}\n"
+            f"reproduce: {case.as_curl_command()}"
+        )
         body = response.json()
         assert body["success"] is False and body["error"]["code"], (where, body)
