@@ -44,6 +44,11 @@ async def env(
     table = routing(
         {"name": "chat", "deployments": [{"provider": "openai", **remote}]},
         {"name": "embed", "kind": "embedding", "deployments": [{"provider": "openai", **remote}]},
+        {
+            "name": "embed-ids",
+            "kind": "embedding",
+            "deployments": [{"provider": "openai", "token_ids": "pass", **remote}],
+        },
         {"name": "rerank-default", "kind": "rerank", "deployments": [{"provider": "cosine"}]},
         {"name": "cohere", "kind": "rerank", "deployments": [{"provider": "cohere", **remote}]},
         {"name": "embed-default", "kind": "embedding", "deployments": [{"provider": "hash"}]},
@@ -85,6 +90,30 @@ async def test_embeddings_take_text_or_token_ids_decoded_for_the_provider(
     assert response.status_code == 200, response.text
     assert len(response.json()["data"]) == len(texts)
     assert up.stats.last_body["input"] == texts
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        (ids("hello world"), [ids("hello world")]),
+        ([ids("hello"), ids("big world")], [ids("hello"), ids("big world")]),
+        ("plain text", ["plain text"]),
+    ],
+)
+async def test_token_ids_pass_through_to_a_deployment_that_takes_them(
+    env: GatewayEnv, up: MockUpstream, given: Any, sent: list[Any]
+) -> None:
+    response = await env.client.post(
+        "/v1/embeddings", json={"model": "embed-ids", "input": given}, headers=A
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == len(sent)
+    assert up.stats.last_body["input"] == sent
+
+
+def test_only_an_openai_deployment_may_take_token_ids() -> None:
+    with pytest.raises(ValueError, match="token_ids: pass needs provider openai"):
+        Deployment(provider="hash", token_ids="pass")
 
 
 @pytest.mark.parametrize(

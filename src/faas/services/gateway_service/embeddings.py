@@ -3,12 +3,15 @@ the provider's usage (or the gateway's own count) and recorded."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from faas.services.gateway_service.accounting import CallRecord, counted_embedding_usage
 from faas.services.gateway_service.dispatch import Dispatcher
 from faas.services.gateway_service.inputs import embedding_tokens
 from faas.services.gateway_service.limits import TenantLimits
 from faas.services.gateway_service.offload import text_size
-from faas.services.gateway_service.providers.base import EmbeddingResult
+from faas.services.gateway_service.providers.base import EmbeddingResult, TakesTokenIds
+from faas.services.gateway_service.routing_table import Deployment
 from faas.shared.context import Identity
 from faas.shared.cpu import run_cpu
 
@@ -20,8 +23,10 @@ async def embed(
     model_name: str | None,
     limits: TenantLimits,
     field: str,
+    token_ids: list[list[int]] | None = None,
 ) -> tuple[EmbeddingResult, CallRecord]:
-    """Embeddings of `texts`; `field` names them in a refusal of oversized input."""
+    """Embeddings of `texts`; `field` names them in a refusal of oversized input. The caller's
+    `token_ids` (its texts before decoding) go as they are to deployments that take ids."""
     call = CallRecord("embeddings", model=model_name or "")
     model = dispatch.router.resolve(model_name, "embedding")
     call.model = model.name
@@ -36,7 +41,7 @@ async def embed(
         estimate,
         call,
         reservation,
-        lambda d: dispatch.providers.embedding(d.provider).embed(texts, d),
+        lambda d: embed_on(dispatch, d, texts, token_ids),
     )
     usage = result.usage
     if usage is None:
@@ -46,3 +51,12 @@ async def embed(
     await dispatch.admission.reconcile(reservation, call)
     await dispatch.recorder.record(identity, call)
     return result, call
+
+
+def embed_on(
+    dispatch: Dispatcher, deployment: Deployment, texts: list[str], ids: list[list[int]] | None
+) -> Awaitable[EmbeddingResult]:
+    provider = dispatch.providers.embedding(deployment.provider)
+    if ids is not None and deployment.token_ids == "pass" and isinstance(provider, TakesTokenIds):
+        return provider.embed_token_ids(ids, deployment)
+    return provider.embed(texts, deployment)

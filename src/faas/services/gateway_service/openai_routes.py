@@ -29,7 +29,7 @@ from faas.services.gateway_service.offload import vector_size
 from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.services.gateway_service.rerank import RERANK_EXAMPLE, RerankBody, rerank_body
 from faas.services.gateway_service.routing_table import ModelConfig
-from faas.services.gateway_service.token_inputs import input_texts
+from faas.services.gateway_service.token_inputs import embedding_inputs, input_texts
 from faas.shared.api import caller
 from faas.shared.cpu import run_cpu
 from faas.shared.exceptions import NotFound, UndecodableBody, ValidationFailed
@@ -177,8 +177,10 @@ def build_openai_router(service: GatewayService) -> APIRouter:
     async def embeddings(request: Request) -> Response:
         identity = caller()
         parsed: EmbeddingBody = validated_body(EmbeddingBody, await request_json(request))
-        texts = await input_texts(parsed.input, "input")
-        result, call = await service.embed(identity, texts, parsed.model, field="input")
+        texts, token_ids = await embedding_inputs(parsed.input, "input")
+        result, call = await service.embed(
+            identity, texts, parsed.model, field="input", token_ids=token_ids
+        )
 
         def encode() -> bytes:
             return embeddings_body(result, call, base64_vectors=parsed.encoding_format == "base64")

@@ -99,6 +99,7 @@ class ChatPipeline:
         limits: TenantLimits,
         *,
         field: str = "input",
+        token_ids: list[list[int]] | None = None,
     ) -> tuple[EmbeddingResult, CallRecord]:
         """Embeddings of `texts`; `field` names them in a refusal of oversized input."""
-        return await embed(self.dispatch, identity, texts, model_name, limits, field)
+        return await embed(self.dispatch, identity, texts, model_name, limits, field, token_ids)

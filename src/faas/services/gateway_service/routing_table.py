@@ -88,6 +88,18 @@ class Deployment(BaseModel):
     model_path: str | None = None
     dimensions: int | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    token_ids: Literal["decode", "pass"] = Field(
+        "decode",
+        description="embeddings sent as token ids: decoded to text with cl100k (default), or "
+        "passed through as ids (`pass`: an openai deployment whose model tokenizes with cl100k, "
+        "as OpenAI's text-embedding models do)",
+    )
+
+    @model_validator(mode="after")
+    def _ids_pass_to_openai_only(self) -> Deployment:
+        if self.token_ids == "pass" and self.provider != "openai":
+            raise ValueError("token_ids: pass needs provider openai (others take text)")
+        return self
 
     # The variable its api_key names when that is unset: the deployment cannot serve.
     _missing_key: str | None = PrivateAttr(None)

@@ -196,11 +196,21 @@ class GatewayService:
         )
 
     async def embed(
-        self, identity: Identity, texts: list[str], model_name: str | None, *, field: str
+        self,
+        identity: Identity,
+        texts: list[str],
+        model_name: str | None,
+        *,
+        field: str,
+        token_ids: list[list[int]] | None = None,
     ) -> tuple[EmbeddingResult, CallRecord]:
+        """Embeddings of `texts`; `token_ids`, when the caller sent ids, go as they are to
+        deployments that take them (`token_ids: pass`)."""
         self.check_model(identity, model_name, "embedding")
         limits = await self.tenant_limits.get(identity.tenant_id)
-        return await self.pipeline.embed(identity, texts, model_name, limits, field=field)
+        return await self.pipeline.embed(
+            identity, texts, model_name, limits, field=field, token_ids=token_ids
+        )
 
     # -- model access: the one place a caller's allowed models are checked -----------------
 

@@ -84,9 +84,16 @@ def decode_ids(batches: list[list[int]], field: str) -> list[str]:
 
 async def input_texts(value: Any, field: str) -> list[str]:
     """Any of OpenAI's input shapes as a list of texts."""
+    texts, _ = await embedding_inputs(value, field)
+    return texts
+
+
+async def embedding_inputs(value: Any, field: str) -> tuple[list[str], list[list[int]] | None]:
+    """Any of OpenAI's input shapes as texts, and the token ids as sent when they were ids
+    (a deployment with `token_ids: pass` gets those; every other one the decoded text)."""
     texts, batches = classify(value, field)
     if not batches:
-        return texts
+        return texts, None
     _check_ids(batches, field)
     size = _ID_CHARS * sum(len(ids) for ids in batches)
-    return await run_cpu(size, decode_ids, batches, field)
+    return await run_cpu(size, decode_ids, batches, field), batches

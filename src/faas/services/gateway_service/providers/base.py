@@ -122,6 +122,15 @@ class ChatProvider(Protocol):
 
 
 @runtime_checkable
+class TakesTokenIds(Protocol):
+    """An embeddings provider that can send token ids upstream as they are."""
+
+    async def embed_token_ids(
+        self, ids: list[list[int]], deployment: Deployment
+    ) -> EmbeddingResult: ...
+
+
+@runtime_checkable
 class EmbeddingProvider(Protocol):
     name: str
 

@@ -302,6 +302,17 @@ class OpenAICompatibleProvider:
             )
 
     async def embed(self, texts: list[str], deployment: Deployment) -> EmbeddingResult:
+        return await self._embed(texts, deployment)
+
+    async def embed_token_ids(
+        self, ids: list[list[int]], deployment: Deployment
+    ) -> EmbeddingResult:
+        """OpenAI's embeddings API takes lists of token ids as input, as its clients send them."""
+        return await self._embed(ids, deployment)
+
+    async def _embed(
+        self, texts: list[str] | list[list[int]], deployment: Deployment
+    ) -> EmbeddingResult:
         payload: dict[str, Any] = {"model": deployment.model, "input": texts}
         if deployment.dimensions:
             payload["dimensions"] = deployment.dimensions
