@@ -18,7 +18,11 @@ from tests.support.faas_process import running_faas
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # Actions whose whole input is their path: nothing to document.
-BODYLESS = {("post", "/api/v1/gateway/reload"), ("post", "/api/v1/jobs/{job_id}/cancel")}
+BODYLESS = {
+    ("post", "/api/v1/gateway/reload"),
+    ("post", "/api/v1/jobs/{job_id}/cancel"),
+    ("post", "/api/v1/keys/{key_id}/rotate"),
+}
 WITH_BODY = ("post", "put", "patch")
 
 

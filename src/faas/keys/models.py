@@ -26,7 +26,14 @@ class NewKey(BaseModel):
     """`POST /api/v1/keys`. `budget_usd`, `rpm` and `tpm` are recorded with the key for the
     per-key limits of the gateway's multi-level admission; `models` None allows every model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "support-bot", "team": "support", "models": ["chat-default"], "rpm": 60}
+            ]
+        },
+    )
 
     name: Label
     user: Label | None = None
