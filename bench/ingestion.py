@@ -1,6 +1,9 @@
 """Bulk ingestion through the API, before and after side by side in one run.
 
-    .venv/bin/python bench/ingestion.py [--quick] [--append]
+    .venv/bin/python bench/ingestion.py [--quick] [--append] [--no-minilm] [--json FILE]
+
+Before/after of two checkouts in one sitting: run it once with `PYTHONPATH=OTHER/src` (a `git
+worktree` of the older commit) and once without, each with `--json`, and compare the rows.
 
 On an in-process platform (gateway + rag + ingestion, httpx ASGI), embed-default on `hash`,
 first on SQLite, then on PostgreSQL (a pgserver PostgreSQL with pgvector as the database and
@@ -39,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 from sqlalchemy import event
 
@@ -432,6 +436,11 @@ async def main() -> None:
     parser.add_argument("--append", action="store_true", help="append to docs/benchmarks.md")
     parser.add_argument("--minilm-chunks", type=int, default=64)
     parser.add_argument("--no-minilm", action="store_true")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the rows here (before/after runs of two checkouts: PYTHONPATH=OTHER/src)",
+    )
     args = parser.parse_args()
     docs = 150 if args.quick else 600
     load_start = [f"{x:.2f}" for x in os.getloadavg()]
@@ -466,6 +475,8 @@ async def main() -> None:
     load_end = [f"{x:.2f}" for x in os.getloadavg()]
     section = report(rows, minilm, notes, load_start, load_end, time.perf_counter() - t0)
     print(section)
+    if args.json:
+        args.json.write_text(orjson.dumps({"rows": rows, "load": [load_start, load_end]}).decode())
     if args.append:
         with (ROOT / "docs" / "benchmarks.md").open("a") as out:
             out.write("\n" + section.strip("\n") + "\n")

@@ -13,12 +13,11 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any, Final
 
 from faas.documents._model import PageSpan, ParsedDocument
+from faas.documents.token_offsets import TokenOffsets, token_starts
 from faas.shared.exceptions import ValidationFailed
-from faas.shared.tokens import count_tokens, encoding
 
 MIN_CHUNK_SIZE: Final = 8
 # Formats whose parsers write markdown headings; elsewhere a "# " line is just text.
@@ -79,10 +78,12 @@ def chunk(
     pieces: list[ChunkPiece] = []
     sections = _sections(text) if doc.format in _HEADING_FORMATS else [(0, len(text), None)]
     for start, end, heading in sections:
+        # One encoding of the section; every slice is counted from it.
+        offsets = TokenOffsets(text, start, end)
         atoms: list[_Atom] = []
-        _split(text, start, end, 0, chunk_size, atoms)
+        _split(offsets, start, end, 0, chunk_size, atoms)
         for chunk_start, chunk_end, tokens, overlap in _pack(
-            text, atoms, chunk_size, chunk_overlap
+            offsets, atoms, chunk_size, chunk_overlap
         ):
             covered = _pages(pages, starts, chunk_start, chunk_end)
             metadata = {
@@ -145,13 +146,16 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _split(text: str, start: int, end: int, level: int, budget: int, out: list[_Atom]) -> None:
+def _split(
+    offsets: TokenOffsets, start: int, end: int, level: int, budget: int, out: list[_Atom]
+) -> None:
     """Append pieces of text[start:end] that each fit the budget, in order."""
+    text = offsets.text
     start, end = _trim(text, start, end)
     if start == end:
         return
     if end - start <= budget * _CHARS_PER_TOKEN_CEILING:
-        tokens = count_tokens(text[start:end])
+        tokens = offsets.count(start, end)
         if tokens <= budget:
             out.append(_Atom(start, end, tokens))
             return
@@ -165,20 +169,22 @@ def _split(text: str, start: int, end: int, level: int, budget: int, out: list[_
         if pieces:
             pieces.append((cut, end))
             for piece_start, piece_end in pieces:
-                _split(text, piece_start, piece_end, depth + 1, budget, out)
+                _split(offsets, piece_start, piece_end, depth + 1, budget, out)
             return
-    _split_tokens(text, start, end, budget, out)
+    _split_tokens(offsets, start, end, budget, out)
 
 
-def _split_tokens(text: str, start: int, end: int, budget: int, out: list[_Atom]) -> None:
+def _split_tokens(
+    offsets: TokenOffsets, start: int, end: int, budget: int, out: list[_Atom]
+) -> None:
     """A run without any whitespace (a URL, base64, CJK) cut at the longest fitting prefix."""
     while start < end:
         # A token is at least one byte and a character at most four: this prefix always fits.
         low, high = min(end, start + max(1, budget // 4)), min(end, start + budget * 8)
-        best = (low, count_tokens(text[start:low]))
+        best = (low, offsets.count(start, low))
         while low < high:
             middle = (low + high + 1) // 2
-            tokens = count_tokens(text[start:middle])
+            tokens = offsets.count(start, middle)
             if tokens <= budget:
                 best, low = (middle, tokens), middle
             else:
@@ -187,15 +193,17 @@ def _split_tokens(text: str, start: int, end: int, budget: int, out: list[_Atom]
         start = best[0]
 
 
-def _overlap_start(text: str, low: int, high: int, allowance: int) -> tuple[int, int] | None:
+def _overlap_start(
+    offsets: TokenOffsets, low: int, high: int, allowance: int
+) -> tuple[int, int] | None:
     """(start, tokens) of the longest suffix of text[low:high] that fits `allowance` tokens and
     starts a sentence (or, when sentences give less than a third of it, a word)."""
+    text = offsets.text
     window = max(low + 1, high - allowance * _CHARS_PER_TOKEN_CEILING)
     # One encoding of the window estimates every candidate suffix; the pick is then verified.
     tail = text[window:high]
     ascii_tail = tail.isascii()
-    token_bytes = encoding().decode_tokens_bytes(encoding().encode_ordinary(tail))
-    starts = list(accumulate((len(b) for b in token_bytes), initial=0))[:-1]
+    starts = token_starts(tail)
     fallback = None
     for pattern in (_OVERLAP_SENTENCE, _OVERLAP_WORD):
         for match in pattern.finditer(text, window, high):
@@ -207,7 +215,7 @@ def _overlap_start(text: str, low: int, high: int, allowance: int) -> tuple[int,
             estimate = len(starts) - bisect.bisect_left(starts, offset)
             if estimate > allowance:
                 continue
-            tokens = count_tokens(text[candidate:high])
+            tokens = offsets.count(candidate, high)
             if tokens <= allowance:
                 if tokens * 3 >= allowance:
                     return candidate, tokens
@@ -217,9 +225,10 @@ def _overlap_start(text: str, low: int, high: int, allowance: int) -> tuple[int,
 
 
 def _pack(
-    text: str, atoms: list[_Atom], budget: int, overlap: int
+    offsets: TokenOffsets, atoms: list[_Atom], budget: int, overlap: int
 ) -> list[tuple[int, int, int, int]]:
     """Greedy packing of atoms: (start, end, tokens, overlap chars) per chunk."""
+    text = offsets.text
     chunks: list[tuple[int, int, int, int]] = []
     i = 0
     while i < len(atoms):
@@ -228,7 +237,7 @@ def _pack(
         if chunks and overlap:
             allowance = min(overlap, budget - first.tokens - 1)
             if allowance > 0:
-                lead = _overlap_start(text, chunks[-1][0], chunks[-1][1], allowance)
+                lead = _overlap_start(offsets, chunks[-1][0], chunks[-1][1], allowance)
         j, estimate = i, first.tokens + (lead[1] + 1 if lead else 0)
         while j + 1 < len(atoms):
             gap = text[atoms[j].end : atoms[j + 1].start]
@@ -238,7 +247,7 @@ def _pack(
             estimate += extra
             j += 1
         start = lead[0] if lead else first.start
-        tokens = first.tokens if j == i and not lead else count_tokens(text[start : atoms[j].end])
+        tokens = first.tokens if j == i and not lead else offsets.count(start, atoms[j].end)
         # The estimate was short (tokens merged across a gap): give back atoms, then the
         # overlap; a lone atom fits by construction, it was counted as this very slice.
         while tokens > budget and (j > i or lead):
@@ -247,7 +256,7 @@ def _pack(
             else:
                 lead = None
             start = lead[0] if lead else first.start
-            tokens = count_tokens(text[start : atoms[j].end])
+            tokens = offsets.count(start, atoms[j].end)
         overlap_chars = chunks[-1][1] - start if lead else 0
         chunks.append((start, atoms[j].end, tokens, overlap_chars))
         i = j + 1
