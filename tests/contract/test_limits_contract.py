@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from faas.backends.limits import LimitStore, MemoryLimitStore
+from faas.backends.limits import LimitStore, MemoryLimitStore, Scope
 from faas.backends.limits.redis import RedisLimitStore
 from faas.shared.exceptions import RateLimited
 
@@ -123,7 +123,7 @@ async def test_a_reservation_over_a_cap_is_refused_with_its_name_and_retry_after
     await store.reserve(tenant, caps, tokens, cost)
     with pytest.raises(RateLimited) as caught:
         await store.reserve(tenant, caps, tokens, cost)
-    assert caught.value.details == {"limit": limit}
+    assert caught.value.details == {"level": "tenant", "limit": limit}
     assert caught.value.retry_after_s == pytest.approx(retry_after_s)
 
 
@@ -202,3 +202,87 @@ async def test_concurrent_reservations_never_pass_a_cap(
 
     admitted = await asyncio.gather(*(attempt() for _ in range(64)))
     assert sum(admitted) == 10
+
+
+# -- every level at once: a reservation counts in all its scopes or in none --------------------
+
+LEVELS = ("team", "user", "key", "model", "agent")
+
+
+def scopes(tenant: str, level: str, caps: Caps, tenant_caps: Caps | None = None) -> list[Scope]:
+    """The tenant's scope (unlimited unless given) and one scope of `level` named `x`."""
+    return [Scope(tenant, tenant_caps or Caps()), Scope(tenant, caps, level, "x")]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+async def test_the_tightest_level_refuses_naming_itself_and_counts_nothing(
+    store: LimitStore, tenant: str, level: str
+) -> None:
+    tight = scopes(tenant, level, Caps(rpm=1, daily_budget_usd=1.0), Caps(rpm=100))
+    await store.reserve_scopes(tight, 10, 0.5)
+    with pytest.raises(RateLimited) as caught:
+        await store.reserve_scopes(tight, 10, 0.1)
+    assert caught.value.details == {"level": level, "limit": "rpm"}
+    assert level in str(caught.value)
+    left = await store.remaining(tenant, Caps(rpm=100))
+    assert (left.requests, left.used["tokens_this_minute"]) == (99, 10)
+
+
+async def test_a_level_refusal_after_a_tenant_check_leaves_the_tenant_uncounted(
+    store: LimitStore, tenant: str
+) -> None:
+    team = Scope(tenant, Caps(tpm=50), "team", "a")
+    user = Scope(tenant, Caps(daily_budget_usd=0.2), "user", "u")
+    both = [Scope(tenant, Caps(rpm=10)), team, user]
+    await store.reserve_scopes(both, 40, 0.1)
+    with pytest.raises(RateLimited) as caught:
+        await store.reserve_scopes(both, 5, 0.15)
+    assert caught.value.details == {"level": "user", "limit": "daily_budget"}
+    assert (await store.remaining(tenant, Caps(rpm=10))).requests == 9
+    # Another team of the same tenant has its own counters.
+    other = [Scope(tenant, Caps(rpm=10)), Scope(tenant, Caps(tpm=50), "team", "b")]
+    await store.reserve_scopes(other, 50, 0.0)
+
+
+async def test_reconcile_settles_every_scope_of_the_reservation(
+    store: LimitStore, tenant: str
+) -> None:
+    levels = scopes(tenant, "key", Caps(tpm=100, daily_budget_usd=1.0))
+    reservation = await store.reserve_scopes(levels, 100, 1.0)
+    await store.reconcile(reservation, 30, 0.25)
+    await store.reserve_scopes(levels, 70, 0.75)
+    with pytest.raises(RateLimited) as caught:
+        await store.reserve_scopes(levels, 1, 0.0)
+    assert caught.value.details == {"level": "key", "limit": "tpm"}
+    assert (await store.remaining(tenant, Caps())).used["usd_today"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize(
+    ("caps", "limit"),
+    [
+        (Caps(rpm=10), "rpm"),
+        (Caps(tpm=100), "tpm"),
+        (Caps(monthly_budget_usd=1.0), "monthly_budget"),
+    ],
+    ids=["rpm", "tpm", "budget"],
+)
+async def test_64_concurrent_calls_never_pass_a_cap_at_any_level(
+    store: LimitStore, tenant: str, level: str, caps: Caps, limit: str
+) -> None:
+    levels = scopes(tenant, level, caps, Caps(rpm=1000))
+    refusals: list[dict[str, object]] = []
+
+    async def attempt() -> bool:
+        try:
+            await store.reserve_scopes(levels, 10, 0.1)
+        except RateLimited as exc:
+            refusals.append(exc.details)
+            return False
+        return True
+
+    admitted = await asyncio.gather(*(attempt() for _ in range(64)))
+    assert sum(admitted) == 10
+    assert refusals == [{"level": level, "limit": limit}] * 54
+    # The tenant counted exactly the admitted calls: refused ones left no trace there.
+    assert (await store.remaining(tenant, Caps(rpm=1000))).requests == 990

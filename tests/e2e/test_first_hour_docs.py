@@ -22,6 +22,7 @@ BODYLESS = {
     ("post", "/api/v1/gateway/reload"),
     ("post", "/api/v1/jobs/{job_id}/cancel"),
     ("post", "/api/v1/keys/{key_id}/rotate"),
+    ("post", "/api/v1/gateway/provider-keys/rotate"),
 }
 WITH_BODY = ("post", "put", "patch")
 

@@ -123,4 +123,5 @@ def test_dashboard_renders_charts_with_data(
     assert 'data-label="gpt-alpha"' in dom and 'data-label="gpt-beta"' in dom
     assert 'data-label="chat-default"' in dom
     assert 'data-kpi="calls"><b>13</b>' in dom
+    assert 'class="usage-group" data-group=""' in dom  # spend by API key: none used here
     assert shot.exists() and shot.stat().st_size > 1000

@@ -346,4 +346,12 @@ def seed(client: httpx.Client) -> Seeded:
         )
     )
     ids["/api/v1/keys", "key_id"] = key["id"]
+    team = _data(
+        client.post(
+            "/api/v1/teams",
+            headers=headers(OWNER, admin=True),
+            json={"name": f"seedteam{suffix}", "metadata": {"m": marker}},
+        )
+    )
+    ids["/api/v1/teams", "team_id"] = team["id"]
     return s

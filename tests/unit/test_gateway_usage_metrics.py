@@ -92,4 +92,4 @@ async def test_a_refusal_says_when_its_window_rolls_over() -> None:
     with pytest.raises(RateLimited) as refused:
         await store.reserve("acme", Caps(), 0, 0.0)
     assert refused.value.retry_after_s == pytest.approx(10.0)
-    assert refused.value.details == {"limit": "rpm"}
+    assert refused.value.details == {"level": "tenant", "limit": "rpm"}

@@ -54,7 +54,10 @@ from faas.shared.context import current_context
 log = logging.getLogger("faas.otel")
 
 SCOPE_NAME: Final = "faas"
-DEFAULT_EXCLUDED_PATHS: Final = frozenset({"/livez", "/readyz", "/metrics"})
+# LLMOps' OTLP receiver too: a span for each export received would be one more to export.
+DEFAULT_EXCLUDED_PATHS: Final = frozenset(
+    {"/livez", "/readyz", "/metrics", "/llmops/otlp/v1/traces"}
+)
 # Semantic-convention advisory buckets for http.server.request.duration (seconds).
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
 _KNOWN_METHODS: Final = frozenset(

@@ -3,7 +3,7 @@ service, and `ApiClient` is the base of each service's typed `client.py`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -95,6 +95,7 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """The response body, errors raised as the shared exceptions."""
         response = await self.http.request(
@@ -104,6 +105,7 @@ class ApiClient:
             params=params,
             idempotency_key=idempotency_key,
             timeout_s=timeout_s,
+            headers=headers,
         )
         raise_for_error(response, self.service)
         try:
@@ -128,11 +130,17 @@ class ApiClient:
 
     @asynccontextmanager
     async def events(
-        self, path: str, *, json: Any = None, timeout_s: float | None = None
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """POST `json` and read the server-sent events of the answer (an error status is raised
         before the first event)."""
-        async with self.http.stream("POST", path, json=json, timeout_s=timeout_s) as response:
+        stream = self.http.stream("POST", path, json=json, timeout_s=timeout_s, headers=headers)
+        async with stream as response:
             if response.status_code >= 400:
                 await response.aread()
                 raise_for_error(response, self.service)

@@ -33,7 +33,7 @@ class _Entry:
 
 def identity_of(row: ApiKeyRow, key: str) -> Identity:
     """The identity a key stands for: its tenant, user and scopes, as a JWT would carry them,
-    plus the key's id, name, team and allowed models. Platform scopes are never granted to a
+    plus the key's id, name, team, allowed models and caps. Platform scopes are never granted to a
     key (creation refuses them); they are dropped here too."""
     return Identity(
         tenant_id=row.tenant_id,
@@ -44,6 +44,9 @@ def identity_of(row: ApiKeyRow, key: str) -> Identity:
         key_name=row.name,
         team=row.team,
         models=None if row.models is None else frozenset(row.models),
+        key_rpm=row.rpm,
+        key_tpm=row.tpm,
+        key_budget_usd=row.budget_usd,
     )
 
 

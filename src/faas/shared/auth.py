@@ -110,8 +110,13 @@ def identity_from_claims(claims: dict[str, Any], token: str | None = None) -> Id
     if isinstance(raw_scopes, str):
         raw_scopes = raw_scopes.split()
     scopes = frozenset(str(s) for s in raw_scopes) if isinstance(raw_scopes, list) else frozenset()
+    team = claims.get("team")
     return Identity(
-        tenant_id=tenant, user_id=str(user) if user else None, scopes=scopes, token=token
+        tenant_id=tenant,
+        user_id=str(user) if user else None,
+        scopes=scopes,
+        token=token,
+        team=team if isinstance(team, str) and 0 < len(team) <= 128 else None,
     )
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from faas.shared.alert_settings import AlertSettings
 
 
 class ConfigError(ValueError):
@@ -123,7 +125,7 @@ def parse_networks(entries: list[str]) -> list[Network]:
     return networks
 
 
-class Settings(BaseSettings):
+class Settings(AlertSettings):
     """Every setting, one `FAAS_<NAME>` variable each. The docstring under a field is its
     description, from which `python -m faas.settings_doc` generates docs/configuration.md."""
 
@@ -147,6 +149,9 @@ class Settings(BaseSettings):
     """Root log level (DEBUG, INFO, ...); logs are JSON lines on stderr"""
     log_requests: bool = True
     """Write one access-log line per request (logger `faas.request`)"""
+    trace_content: bool = False
+    """Record prompts and completions on the gateway's GenAI spans as events (PII redacted with
+    the ingestion cleaner's rules, at most 8 KiB each); only matters when traces are exported"""
 
     database_url: str | None = None
     """SQLAlchemy async URL (`postgresql+asyncpg://...`); unset: SQLite in the data dir"""
@@ -168,6 +173,8 @@ class Settings(BaseSettings):
     loopback in development, refused in production"""
     jwt_secret: SecretStr | None = None
     """HS256 key; production needs 32+ random characters; development generates one"""
+    secrets_key: SecretStr | None = None
+    """Key ring sealing tenants' provider keys at rest: comma-separated keys, the first seals"""
     jwt_public_key: str | None = None
     """PEM public key: verify RS256/384/512, ES256/384 or PS256 tokens instead of HS256"""
     jwks_url: str | None = None

@@ -34,7 +34,8 @@ class Identity:
     (minted by `faas token --platform-admin`) may name another tenant, and it holds every scope.
 
     A caller authenticated by an API key (`fk-…`) also carries the key's id and name, its team,
-    and the models it may call (`models`; None is every model)."""
+    the models it may call (`models`; None is every model) and the key's own caps (`key_rpm`,
+    `key_tpm`, `key_budget_usd` a month; None is unlimited). A JWT may name a `team` too."""
 
     tenant_id: str
     user_id: str | None = None
@@ -44,6 +45,9 @@ class Identity:
     key_name: str | None = None
     team: str | None = None
     models: frozenset[str] | None = None
+    key_rpm: int | None = None
+    key_tpm: int | None = None
+    key_budget_usd: float | None = None
 
     def has_scope(self, scope: str) -> bool:
         if scope in self.scopes or PLATFORM_ADMIN in self.scopes:

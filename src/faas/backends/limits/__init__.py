@@ -1,5 +1,6 @@
-"""Per-tenant limit counters: `build_limit_store(settings, kv)` uses Redis when the key/value
-store is Redis (sharing its connection pool), else counters in this process."""
+"""Limit counters per tenant, team, user, key, model and agent run: `build_limit_store(settings,
+kv)` uses Redis when the key/value store is Redis (sharing its
+connection pool), else counters in this process."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from faas.backends.limits.base import (
     MICRO,
     Caps,
     Clock,
+    Level,
     LimitStore,
     Remaining,
     Reservation,
+    Scope,
     Windows,
 )
 from faas.backends.limits.memory import MemoryLimitStore
@@ -26,10 +29,12 @@ __all__ = [
     "MICRO",
     "Caps",
     "Clock",
+    "Level",
     "LimitStore",
     "MemoryLimitStore",
     "Remaining",
     "Reservation",
+    "Scope",
     "Windows",
     "build_limit_store",
 ]

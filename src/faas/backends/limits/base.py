@@ -1,5 +1,6 @@
-"""The limit-store port: per-tenant request/token rates and USD budgets, checked and reserved
-atomically in minute, day and month windows.
+"""The limit-store port: request/token rates and USD budgets, checked and reserved atomically in
+minute, day and month windows, for every level a call is counted at (its tenant, team, user, key,
+model and agent run: each a `Scope`) at once: all of them reserve or none does.
 
 A request reserves its worst-case tokens and cost at admission and reconciles the actual figures
 at completion, releasing what it did not use; an actual figure above the reservation is added at
@@ -9,10 +10,10 @@ a cap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from faas.shared.exceptions import RateLimited
 
@@ -23,6 +24,7 @@ MICRO = 1_000_000  # budgets are counted in micro-USD so Redis can use integer I
 MAX_RATE = 10**9
 MAX_BUDGET_USD = 10**9
 Clock = Callable[[], float]
+Level = Literal["tenant", "team", "user", "key", "model", "agent"]
 
 
 class Caps(Protocol):
@@ -82,12 +84,24 @@ class Windows:
 _latest_windows: list[Windows | None] = [None]
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One level's counters and caps: the tenant's own (`name` empty), or a team, user, key,
+    model or agent run inside the tenant, named by `name`."""
+
+    tenant_id: str
+    caps: Caps
+    level: Level = "tenant"
+    name: str = ""
+
+
 @dataclass(slots=True)
 class Reservation:
     tenant_id: str
     windows: Windows
     tokens: int
     cost_micro: int
+    scopes: tuple[Scope, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +115,24 @@ class Remaining:
 
 @runtime_checkable
 class LimitStore(Protocol):
-    """Counters are per tenant; a reservation counts in the windows current at `reserve`.
+    """Counters are per scope; a reservation counts in the windows current at `reserve`.
 
-    `reserve` raises `RateLimited` (details `limit`: `rpm`, `tpm`, `daily_budget` or
+    `reserve_scopes` checks every scope's caps and counts the request in all of them, or raises
+    `RateLimited` (details `level`: the scope's level, `limit`: `rpm`, `tpm`, `daily_budget` or
     `monthly_budget`; retry-after the seconds until that window rolls over) and counts nothing
-    when any cap would be passed. `reconcile` replaces the reservation's tokens and cost by the
-    actual ones (0 and 0.0 release it); it never refuses.
+    anywhere. `reserve` is the same for the tenant's scope alone. `reconcile` replaces the
+    reservation's tokens and cost by the actual ones in every scope it counted in (0 and 0.0
+    release it); it never refuses.
     """
 
     backend: str
 
     async def reserve(
         self, tenant_id: str, caps: Caps, tokens: int, cost_usd: float
+    ) -> Reservation: ...
+
+    async def reserve_scopes(
+        self, scopes: Sequence[Scope], tokens: int, cost_usd: float
     ) -> Reservation: ...
 
     async def reconcile(self, reservation: Reservation, tokens: int, cost_usd: float) -> None: ...
@@ -130,17 +150,19 @@ def micro_caps(caps: Caps) -> tuple[int, int, int, int]:
     )
 
 
-def refusal(which: str, windows: Windows, now: float) -> RateLimited:
+def refusal(which: str, windows: Windows, now: float, scope: Scope | None = None) -> RateLimited:
     end = {
         "rpm": windows.minute_end,
         "tpm": windows.minute_end,
         "daily_budget": windows.day_end,
         "monthly_budget": windows.month_end,
     }[which]
+    level = "tenant" if scope is None else scope.level
+    named = f"{level} {scope.name!r}" if scope is not None and scope.name else level
     return RateLimited(
-        f"tenant {which.replace('_', ' ')} exceeded",
+        f"{named} {which.replace('_', ' ')} exceeded",
         retry_after_s=max(0.0, end - now),
-        details={"limit": which},
+        details={"level": level, "limit": which},
     )
 
 

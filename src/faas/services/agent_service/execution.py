@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import Span
+
+from faas.integrations.genai import agent_attributes, is_tracing, mark_error, operation_span
 from faas.jobs import JobContext, JobQueue, JobView
 from faas.kernel.clients import ServiceClients
 from faas.services.agent_service.access import (
@@ -26,6 +29,7 @@ from faas.services.agent_service.tool_catalog import ToolCatalog
 from faas.services.agent_service.tools.base import Tool, ToolContext
 from faas.services.agent_service.tools.builtin import BUILTIN_TOOLS
 from faas.services.agent_service.tools.tenant import build_tool
+from faas.services.gateway_service.client import run_budget
 from faas.services.prompt_service.client import PromptClient
 from faas.services.prompt_service.models import RenderRequest
 from faas.shared.context import Identity, RequestContext, new_id, reset_context, set_context
@@ -112,11 +116,13 @@ class AgentExecution:
         prepared: Prepared | None = None,
         on_start: Writes | None = None,
         on_finish: Callable[[Outcome], Writes] | None = None,
+        budget_usd: float | None = None,
     ) -> tuple[RunView, Outcome]:
         """One run as `identity`. `prepared` is what `prepare` gave a caller that already
         checked this run's permissions (a chat turn), so they are not asked for twice.
         `on_start` and `on_finish(outcome)` add writes to the transactions that record the
-        run's start and its end (not called when the run raises)."""
+        run's start and its end (not called when the run raises). `budget_usd` caps what the
+        run's model calls may cost together (the gateway's `agent` level)."""
         prepared = prepared or await self.prepare(identity, agent_id)
         spec, tools = prepared.spec, prepared.tools
         messages = [
@@ -133,8 +139,18 @@ class AgentExecution:
             call_agent=self._delegate(identity),
             http_allowlist=self.http_allowlist,
         )
+        tracer = self.runner.tracer
+        attributes = (
+            agent_attributes(agent_id, spec.name, spec.model, session_id)
+            if is_tracing(tracer)
+            else None
+        )
         try:
-            outcome = await self.runner.run(spec, messages, tools, ctx, sink=sink)
+            with operation_span(tracer, f"invoke_agent {spec.name}", attributes) as span:
+                with run_budget(run.id, budget_usd):
+                    outcome = await self.runner.run(spec, messages, tools, ctx, sink=sink)
+                if span.is_recording():
+                    finish_agent_span(span, run.id, outcome)
         except Exception as exc:
             failed = Outcome(status="failed", output=None, error=str(exc))
             await self.runs.finished(identity, run, failed)
@@ -142,10 +158,13 @@ class AgentExecution:
         also = on_finish(outcome) if on_finish is not None else None
         return await self.runs.finished(identity, run, outcome, also=also), outcome
 
-    async def submit(self, identity: Identity, agent_id: str, task: str) -> JobView:
+    async def submit(
+        self, identity: Identity, agent_id: str, task: str, budget_usd: float | None = None
+    ) -> JobView:
         """Checked now, and again when the job runs (a grant may be revoked meanwhile)."""
         await self.agents.load(identity, agent_id, "execute")
-        return await self.jobs.submit(identity, JOB_KIND, {"agent_id": agent_id, "task": task})
+        payload = {"agent_id": agent_id, "task": task, "budget_usd": budget_usd}
+        return await self.jobs.submit(identity, JOB_KIND, payload)
 
     async def run_job(self, job: JobContext) -> dict[str, Any]:
         identity = self.service_identity(job.tenant_id, job.user_id)
@@ -154,8 +173,12 @@ class AgentExecution:
         )
         try:
             await job.progress(0.1, "running")
+            budget = job.payload.get("budget_usd")
             view, _ = await self.execute(
-                identity, str(job.payload["agent_id"]), str(job.payload["task"])
+                identity,
+                str(job.payload["agent_id"]),
+                str(job.payload["task"]),
+                budget_usd=float(budget) if budget is not None else None,
             )
         finally:
             reset_context(token)
@@ -194,3 +217,17 @@ class AgentExecution:
             if recalled:
                 text += "\n\nRelevant memories:\n" + "\n".join(f"- {m.text}" for m in recalled)
         return {"role": "system", "content": text}
+
+
+def finish_agent_span(span: Span, run_id: str, outcome: Outcome) -> None:
+    usage = outcome.usage
+    span.set_attributes(
+        {
+            "faas.run_id": run_id,
+            "faas.run_status": outcome.status,
+            "gen_ai.usage.input_tokens": usage.get("prompt_tokens", 0),
+            "gen_ai.usage.output_tokens": usage.get("completion_tokens", 0),
+        }
+    )
+    if outcome.status == "failed":
+        mark_error(span, outcome.error or "failed")

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, model_validator
 
+from faas.backends.limits import MAX_BUDGET_USD
 from faas.services.agent_service.tool_rules import (
     MCP_SERVER_NAME,
     Headers,
@@ -116,6 +117,13 @@ class ExecuteRequest(BaseModel):
     task: str = Field(min_length=1, max_length=100_000)
     parameters: dict[str, Any] = Field(default_factory=dict)
     run_async: bool = Field(False, alias="async")
+    budget_usd: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_BUDGET_USD,
+        allow_inf_nan=False,
+        description="the most the run's model calls may cost together (429 level `agent`)",
+    )
 
     model_config = {
         "json_schema_extra": {"examples": [{"task": "What is 17 * 23?"}]},

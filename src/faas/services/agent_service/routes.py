@@ -153,8 +153,11 @@ def runs_router(service: AgentService) -> APIRouter:
     async def execute(agent_id: str, body: ExecuteRequest) -> Response:
         """Run a task now, or with `"async": true` as a job (202 + Location)."""
         if body.run_async:
-            return accepted(await service.execution.submit(caller(), agent_id, body.task))
-        view, _ = await service.execution.execute(caller(), agent_id, body.task)
+            submitted = service.execution.submit(caller(), agent_id, body.task, body.budget_usd)
+            return accepted(await submitted)
+        view, _ = await service.execution.execute(
+            caller(), agent_id, body.task, budget_usd=body.budget_usd
+        )
         return respond(view)
 
     @router.get("/runs", response_model=ServiceResponse[Page[RunView]])

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+from opentelemetry.trace import Tracer
 
+from faas.integrations.genai import (
+    NOOP_TRACER,
+    is_tracing,
+    mark_error,
+    operation_span,
+    tool_attributes,
+)
 from faas.services.agent_service.models import AgentSpec, Step
 from faas.services.agent_service.tools.base import Tool, ToolContext, call_tool, openai_tool_spec
 from faas.services.gateway_service.client import GatewayClient, reply_message
@@ -44,8 +52,9 @@ def _add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
 
 
 class AgentRunner:
-    def __init__(self, gateway: GatewayClient) -> None:
+    def __init__(self, gateway: GatewayClient, tracer: Tracer = NOOP_TRACER) -> None:
         self.gateway = gateway
+        self.tracer = tracer
 
     async def run(
         self,
@@ -152,10 +161,14 @@ class AgentRunner:
         tool = tools.get(name)
         result: Any = None
         error: str | None
-        if tool is None:
-            error = f"unknown tool {name!r}; available: {sorted(tools)}"
-        else:
-            result, error = await call_tool(tool, arguments, ctx)
+        attributes = tool_attributes(name, call.get("id")) if is_tracing(self.tracer) else None
+        with operation_span(self.tracer, f"execute_tool {name}", attributes) as span:
+            if tool is None:
+                error = f"unknown tool {name!r}; available: {sorted(tools)}"
+            else:
+                result, error = await call_tool(tool, arguments, ctx)
+            if error is not None and span.is_recording():
+                mark_error(span, "tool_error")
         if sink is not None:
             await sink(
                 {

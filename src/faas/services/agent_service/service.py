@@ -48,7 +48,7 @@ class AgentService:
         gateway = GatewayClient(self.clients)
         prompt = PromptClient(self.clients)
         access = GeneratorPermissions(self.clients)
-        self.runner = AgentRunner(gateway)
+        self.runner = AgentRunner(gateway, runtime.tracer)
         seal = HeaderSeal(lambda: signing_secret(runtime.settings))
         self.mcp_servers = McpServers(db, seal, http_allowlist)
         mcp_tools = McpToolSource(self.mcp_servers, http_allowlist)

@@ -5,6 +5,7 @@ tokenizer (and marked `estimated`); cost from the deployment's price table; one
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from opentelemetry import metrics
 from faas.integrations.events import EventPublisher
 from faas.services.gateway_service.models import CacheHit, CallStatus, Operation, UsageEvent
 from faas.services.gateway_service.providers.base import Usage
+from faas.services.gateway_service.request_tags import current_tags
 from faas.services.gateway_service.routing_table import Deployment
 from faas.shared.context import Identity, current_context
 from faas.shared.cpu import run_cpu
@@ -84,6 +86,10 @@ class CallRecord:
     stream: bool = False
     upstream_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    # For the call's trace span (tracing.py): the request and answer bodies, the failed attempts.
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    failures: list[dict[str, Any]] | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -158,12 +164,20 @@ class UsageMetrics:
 
 
 class UsageRecorder:
-    def __init__(self, events: EventPublisher, meter: metrics.Meter) -> None:
+    def __init__(
+        self,
+        events: EventPublisher,
+        meter: metrics.Meter,
+        on_settled: Callable[[Identity, CallRecord], None] | None = None,
+    ) -> None:
         self.events = events
         self.metrics = UsageMetrics(meter)
+        self.on_settled = on_settled  # the call's trace span (tracing.py), when tracing is on
 
     async def record(self, identity: Identity, call: CallRecord) -> None:
         self.metrics.add(identity.tenant_id, call)
+        if self.on_settled is not None:
+            self.on_settled(identity, call)
         await self.events.publish(
             "gateway", "usage", identity.tenant_id, usage_event(identity, call).model_dump()
         )
@@ -198,4 +212,7 @@ def usage_event(identity: Identity, call: CallRecord) -> UsageEvent:
         user_id=identity.user_id,
         correlation_id=ctx.correlation_id if ctx else None,
         request_id=ctx.request_id if ctx else None,
+        key_id=identity.key_id,
+        team=identity.team,
+        tags=current_tags(),
     )

@@ -1,10 +1,12 @@
 """Admission before any upstream call: the prompt must fit the model's context window, and the
-tenant's limits must hold the most the call can bill — reserved atomically up front and
-reconciled against the real usage afterwards."""
+limits of every level the call counts at (tenant, team, user, key, model, agent run) must hold the
+most the call can bill — reserved atomically in all of them up front and reconciled against the
+real usage afterwards."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from faas.backends.limits import LimitStore, Reservation
@@ -56,11 +58,14 @@ async def check_context(model: ModelConfig, body: dict[str, Any]) -> int:
 
 
 class Admission:
-    """Reserves against the tenant's limits before a call and reconciles after it."""
+    """Reserves against every level's limits before a call and reconciles after it. `limits` are
+    the tenant's, carrying the caller's other levels (`TenantLimits.for_caller`)."""
 
     def __init__(self, limits: LimitStore, completion_estimate_tokens: int) -> None:
         self.limits = limits
         self.completion_estimate = completion_estimate_tokens
+        # Told each reconciled cost (alerts.py): an in-memory add, checked later off the path.
+        self.on_spend: Callable[[str, float], None] | None = None
 
     async def reserve_chat(
         self,
@@ -79,18 +84,21 @@ class Admission:
         self, tenant: str, limits: TenantLimits, tokens: int, cost_usd: float, call: CallRecord
     ) -> Reservation:
         mark = time.perf_counter()
-        reservation = await self.limits.reserve(tenant, limits, tokens, cost_usd)
+        reservation = await self.limits.reserve_scopes(limits.scopes(tenant), tokens, cost_usd)
         call.mark("limits", mark)
         return reservation
 
     async def count_request(self, tenant: str, limits: TenantLimits) -> None:
         """A cache hit still counts as a request against the rate limit, but costs no tokens."""
-        await self.limits.reserve(tenant, limits, 0, 0.0)
+        await self.limits.reserve_scopes(limits.scopes(tenant), 0, 0.0)
 
     async def reconcile(self, reservation: Reservation, call: CallRecord) -> None:
         """Replaces the reservation with what the call used and cost."""
         tokens = call.usage.total_tokens if call.usage is not None else 0
-        await self.limits.reconcile(reservation, tokens, call.cost_usd)
+        cost = call.cost_usd
+        await self.limits.reconcile(reservation, tokens, cost)
+        if self.on_spend is not None and cost > 0:
+            self.on_spend(reservation.tenant_id, cost)
 
     async def release(self, reservation: Reservation) -> None:
         """Gives the whole reservation back: the call billed nothing."""

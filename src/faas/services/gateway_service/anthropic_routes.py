@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from faas.services.gateway_service import agent_run, request_tags
 from faas.services.gateway_service.anthropic_models import (
     COUNT_TOKENS_EXAMPLE,
     MESSAGES_EXAMPLE,
@@ -51,6 +52,8 @@ async def _body(request: Request, model: type[M]) -> M:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
+    request_tags.begin(request.headers.get(request_tags.HEADER), data)
+    agent_run.begin(request.headers.get(agent_run.HEADER))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

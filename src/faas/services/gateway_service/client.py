@@ -8,8 +8,9 @@ would read. Every method raises the shared errors, with the gateway's status and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,24 @@ CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 EMBEDDINGS_PATH = "/api/v1/gateway/embeddings"
 RERANK_PATH = "/v1/rerank"
+AGENT_RUN_HEADER = "x-faas-agent-run"
+
+# The budgeted agent run the current task's chat calls belong to (see `run_budget`).
+_run_header: ContextVar[dict[str, str] | None] = ContextVar("faas_agent_run", default=None)
+
+
+@contextmanager
+def run_budget(run_id: str, budget_usd: float | None) -> Iterator[None]:
+    """Inside it, every chat call of this task carries the run's budget to the gateway, which
+    reserves each call against it too (level `agent`); `None` is no budget."""
+    if budget_usd is None:
+        yield
+        return
+    token = _run_header.set({AGENT_RUN_HEADER: f"{run_id};budget_usd={budget_usd!r}"})
+    try:
+        yield
+    finally:
+        _run_header.reset(token)
 
 
 @dataclass(frozen=True)
@@ -52,7 +71,7 @@ class GatewayClient(ApiClient):
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """An OpenAI chat completion for `body`, an OpenAI request (`model` and `messages`
         required; the gateway's `cache` extension allowed)."""
-        completion = await self.call("POST", CHAT_PATH, json=body)
+        completion = await self.call("POST", CHAT_PATH, json=body, headers=_run_header.get())
         if not isinstance(completion, dict):
             raise UpstreamError("the gateway answered a chat completion that is not an object")
         return completion
@@ -72,7 +91,7 @@ class GatewayClient(ApiClient):
         chunk. A failure after that arrives as a chunk holding `error`, passed on as it came:
         the caller decides whether it ends its own answer or is reported inside it."""
         streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        async with self.events(CHAT_PATH, json=streamed) as chunks:
+        async with self.events(CHAT_PATH, json=streamed, headers=_run_header.get()) as chunks:
             yield chunks
 
     async def embed(self, texts: Sequence[str], model: str | None = None) -> Embeddings:

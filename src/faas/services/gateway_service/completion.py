@@ -98,6 +98,7 @@ class ChatCompletion:
             await self.cache.put(plan.key, result.body)
             if plan.vector is not None:
                 await self.cache.semantic.add(tenant, model.name, plan.vector, plan.key)
+        call.response = result.body
         await d.recorder.record(identity, call)
         return Completion(result.body, call)
 
@@ -142,6 +143,7 @@ class ChatCompletion:
         call.mark("cache", mark)
         call.cached = kind
         call.usage = Usage.from_openai(body.get("usage")) or Usage(source="estimated")
+        call.response = body
         await self.dispatch.recorder.record(identity, call)
         return Completion(body, call)
 

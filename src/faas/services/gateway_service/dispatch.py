@@ -3,6 +3,7 @@ and the usage record — including the settlement of a call that no deployment a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from faas.backends.limits import Reservation
 from faas.services.gateway_service.accounting import CallRecord, UsageRecorder
 from faas.services.gateway_service.admission import Admission
 from faas.services.gateway_service.fallback import first_success
+from faas.services.gateway_service.provider_keys import ProviderKeys
 from faas.services.gateway_service.providers.base import ChatRequest
 from faas.services.gateway_service.providers.pool import Providers
 from faas.services.gateway_service.routing import Attempt, ModelRouter
@@ -39,11 +41,13 @@ class Dispatcher:
         providers: Providers,
         admission: Admission,
         recorder: UsageRecorder,
+        provider_keys: ProviderKeys | None = None,
     ) -> None:
         self.router = router
         self.providers = providers
         self.admission = admission
         self.recorder = recorder
+        self.provider_keys = provider_keys
 
     async def route(
         self,
@@ -57,7 +61,11 @@ class Dispatcher:
         """`invoke` on the first deployment that answers; when none does, the reservation is
         released and the failed call recorded before the error is raised."""
         try:
-            return await first_success(self.router, model, tokens, call, invoke)
+            own_key = None
+            if self.provider_keys is not None and self.provider_keys.box is not None:
+                keys = await self.provider_keys.for_tenant(identity.tenant_id)
+                own_key = functools.partial(keys.deployment, model) if keys.keys else None
+            return await first_success(self.router, model, tokens, call, invoke, own_key)
         except FaaSError as exc:
             await self.admission.release(reservation)
             call.status, call.error_code = "error", exc.code

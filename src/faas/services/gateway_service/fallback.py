@@ -31,20 +31,28 @@ async def first_success(
     tokens: int,
     call: CallRecord,
     invoke: Callable[[Deployment], Awaitable[T]],
+    own_key: Callable[[Deployment], Deployment] | None = None,
 ) -> tuple[T, Attempt]:
     """The first deployment's answer to `invoke`, with the attempt to settle; raises the
-    caller's error when no deployment answers."""
+    caller's error when no deployment answers. `own_key` swaps in the tenant's provider key."""
     failures: list[dict[str, Any]] = []
     for state in router.order(model):
-        attempt = _attempt(router, state, tokens, failures)
+        deployment = own_key(state.deployment) if own_key else state.deployment
+        attempt = _attempt(router, state, deployment, tokens, failures)
         if attempt is None:
             continue
-        deployment = attempt.deployment
         started = time.perf_counter()
         try:
             result = await invoke(deployment)
         except ProviderError as exc:
             call.upstream_s += time.perf_counter() - started
+            if exc.kind == "auth" and deployment is not state.deployment:
+                # The tenant's own key was refused: its error, not the deployment's health.
+                attempt.failed(count_against_breaker=False)
+                raise UpstreamError(
+                    f"deployment {deployment.id} rejected this tenant's provider key",
+                    details={"deployment": deployment.id, "status": exc.status},
+                ) from None
             _failed(attempt, exc, failures)
             continue
         except MissingExtra as exc:
@@ -56,20 +64,22 @@ async def first_success(
         call.upstream_s += time.perf_counter() - started
         call.timings["upstream"] = call.upstream_s
         call.deployment = deployment
+        call.failures = failures or None
         return result, attempt
+    call.failures = failures
     raise exhausted(model, failures)
 
 
 def _attempt(
-    router: ModelRouter, state: DeploymentState, tokens: int, failures: list[dict[str, Any]]
+    router: ModelRouter,
+    state: DeploymentState,
+    deployment: Deployment,
+    tokens: int,
+    failures: list[dict[str, Any]],
 ) -> Attempt | None:
-    if state.deployment.unavailable:
+    if deployment.unavailable:
         failures.append(
-            {
-                "deployment": state.deployment.id,
-                "kind": "unavailable",
-                "message": state.deployment.unavailable,
-            }
+            {"deployment": deployment.id, "kind": "unavailable", "message": deployment.unavailable}
         )
         return None
     attempt = router.admit(state, tokens)

@@ -230,3 +230,41 @@ class UsageEvent(BaseModel):
     user_id: str | None = Field(None, description="The caller's user, when known.")
     correlation_id: str | None = Field(None, description="The request's correlation id.")
     request_id: str | None = Field(None, description="The request's id.")
+    key_id: str | None = Field(None, description="The API key the call came with, if any.")
+    team: str | None = Field(None, description="The caller's team (from its API key).")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Spend attribution: `x-faas-tags` and the body's `metadata` (a plain tag "
+        "has an empty value).",
+    )
+
+
+AlertKind = Literal["budget_threshold", "spend_anomaly"]
+
+
+class AlertEvent(BaseModel):
+    """The body of `gateway.alert.{tenant}` (and of the alert webhook's `data`): a budget's
+    soft threshold crossed, or a spend rate far above the tenant's trailing hour. LLMOps reads
+    it back through this class."""
+
+    kind: AlertKind = Field(description="What was detected.")
+    level: Literal["tenant"] = Field("tenant", description="The budget level it concerns.")
+    budget: Literal["daily", "monthly"] | None = Field(
+        None, description="Which budget (budget_threshold only)."
+    )
+    window: str = Field(
+        description="The window it belongs to: the UTC day (`20261206`) or month (`202612`) of "
+        "a budget, or the UTC minute (`2026-12-06T10:55Z`) that starts an anomaly's window."
+    )
+    threshold: float = Field(
+        description="The budget fraction crossed (0.8), or the rate factor of an anomaly (3.0)."
+    )
+    limit: float = Field(
+        description="USD: the budget, or for an anomaly the most the window could spend at "
+        "`threshold` times the trailing rate (never below the floor)."
+    )
+    spent: float = Field(description="USD spent in the window.")
+    baseline: float | None = Field(
+        None, description="USD per minute over the trailing hour (spend_anomaly only)."
+    )
+    message: str = Field(description="One line for a person.")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from faas.services.gateway_service import agent_run, request_tags
 from faas.services.gateway_service.accounting import CallRecord
 from faas.services.gateway_service.choices import MAX_CHOICES, complete_choices, settle
 from faas.services.gateway_service.completions import (
@@ -94,14 +95,17 @@ def json_body_doc(model: type[BaseModel], example: dict[str, Any]) -> dict[str, 
 
 
 async def request_json(request: Request) -> Any:
+    """The body of every /v1 call, whose spend attribution tags it also starts."""
     checked = request.scope.get("state", {}).get("faas_json")
-    if checked is not None:  # decoded once by InputRulesMiddleware
-        return checked
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
+    if checked is None:  # else decoded once by InputRulesMiddleware
+        raw = await request.body()
+        try:
+            checked = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
+    request_tags.begin(request.headers.get(request_tags.HEADER), checked)
+    agent_run.begin(request.headers.get(agent_run.HEADER))
+    return checked
 
 
 def validated_body(model: type[BaseModel], data: Any) -> Any:
@@ -256,7 +260,7 @@ def _add_rerank_and_models(router: APIRouter, service: GatewayService) -> None:
 
     @router.get("/models/{model_id:path}")
     async def retrieve_model(model_id: str) -> Response:
-        visible = {m.name: m for m in service.visible_models(caller())}
+        visible = {m.name: m for m in await service.visible_models(caller())}
         if model_id not in visible:
             raise NotFound(f"The model '{model_id}' does not exist", details={"param": "model"})
         return Response(
@@ -265,7 +269,7 @@ def _add_rerank_and_models(router: APIRouter, service: GatewayService) -> None:
 
     @router.get("/models")
     async def list_models() -> Response:
-        data = [_model_entry(m) for m in service.visible_models(caller())]
+        data = [_model_entry(m) for m in await service.visible_models(caller())]
         return Response(
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"
         )

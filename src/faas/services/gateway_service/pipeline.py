@@ -57,7 +57,7 @@ class ChatPipeline:
         operation: Operation = "chat",
     ) -> Completion:
         """A chat completion; under an Idempotency-Key a retry replays the stored answer."""
-        call = CallRecord(operation, model=str(body.get("model") or ""))
+        call = CallRecord(operation, model=str(body.get("model") or ""), request=body)
         model = self.dispatch.router.resolve(body.get("model"), "chat")
         call.model = model.name
         tenant = identity.tenant_id

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from faas.services.gateway_service import agent_run, request_tags
 from faas.services.gateway_service.accounting import CallRecord
 from faas.services.gateway_service.completion import Completion
 from faas.services.gateway_service.headers import SSE_HEADERS, gateway_headers
@@ -23,6 +24,8 @@ from faas.services.gateway_service.models import (
     UsageView,
 )
 from faas.services.gateway_service.offload import vector_size
+from faas.services.gateway_service.price_catalogue import PriceCatalogue, catalogue
+from faas.services.gateway_service.provider_keys_routes import build_provider_keys_router
 from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.shared.api import caller, require_scope, respond
 from faas.shared.auth import TENANT_RE, check_tenant_access
@@ -85,6 +88,8 @@ def build_router(service: GatewayService) -> APIRouter:
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> Response:
+        request_tags.begin(request.headers.get(request_tags.HEADER))
+        agent_run.begin(request.headers.get(agent_run.HEADER))
         completion = await service.complete(
             caller(), body.openai_body(), cache=body.cache, idempotency_key=idempotency_key
         )
@@ -94,12 +99,16 @@ def build_router(service: GatewayService) -> APIRouter:
     @router.post("/generate/stream", response_class=StreamingResponse)
     async def generate_stream(body: GenerateRequest, request: Request) -> Response:
         """Server-sent events in OpenAI's `chat.completion.chunk` format, ending `[DONE]`."""
+        request_tags.begin(request.headers.get(request_tags.HEADER))
+        agent_run.begin(request.headers.get(agent_run.HEADER))
         chunks, call = await service.open_stream(caller(), body.openai_body(), include_usage=True)
         headers = gateway_headers(request, call) | SSE_HEADERS
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
 
     @router.post("/embeddings", response_model=ServiceResponse[EmbeddingsResponse])
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+        request_tags.begin(request.headers.get(request_tags.HEADER))
+        agent_run.begin(request.headers.get(agent_run.HEADER))
         result, call = await service.embed(caller(), body.texts, body.model, field="texts")
         headers = gateway_headers(request, call)
 
@@ -110,6 +119,7 @@ def build_router(service: GatewayService) -> APIRouter:
         return await run_cpu(vector_size(result.vectors), encode)
 
     router.routes.extend(build_admin_router(service).routes)
+    router.routes.extend(build_provider_keys_router(service.provider_keys).routes)
     return router
 
 
@@ -119,13 +129,20 @@ def build_admin_router(service: GatewayService) -> APIRouter:
 
     @router.get("/models", response_model=ServiceResponse[ModelsView])
     async def models() -> Response:
-        return respond(service.models(caller()))
+        return respond(await service.models(caller()))
 
     @router.get("/providers", response_model=ServiceResponse[list[ProviderHealth]])
     async def providers() -> Response:
         caller()
         health = await service.provider_health()
         return respond([h.model_dump() for h in health])
+
+    @router.get("/prices", response_model=ServiceResponse[PriceCatalogue])
+    async def prices() -> Response:
+        """The bundled price catalogue: its version, notes and list prices per 1,000 tokens
+        (used for deployments whose routing entry sets no `price`)."""
+        caller()
+        return respond(catalogue())
 
     @router.get("/rate-limits", response_model=ServiceResponse[RateLimitsView])
     async def rate_limits() -> Response:

@@ -101,6 +101,17 @@ class Deployment(BaseModel):
             raise ValueError("token_ids: pass needs provider openai (others take text)")
         return self
 
+    @model_validator(mode="after")
+    def _catalogue_price(self) -> Deployment:
+        # No `price` in the routing file: the bundled catalogue's list price for the model.
+        if "price" not in self.model_fields_set and self.model:
+            from faas.services.gateway_service.price_catalogue import catalogue_price
+
+            found = catalogue_price(self.model)
+            if found is not None:
+                object.__setattr__(self, "price", found)  # frozen: set once, while validating
+        return self
+
     # The variable its api_key names when that is unset: the deployment cannot serve.
     _missing_key: str | None = PrivateAttr(None)
 

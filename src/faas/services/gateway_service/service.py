@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.trace import Tracer
 
 from faas.backends.kv import KeyValueStore
 from faas.backends.limits import LimitStore, build_limit_store
 from faas.integrations.events import EventPublisher
 from faas.services.gateway_service.accounting import CallRecord, UsageRecorder
+from faas.services.gateway_service.alerts import alert_monitor
+from faas.services.gateway_service.caller_policy import CallerPolicy
 from faas.services.gateway_service.completion import Completion
 from faas.services.gateway_service.limits import TenantLimits
 from faas.services.gateway_service.models import (
@@ -27,6 +30,7 @@ from faas.services.gateway_service.models import (
     RateLimitsView,
 )
 from faas.services.gateway_service.pipeline import ChatPipeline
+from faas.services.gateway_service.provider_keys import ProviderKeys
 from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.services.gateway_service.providers.pool import Providers
 from faas.services.gateway_service.providers.rerank_base import RerankResult
@@ -44,12 +48,13 @@ from faas.services.gateway_service.routing_table import (
     load_routing,
     unavailable_deployments,
 )
+from faas.services.gateway_service.teams import Teams
 from faas.services.gateway_service.tenant_limits import TenantLimitsStore
+from faas.services.gateway_service.tracing import call_tracing
 from faas.shared import tokens
 from faas.shared.config import Settings
 from faas.shared.context import Identity
 from faas.shared.database import Database
-from faas.shared.exceptions import Forbidden
 
 log = logging.getLogger("faas.gateway")
 
@@ -118,6 +123,7 @@ class GatewayService:
         meter: metrics.Meter,
         limit_store: LimitStore | None = None,
         routing: RoutingTable | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.routing_path: Path | None = settings.gateway_models
@@ -139,6 +145,8 @@ class GatewayService:
                 monthly_budget_usd=settings.gateway_default_monthly_budget_usd,
             ),
         )
+        self.teams = Teams(db)
+        self.access = CallerPolicy(self.model_router, self.tenant_limits, self.teams)
         self.limits = limit_store or build_limit_store(settings, kv)
         self.pipeline = ChatPipeline(
             router=self.model_router,
@@ -146,7 +154,7 @@ class GatewayService:
             limits=self.limits,
             cache=ResponseCache(kv, ttl_s=settings.gateway_cache_ttl_s),
             kv=kv,
-            recorder=UsageRecorder(events, meter),
+            recorder=UsageRecorder(events, meter, call_tracing(settings, tracer)),
             completion_estimate_tokens=settings.gateway_completion_estimate_tokens,
         )
         stored = ResponseStore(
@@ -155,6 +163,9 @@ class GatewayService:
             max_bytes=settings.gateway_responses_max_bytes,
         )
         self.responses = ResponsesApi(self, stored)
+        self.provider_keys = ProviderKeys(db, settings.secrets_key)
+        self.pipeline.dispatch.provider_keys = self.provider_keys
+        self.alerts = alert_monitor(settings, self.pipeline, self.tenant_limits, kv, events)
         self._watcher: asyncio.Task[None] | None = None
         self._mtime: float | None = None
 
@@ -170,8 +181,7 @@ class GatewayService:
         operation: Operation = "chat",
     ) -> Completion:
         """A chat completion; `operation` names the API surface the call came through."""
-        self.check_model(identity, body.get("model"), "chat")
-        limits = await self.tenant_limits.get(identity.tenant_id)
+        limits = await self.check_model(identity, body.get("model"), "chat")
         return await self.pipeline.complete(
             identity,
             body,
@@ -189,8 +199,7 @@ class GatewayService:
         include_usage: bool,
         operation: Operation = "chat",
     ) -> tuple[AsyncIterator[bytes], CallRecord]:
-        self.check_model(identity, body.get("model"), "chat")
-        limits = await self.tenant_limits.get(identity.tenant_id)
+        limits = await self.check_model(identity, body.get("model"), "chat")
         return await self.pipeline.open_stream(
             identity, body, limits, include_usage=include_usage, operation=operation
         )
@@ -206,31 +215,21 @@ class GatewayService:
     ) -> tuple[EmbeddingResult, CallRecord]:
         """Embeddings of `texts`; `token_ids`, when the caller sent ids, go as they are to
         deployments that take them (`token_ids: pass`)."""
-        self.check_model(identity, model_name, "embedding")
-        limits = await self.tenant_limits.get(identity.tenant_id)
+        limits = await self.check_model(identity, model_name, "embedding")
         return await self.pipeline.embed(
             identity, texts, model_name, limits, field=field, token_ids=token_ids
         )
 
     # -- model access: the one place a caller's allowed models are checked -----------------
 
-    def check_model(self, identity: Identity, name: Any, kind: ModelKind) -> None:
-        """Refuse a model the caller's API key does not allow (a caller without a key, or with
-        a key that names no models, may call every model)."""
-        if identity.models is None:
-            return
-        model = name if isinstance(name, str) else self.model_router.table.default_for(kind).name
-        if model not in identity.models:
-            raise Forbidden(
-                f"model {model!r} is not allowed for API key {identity.key_name!r}",
-                details={"model": model, "key_id": identity.key_id, "param": "model"},
-            )
+    async def check_model(self, identity: Identity, name: Any, kind: ModelKind) -> TenantLimits:
+        """403 naming the rule (tenant or team allow/deny list, API key) that refuses the model;
+        else the tenant's limits carrying the caller's team, user, key and model levels."""
+        return await self.access.admit(identity, name, kind)
 
-    def visible_models(self, identity: Identity) -> list[ModelConfig]:
+    async def visible_models(self, identity: Identity) -> list[ModelConfig]:
         """The models of the routing table the caller may call."""
-        models = self.model_router.table.models
-        allowed = identity.models
-        return list(models) if allowed is None else [m for m in models if m.name in allowed]
+        return await self.access.visible(identity)
 
     async def rerank(
         self,
@@ -242,8 +241,7 @@ class GatewayService:
         top_n: int | None = None,
     ) -> tuple[RerankResult, CallRecord]:
         """`documents` ordered by relevance to `query` (the `rerank-default` model when None)."""
-        self.check_model(identity, model_name, "rerank")
-        limits = await self.tenant_limits.get(identity.tenant_id)
+        limits = await self.check_model(identity, model_name, "rerank")
         return await rerank(
             self.pipeline.dispatch, identity, query, documents, model_name, top_n, limits
         )
@@ -255,12 +253,14 @@ class GatewayService:
         if self.routing_path is not None:
             self._mtime = self._stat()
             self._watcher = asyncio.create_task(self._watch(), name="gateway-routing-reload")
+        self.alerts.start()
 
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self.alerts.stop()
         await self.providers.aclose()
 
     # -- routing table ---------------------------------------------------------------------
@@ -297,10 +297,10 @@ class GatewayService:
 
     # -- views -----------------------------------------------------------------------------
 
-    def models(self, identity: Identity | None = None) -> ModelsView:
+    async def models(self, identity: Identity | None = None) -> ModelsView:
         """The routing table: every model, or those `identity` may call."""
         table = self.model_router.table
-        shown = table.models if identity is None else self.visible_models(identity)
+        shown = table.models if identity is None else await self.visible_models(identity)
         return ModelsView(
             source=table.source,
             models=[

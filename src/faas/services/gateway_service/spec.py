@@ -27,6 +27,7 @@ def build(platform: Platform) -> GatewayService:
         db=platform.db,
         events=platform.events,
         meter=platform.meter,
+        tracer=platform.tracer,
     )
 
 
@@ -35,12 +36,14 @@ def routes(service: GatewayService) -> APIRouter:
     from faas.services.gateway_service.openai_routes import build_openai_router
     from faas.services.gateway_service.responses_routes import build_responses_router
     from faas.services.gateway_service.routes import build_router
+    from faas.services.gateway_service.teams_routes import build_teams_router
 
     combined = APIRouter()
     combined.routes.extend(build_router(service).routes)
     combined.routes.extend(build_openai_router(service).routes)
     combined.routes.extend(build_responses_router(service).routes)
     combined.routes.extend(build_anthropic_router(service).routes)
+    combined.routes.extend(build_teams_router(service.teams).routes)
     return combined
 
 

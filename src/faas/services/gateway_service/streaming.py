@@ -36,7 +36,7 @@ async def open_stream(
 ) -> tuple[AsyncIterator[bytes], CallRecord]:
     """Admit, route and wait for the first content chunk — falling back to the next
     deployment on failure up to that point — then hand back the byte stream to send."""
-    call = CallRecord(operation, model=str(body.get("model") or ""), stream=True)
+    call = CallRecord(operation, model=str(body.get("model") or ""), stream=True, request=body)
     model = dispatch.router.resolve(body.get("model"), "chat")
     call.model = model.name
     prompt_tokens = await check_context(model, body)

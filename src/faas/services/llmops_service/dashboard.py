@@ -27,7 +27,7 @@ table{border-collapse:collapse;width:100%}td,th{padding:3px 6px;text-align:right
 td:first-child,th:first-child{text-align:left}
 </style></head>
 <body>
-<header><h1>LLMOps</h1>
+<header><h1>LLMOps</h1><a href="/llmops/traces" style="color:#9cf">traces</a>
 <input id="token" type="password" placeholder="bearer token" size="28">
 <select id="range"><option value="24">last 24 h</option><option value="168">last 7 days</option>
 <option value="720">last 30 days</option></select>
@@ -40,6 +40,9 @@ td:first-child,th:first-child{text-align:left}
 <section class="card"><h2>Errors over time</h2><div id="chart-errors"></div></section>
 <section class="card"><h2>Cost by model</h2><div id="chart-models"></div></section>
 <section class="card"><h2>By model</h2><div id="table-models"></div></section>
+<section class="card" style="grid-column:1/-1"><h2>Alerts</h2><div id="alerts">none</div></section>
+<section class="card"><h2>Spend by <select id="usage-by"><option value="key">API key</option><option value="user">user</option>
+<option value="team">team</option><option value="tag">tag</option></select></h2><div id="table-usage"></div></section>
 </main>
 <script>
 "use strict";
@@ -107,6 +110,22 @@ function table(target, rows) {
     `<td>${fmt(r.cost_usd)}</td><td>${(r.error_rate * 100).toFixed(1)}%</td><td>${fmt(r.latency_p95_ms)}</td></tr>`).join("");
   $(target).innerHTML = `<table>${head}${body}</table>`;
 }
+function alertTable(alerts) {
+  if (!alerts.length) { $("alerts").textContent = "none"; return; }
+  const head = "<tr><th>when</th><th>kind</th><th>window</th><th>spent</th><th>limit</th><th>message</th></tr>";
+  const body = alerts.map((a) => `<tr class="alert" data-alert-kind="${escape(a.kind)}"><td>${escape(new Date(a.occurred_at).toLocaleString())}</td>` +
+    `<td>${escape(a.budget ? `${a.budget} ${Number((a.threshold * 100).toPrecision(4))}%` : a.kind)}</td><td>${escape(a.window)}</td>` +
+    `<td>${fmt(a.spent_usd)}</td><td>${fmt(a.limit_usd)}</td><td>${escape(a.message)}</td></tr>`).join("");
+  $("alerts").innerHTML = `<table>${head}${body}</table>`;
+}
+async function usageTable(q, token) {
+  const by = $("usage-by").value;
+  const data = await api(`/api/v1/llmops/usage?${q}&group_by=${by}`, token);
+  const head = `<tr><th>${escape(by)}</th><th>calls</th><th>tokens</th><th>cost</th></tr>`;
+  const body = data.groups.map((g) => `<tr class="usage-group" data-group="${escape(g.group ?? "")}"><td>${escape(g.group ?? "(none)")}</td>` +
+    `<td>${g.count}</td><td>${g.total_tokens}</td><td>${fmt(g.cost_usd)}</td></tr>`).join("");
+  $("table-usage").innerHTML = `<table>${head}${body}</table>`;
+}
 function escape(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
 }
@@ -127,11 +146,14 @@ async function load() {
   const step = hours > 48 ? "day" : "hour";
   $("status").textContent = "loading...";
   try {
-    const [time, models] = await Promise.all([
+    const [time, models, alerts] = await Promise.all([
       api(`/api/v1/llmops/metrics?${q}&group_by=${step}`, token),
       api(`/api/v1/llmops/metrics?${q}&group_by=model`, token),
+      api("/api/v1/llmops/alerts?limit=20", token),
     ]);
     render(time, models);
+    alertTable(alerts);
+    await usageTable(q, token);
     $("status").textContent = `tenant ${time.tenant_id}, updated ${new Date().toLocaleTimeString()}`;
     document.body.setAttribute("data-loaded", "true");
   } catch (err) {
@@ -161,6 +183,7 @@ function render(time, models) {
 }
 $("load").addEventListener("click", load);
 $("range").addEventListener("change", load);
+$("usage-by").addEventListener("change", load);
 if ($("token").value) load();
 </script></body></html>
 """

@@ -94,6 +94,10 @@ def event_row(body: dict[str, Any]) -> dict[str, Any] | None:
         "correlation_id": _str(event.correlation_id),
         "request_id": _str(event.request_id),
         "metadata": meta or None,
+        "key_id": _str(event.key_id, 64),
+        "team": _str(event.team),
+        # A tag as grouped: `key=value`, or `key` for a plain tag.
+        "tags": [f"{k}={v}" if v else k for k, v in event.tags.items()] or None,
     }
 
 
@@ -126,6 +130,9 @@ def api_row(tenant: str, op: OperationIn, user_id: str | None) -> dict[str, Any]
         "correlation_id": None,
         "request_id": None,
         "metadata": meta or None,
+        "key_id": None,
+        "team": None,
+        "tags": None,
     }
 
 

@@ -143,3 +143,19 @@ class CostAnalysis(BaseModel):
     by_agent: list[CostItem]
     by_tenant: list[CostItem] | None
     trend: list[CostItem]
+
+
+class AlertView(BaseModel):
+    """A gateway alert as stored (`GET /api/v1/llmops/alerts`); USD amounts."""
+
+    id: str
+    occurred_at: datetime
+    kind: str
+    level: str
+    budget: str | None
+    window: str
+    threshold: float
+    limit_usd: float
+    spent_usd: float
+    baseline_usd: float | None
+    message: str

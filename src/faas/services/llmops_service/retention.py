@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -26,6 +27,11 @@ class Retention:
         self.db = db
         self.retention_days = retention_days
         self._task: asyncio.Task[None] | None = None
+        self._others: list[Callable[[datetime | None], Awaitable[int]]] = []
+
+    def also(self, purge: Callable[[datetime | None], Awaitable[int]]) -> None:
+        """Run another purge (stored traces) on the same schedule."""
+        self._others.append(purge)
 
     def start(self) -> None:
         """Prune hourly from now on; a retention of 0 days keeps everything."""
@@ -69,6 +75,8 @@ class Retention:
                 removed = await self.purge()
                 if removed:
                     log.info("llmops retention removed %d operations", removed)
+                for purge in self._others:
+                    await purge(None)
             except Exception:
                 log.exception("llmops retention failed")
             await asyncio.sleep(RETENTION_EVERY_S)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import HTMLResponse, Response
 
+from faas.services.llmops_service.attribution import AttributionKey, UsageAttribution
 from faas.services.llmops_service.dashboard import DASHBOARD_HTML
 from faas.services.llmops_service.models import (
     NAME,
@@ -125,6 +126,17 @@ def analytics_router(service: LlmopsService) -> APIRouter:
         tenant = target_tenant(identity, tenant_id)
         lo, hi = span
         view = await service.cost_analysis(tenant, lo, hi, by_tenant=tenant_breakdown(identity))
+        return respond(view.model_dump(mode="json", by_alias=True))
+
+    @router.get(f"{API}/usage", response_model=ServiceResponse[UsageAttribution])
+    async def usage(
+        span: RangeDep, group_by: AttributionKey, tenant_id: TenantParam = None
+    ) -> Response:
+        """Calls, tokens and cost over [from, to) by API key, user, team or request tag (a
+        call with several tags counts under each)."""
+        tenant = target_tenant(caller(), tenant_id)
+        lo, hi = span
+        view = await service.usage_by(tenant, group_by, lo, hi)
         return respond(view.model_dump(mode="json", by_alias=True))
 
     return router

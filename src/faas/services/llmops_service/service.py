@@ -10,8 +10,11 @@ from typing import Any
 
 from faas.integrations.bus import MessageBus
 from faas.integrations.events import EventPublisher
+from faas.services.llmops_service.alerts import AlertLog
+from faas.services.llmops_service.attribution import AttributionKey, UsageAttribution, usage_by
 from faas.services.llmops_service.ingest import UsageIngest
 from faas.services.llmops_service.models import (
+    AlertView,
     CostAnalysis,
     GroupBy,
     IngestResult,
@@ -21,6 +24,7 @@ from faas.services.llmops_service.models import (
 from faas.services.llmops_service.queries import OperationFilter, OperationQueries, TenantBreakdown
 from faas.services.llmops_service.retention import Retention
 from faas.services.llmops_service.store import OperationStore
+from faas.services.llmops_service.traces import TraceStore
 from faas.shared.contracts import Page
 from faas.shared.database import Database
 
@@ -46,15 +50,20 @@ class LlmopsService:
         self.ingest = UsageIngest(self.store, bus, events.codec, batch_rows=batch_rows)
         self.queries = OperationQueries(db)
         self.retention = Retention(db, retention_days)
+        self.alerts = AlertLog(db, bus, events.codec, retention_days=retention_days)
+        self.traces = TraceStore(db)
+        self.retention.also(lambda now: self.traces.purge(retention_days, now))
 
     async def start(self) -> None:
         if self.consume:
             await self.ingest.start()
         self.retention.start()
+        await self.alerts.start(consume=self.consume)
 
     async def stop(self) -> None:
         await self.ingest.stop()
         await self.retention.stop()
+        await self.alerts.stop()
 
     @property
     def batches(self) -> int:
@@ -73,6 +82,12 @@ class LlmopsService:
         self, tenant: str, user_id: str | None, ops: Sequence[OperationIn]
     ) -> IngestResult:
         return await self.ingest.log_operations(tenant, user_id, ops)
+
+    async def list_alerts(
+        self, tenant: str, *, limit: int = 50, since: datetime | None = None
+    ) -> list[AlertView]:
+        """The tenant's gateway alerts, newest first."""
+        return await self.alerts.list(tenant, limit=limit, since=since)
 
     async def purge(self, now: datetime | None = None) -> int:
         return await self.retention.purge(now)
@@ -100,3 +115,9 @@ class LlmopsService:
         self, tenant: str, start: datetime, end: datetime, *, by_tenant: TenantBreakdown = None
     ) -> CostAnalysis:
         return await self.queries.cost_analysis(tenant, start, end, by_tenant=by_tenant)
+
+    async def usage_by(
+        self, tenant: str, group_by: AttributionKey, start: datetime, end: datetime
+    ) -> UsageAttribution:
+        """Spend attribution: calls, tokens and cost by key, user, team or tag."""
+        return await usage_by(self.db, tenant, group_by, start, end)

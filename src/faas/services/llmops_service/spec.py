@@ -24,9 +24,14 @@ def build(platform: Platform) -> LlmopsService:
 
 
 def routes(service: LlmopsService) -> APIRouter:
+    from faas.services.llmops_service.alerts_routes import alerts_router
     from faas.services.llmops_service.routes import build_router
+    from faas.services.llmops_service.traces_routes import traces_router
 
-    return build_router(service)
+    router = build_router(service)
+    router.include_router(alerts_router(service))
+    router.include_router(traces_router(service))
+    return router
 
 
 SPEC: ServiceSpec[LlmopsService] = ServiceSpec(
@@ -36,5 +41,5 @@ SPEC: ServiceSpec[LlmopsService] = ServiceSpec(
     build=build,
     routes=routes,
     uses=("database", "bus"),
-    public_paths=frozenset({"/llmops/dashboard"}),
+    public_paths=frozenset({"/llmops/dashboard", "/llmops/traces"}),
 )

@@ -65,6 +65,10 @@ class OperationRow(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(128))
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    # Spend attribution (migration 0017): the API key, its team, the request's tag labels.
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    team: Mapped[str | None] = mapped_column(String(128))
+    tags: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class RollupRow(Base):

@@ -9,6 +9,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from faas.backends.kv import KeyValueStore
+from faas.integrations.genai import NOOP_TRACER, operation_span
 from faas.services.gateway_service.client import GatewayClient
 from faas.services.prompt_service.budget import RenderLimits
 from faas.services.prompt_service.context import ContextBuilder
@@ -52,6 +53,7 @@ class PromptService:
         renderer: TemplateRenderer | None = None,
     ) -> None:
         self.renderer = renderer or TemplateRenderer(RenderLimits())
+        self.tracer = clients.tracer or NOOP_TRACER
         defaults = TenantDefaults(db)
         generations = NameGenerations(kv)
         self.versions = TemplateVersions(db, self.renderer, defaults, generations)
@@ -96,9 +98,21 @@ class PromptService:
         self.renders.forget(identity.tenant_id, template_id)
 
     async def render(self, identity: Identity, body: RenderRequest) -> RenderResponse:
-        return await self.renders.render(
-            identity.tenant_id, body.name, body.variables, version=body.version, label=body.label
-        )
+        with operation_span(self.tracer, "prompt.render", {"faas.prompt.name": body.name}) as span:
+            rendered = await self.renders.render(
+                identity.tenant_id,
+                body.name,
+                body.variables,
+                version=body.version,
+                label=body.label,
+            )
+            if span.is_recording():
+                span.set_attributes(
+                    {"faas.prompt.version": rendered.version, "faas.prompt.cached": rendered.cached}
+                )
+                if body.label:
+                    span.set_attribute("faas.prompt.label", body.label)
+            return rendered
 
     async def build_context(self, identity: Identity, body: ContextRequest) -> ContextResponse:
         return await self.context.build(identity, body)

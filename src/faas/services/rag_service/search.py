@@ -9,9 +9,12 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
+from opentelemetry.trace import Tracer
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy import select
 
 from faas.backends.vectors import Hit
+from faas.integrations.genai import NOOP_TRACER, is_tracing, operation_span
 from faas.services.rag_service.collections import Collections
 from faas.services.rag_service.embedding_space import EmbeddingSpaces
 from faas.services.rag_service.embeddings import Embedder, unit_vectors
@@ -39,7 +42,9 @@ class Searcher:
         collections: Collections,
         embedder: Embedder,
         spaces: EmbeddingSpaces,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
+        self.tracer = tracer
         self.db = db
         self.index = index
         self.collections = collections
@@ -47,6 +52,22 @@ class Searcher:
         self.spaces = spaces
 
     async def search(self, tenant: str, body: SearchRequest) -> SearchResponse:
+        if not is_tracing(self.tracer):
+            return await self._search(tenant, body)
+        attributes: dict[str, AttributeValue] = {
+            "faas.rag.k": body.top_k,
+            "faas.rag.mode": body.mode,
+            "faas.rag.rerank": bool(body.rerank),
+            "faas.rag.mmr": body.mmr,
+        }
+        if body.collection:
+            attributes["faas.rag.collection"] = body.collection
+        with operation_span(self.tracer, "rag.search", attributes) as span:
+            response = await self._search(tenant, body)
+            span.set_attribute("faas.rag.hits", len(response.results))
+            return response
+
+    async def _search(self, tenant: str, body: SearchRequest) -> SearchResponse:
         self.index.require()
         collection_ids = (
             [await self.collections.resolve(tenant, body.collection, create=False)]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from faas.backends.kv import KeyValueStore
 from faas.backends.vectors import VectorIndex
 from faas.integrations.events import EventPublisher
+from faas.integrations.genai import NOOP_TRACER
 from faas.services.gateway_service.client import GatewayClient
 from faas.services.rag_service.answering import Answerer
 from faas.services.rag_service.bulk import BulkDocuments
@@ -93,6 +94,7 @@ class RagService:
             collections=self.collections,
             embedder=embedder,
             spaces=spaces,
+            tracer=clients.tracer or NOOP_TRACER,
         )
         self.answerer = Answerer(self)
         self.reindexer = Reindexer(
