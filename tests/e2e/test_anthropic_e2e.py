@@ -6,13 +6,11 @@ upstream process's Anthropic endpoint."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import pytest
 
-from tests.e2e.test_faas_up import free_port
-from tests.e2e.test_gateway_e2e import Faas, Process, services_env
+from tests.e2e.test_gateway_e2e import Faas, gateway_on
 from tests.support.mock_upstream import REPLY, upstream_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -29,9 +27,8 @@ CALCULATOR = {
 }
 
 
-def routing_file(path: Path, upstream_url: str) -> Path:
-    path.write_text(
-        f"""\
+def routing(upstream_url: str) -> str:
+    return f"""\
 models:
   - name: chat
     deployments:
@@ -52,24 +49,13 @@ models:
       - provider: mock
         model: faas-mock
 """
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faas]:
     base = tmp_path_factory.mktemp("anthropic")
-    with upstream_process() as upstream:
-        env = services_env(base / "data")
-        env["FAAS_GATEWAY_MODELS"] = str(routing_file(base / "models.yaml", upstream))
-        port = free_port()
-        proc = Process(env, base / "faas.log", "--port", str(port))
-        url = f"http://127.0.0.1:{port}"
-        try:
-            proc.wait_ready(url)
-            yield Faas(url, env)
-        finally:
-            proc.stop()
+    with upstream_process() as upstream, gateway_on(base, routing(upstream)) as gateway:
+        yield gateway
 
 
 def client(gateway: Faas, token: str) -> anthropic.Anthropic:

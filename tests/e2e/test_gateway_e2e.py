@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,8 @@ class Faas:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=token, max_retries=0, timeout=90)
 
 
-def routing_file(path: Path, upstream_url: str) -> Path:
-    path.write_text(
-        f"""\
+def routing(upstream_url: str) -> str:
+    return f"""\
 models:
   - name: chat
     deployments:
@@ -58,8 +58,6 @@ models:
       - provider: hash
         dimensions: 64
 """
-    )
-    return path
 
 
 def services_env(data_dir: Path) -> dict[str, str]:
@@ -96,6 +94,22 @@ class Process:
         assert code == 0, f"faas exited with {code}\n{self.output()}"
 
 
+@contextmanager
+def gateway_on(base: Path, routing: str) -> Iterator[Faas]:
+    """`faas up` (gateway and cache) on a free port with `routing` as its routing file."""
+    models = base / "models.yaml"
+    models.write_text(routing)
+    env = services_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(models)}
+    port = free_port()
+    proc = Process(env, base / "faas.log", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_ready(url)
+        yield Faas(url, env)
+    finally:
+        proc.stop()
+
+
 def port_pair() -> int:
     """An offset K with 8001+K and 8002+K both free (gateway and cache under --split)."""
     for _ in range(50):
@@ -117,17 +131,8 @@ def upstream() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faas]:
-    base = tmp_path_factory.mktemp("gateway")
-    env = services_env(base / "data")
-    env["FAAS_GATEWAY_MODELS"] = str(routing_file(base / "models.yaml", upstream))
-    port = free_port()
-    proc = Process(env, base / "faas.log", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_ready(url)
-        yield Faas(url, env)
-    finally:
-        proc.stop()
+    with gateway_on(tmp_path_factory.mktemp("gateway"), routing(upstream)) as gateway:
+        yield gateway
 
 
 def control(upstream: str, **changes: object) -> None:
@@ -239,7 +244,9 @@ def test_faas_up_without_routing_serves_the_defaults_offline(tmp_path: Path) -> 
 
 def test_faas_up_split_runs_the_gateway_in_its_own_process(upstream: str, tmp_path: Path) -> None:
     env = services_env(tmp_path / "data")
-    env["FAAS_GATEWAY_MODELS"] = str(routing_file(tmp_path / "models.yaml", upstream))
+    models = tmp_path / "models.yaml"
+    models.write_text(routing(upstream))
+    env["FAAS_GATEWAY_MODELS"] = str(models)
     offset = port_pair()
     proc = Process(env, tmp_path / "faas.log", "--split", "--port-offset", str(offset))
     gateway_url = f"http://127.0.0.1:{8001 + offset}"

@@ -14,8 +14,7 @@ import openai
 import pytest
 
 from faas.shared import tokens
-from tests.e2e.test_faas_up import free_port
-from tests.e2e.test_gateway_e2e import Faas, Process, services_env
+from tests.e2e.test_gateway_e2e import Faas, gateway_on
 from tests.support.mock_upstream import REPLY, upstream_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -23,10 +22,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 
-def routing_file(path: Path, upstream_url: str) -> Path:
+def routing(upstream_url: str) -> str:
     remote = f"model: mock-model\n        api_base: {upstream_url}/v1\n        api_key: sk-up"
-    path.write_text(
-        f"""\
+    return f"""\
 models:
   - name: chat-default
     deployments:
@@ -48,8 +46,6 @@ models:
       - provider: cohere
         {remote}
 """
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +56,8 @@ def upstream() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faas]:
-    base = tmp_path_factory.mktemp("openai-clients")
-    env = services_env(base / "data")
-    env["FAAS_GATEWAY_MODELS"] = str(routing_file(base / "models.yaml", upstream))
-    port = free_port()
-    proc = Process(env, base / "faas.log", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_ready(url)
-        yield Faas(url, env)
-    finally:
-        proc.stop()
+    with gateway_on(tmp_path_factory.mktemp("openai-clients"), routing(upstream)) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ import openai
 import pytest
 
 from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
-from tests.e2e.test_faas_up import free_port
-from tests.e2e.test_gateway_e2e import REPLY, Faas, Process, control, services_env
+from tests.e2e.test_gateway_e2e import REPLY, Faas, control, gateway_on
 from tests.support.mock_upstream import upstream_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -34,6 +33,22 @@ LOOKUP = {
 }
 
 
+def routing(upstream_url: str) -> str:
+    return f"""\
+models:
+  - name: chat
+    deployments:
+      - provider: openai
+        model: mock-model
+        api_base: {upstream_url}/v1
+        api_key: sk-up
+  - name: local
+    deployments:
+      - provider: mock
+        model: faas-mock
+"""
+
+
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     with upstream_process() as url:
@@ -42,32 +57,8 @@ def upstream() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faas]:
-    base = tmp_path_factory.mktemp("responses")
-    models = base / "models.yaml"
-    models.write_text(
-        f"""\
-models:
-  - name: chat
-    deployments:
-      - provider: openai
-        model: mock-model
-        api_base: {upstream}/v1
-        api_key: sk-up
-  - name: local
-    deployments:
-      - provider: mock
-        model: faas-mock
-"""
-    )
-    env = services_env(base / "data") | {"FAAS_GATEWAY_MODELS": str(models)}
-    port = free_port()
-    proc = Process(env, base / "faas.log", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_ready(url)
-        yield Faas(url, env)
-    finally:
-        proc.stop()
+    with gateway_on(tmp_path_factory.mktemp("responses"), routing(upstream)) as gateway:
+        yield gateway
 
 
 def test_openai_client_responses_end_to_end(gateway: Faas, upstream: str) -> None:
