@@ -4,7 +4,6 @@ budget, the gateway publishes the alert, LLMOps stores it, and headless Chromium
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,38 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
-from tests.e2e.test_llmops_dashboard import DASHBOARD, chromium
+from tests.e2e.test_faas_up import faas, free_port
+from tests.e2e.test_llmops_dashboard import DASHBOARD, chromium, llmops_env, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    routing = tmp_path / "models.yaml"
-    routing.write_text(
-        "models:\n"
-        "  - name: chat-default\n    deployments:\n      - provider: mock\n"
-        "        price: {input_per_1k: 1.0, output_per_1k: 2.0}\n"
-    )
-    env = faas_env(tmp_path / "data") | {
-        "FAAS_SERVICES": "gateway,llmops",
-        "FAAS_GATEWAY_MODELS": str(routing),
-        "FAAS_ALERT_INTERVAL_S": "0.2",
-    }
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "faas", "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc)
+    env = llmops_env(tmp_path, FAAS_ALERT_INTERVAL_S="0.2")
+    with serving(env, free_port()) as url:
         yield url, env
-    finally:
-        assert stop(proc) == 0
 
 
 def test_the_dashboard_shows_a_budget_alert(

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,19 +34,24 @@ def chromium() -> str:
     pytest.skip(message)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def llmops_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """`faas up` with the gateway and LLMOps, the priced mock model as `chat-default`."""
     routing = tmp_path / "models.yaml"
     routing.write_text(
         "models:\n"
         "  - name: chat-default\n    deployments:\n      - provider: mock\n"
         "        price: {input_per_1k: 1.0, output_per_1k: 2.0}\n"
     )
-    env = faas_env(tmp_path / "data") | {
+    return faas_env(tmp_path / "data") | {
         "FAAS_SERVICES": "gateway,llmops",
         "FAAS_GATEWAY_MODELS": str(routing),
+        **extra,
     }
-    port = free_port()
+
+
+@contextmanager
+def serving(env: dict[str, str], port: int) -> Iterator[str]:
+    """`faas up` on `port` with `env`, ready; stopped cleanly at the end."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "faas", "up", "--port", str(port)],
         env=env,
@@ -55,9 +61,16 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
-        yield url, env
+        yield url
     finally:
         assert stop(proc) == 0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    env = llmops_env(tmp_path)
+    with serving(env, free_port()) as url:
+        yield url, env
 
 
 def seed(url: str, headers: dict[str, str]) -> None:

@@ -6,7 +6,6 @@ tenant, and the traces page, rendered by headless Chromium, lists the run and op
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,45 +15,25 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.test_faas_up import faas, faas_env, free_port, stop, wait_ready
-from tests.e2e.test_llmops_dashboard import chromium
+from tests.e2e.test_faas_up import faas, free_port
+from tests.e2e.test_llmops_dashboard import chromium, llmops_env, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    routing = tmp_path / "models.yaml"
-    routing.write_text(
-        "models:\n"
-        "  - name: chat-default\n    deployments:\n      - provider: mock\n"
-        "        price: {input_per_1k: 1.0, output_per_1k: 2.0}\n"
-    )
-    env = faas_env(tmp_path / "data") | {
-        "FAAS_SERVICES": "gateway,llmops",
-        "FAAS_GATEWAY_MODELS": str(routing),
-        "FAAS_JWT_SECRET": TEST_SECRET,
-    }
+    env = llmops_env(tmp_path, FAAS_JWT_SECRET=TEST_SECRET)
     collector = faas("token", "--tenant", "ops", "--user", "otel", "--platform-admin", env=env)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     traced = env | {
         "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{url}/llmops/otlp/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/llmops/otlp/v1/traces",
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"authorization=Bearer {collector}",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "faas", "up", "--port", str(port)],
-        env=traced,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_ready(url, proc)
+    with serving(traced, port) as url:
         yield url, env
-    finally:
-        assert stop(proc) == 0
 
 
 def wait_for_run(http: httpx.Client, headers: dict[str, str]) -> list[dict[str, Any]]:
