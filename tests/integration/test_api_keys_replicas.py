@@ -6,6 +6,7 @@ the key cache's TTL."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,11 +23,13 @@ from faas.integrations.bus.nats import NatsBus
 from faas.shared.config import Settings
 from tests.conftest import auth, drop_streams
 from tests.platform_app import Platform, platform
+from tests.support.mock_upstream import MockUpstream
 from tests.support.pgvector import fresh_database
 
 pytestmark = pytest.mark.integration
 
 ADMIN = auth("acme", "root", scopes=["admin"])
+A = auth("acme", "ada")
 HI = [{"role": "user", "content": "hi"}]
 MODELS = """\
 models:
@@ -165,3 +168,52 @@ async def test_the_anthropic_sdk_sends_a_key_as_x_api_key_until_it_is_revoked(
                     await client.messages.create(model="chat", max_tokens=32, messages=HI)
         finally:
             await drop_streams(one.runtime.bus)
+
+
+async def test_a_provider_key_change_reaches_the_other_replica_at_once(
+    make_settings: Callable[..., Settings], nats_url: str, database: str, tmp_path: Path
+) -> None:
+    """BYOK keys are cached per tenant for 30 s; a put or delete on one replica is seen by the
+    other at once (the `gateway.provider_keys_changed` event), not after the TTL."""
+    async with MockUpstream() as up:
+        routing = tmp_path / "models.yaml"
+        routing.write_text(
+            "models:\n  - name: chat\n    deployments:\n      - provider: openai\n"
+            f"        model: mock-model\n        api_base: {up.url}\n        api_key: sk-up\n"
+        )
+        settings = make_settings(
+            nats_url=nats_url,
+            nats_prefix=f"byok{uuid.uuid4().hex[:10]}",
+            database_url=database,
+            gateway_models=routing,
+            secrets_key=base64.urlsafe_b64encode(b"k" * 32).decode(),
+        )
+        body = {"model": "chat", "messages": HI}
+        keys = "/api/v1/gateway/provider-keys"
+        async with AsyncExitStack() as stack:
+            one = await stack.enter_async_context(platform(settings, ["gateway"]))
+            two = await stack.enter_async_context(platform(settings, ["gateway"]))
+
+            async def seen_by_two(expected: str) -> float:
+                started = time.monotonic()
+                while time.monotonic() - started < 5:
+                    answer = await two.client.post("/v1/chat/completions", json=body, headers=A)
+                    assert answer.status_code == 200, answer.text
+                    if up.stats.last_headers["authorization"] == expected:
+                        return time.monotonic() - started
+                    await asyncio.sleep(0.01)
+                raise AssertionError(f"replica two still sends the old key, not {expected}")
+
+            try:
+                # Replica two caches "no key of acme's" first.
+                assert await seen_by_two("Bearer sk-up") < 1
+                put = {"provider": "openai", "api_key": "sk-acme-own-0123456789"}
+                stored = await one.client.put(keys, json=put, headers=ADMIN)
+                assert stored.status_code == 200, stored.text
+                ttl = two.app.state.services["gateway"].provider_keys.ttl_s
+                assert await seen_by_two("Bearer sk-acme-own-0123456789") < ttl / 10
+                gone = await one.client.delete(keys, params={"provider": "openai"}, headers=ADMIN)
+                assert gone.status_code == 200, gone.text
+                assert await seen_by_two("Bearer sk-up") < ttl / 10
+            finally:
+                await drop_streams(one.runtime.bus)

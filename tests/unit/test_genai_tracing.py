@@ -208,6 +208,31 @@ async def test_a_failed_call_is_an_error_span(
     assert chat.attributes["faas.status"] == "error"
 
 
+async def test_a_streamed_call_span_has_its_finish_reason_and_completion(
+    tmp_path: Path, make_settings: Callable[..., Settings], receiver: Received
+) -> None:
+    async with MockUpstream() as up:
+        settings = make_settings(gateway_models=routing(tmp_path, up), trace_content=True)
+        async with traced_platform(settings, receiver.url) as (client, _):
+            up.control(script=[{"role": "assistant", "content": ANSWER}])
+            body = {
+                "model": "chat-default",
+                "stream": True,
+                "messages": [{"role": "user", "content": TASK}],
+            }
+            response = await client.post("/v1/chat/completions", json=body, headers=A)
+            assert response.status_code == 200, response.text
+            assert "[DONE]" in response.text
+    chat = only(receiver, "chat chat-default")
+    assert chat.attributes["faas.stream"] is True
+    assert list(chat.attributes["gen_ai.response.finish_reasons"]) == ["stop"]
+    assert chat.attributes["gen_ai.response.id"] == "chatcmpl-mockupstream"
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+    events = dict(chat.events)
+    assert events["gen_ai.choice"]["content"] == "Refunds take 14 days; call [PHONE] if not."
+    assert events["gen_ai.user.message"]["content"].endswith("Mail me at [EMAIL]")
+
+
 def test_content_events_are_bounded_and_marked_truncated() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

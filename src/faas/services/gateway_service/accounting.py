@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from opentelemetry import metrics
 
 from faas.integrations.events import EventPublisher
@@ -71,6 +72,24 @@ def completion_text(body: dict[str, Any]) -> str:
     return text
 
 
+def stream_text(datas: list[bytes]) -> str:
+    """The completion text a stream's chunks carried (content and tool calls)."""
+    parts: list[str] = []
+    for data in datas:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                parts.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") or {}
+                parts.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
+    return "".join(parts)
+
+
 @dataclass
 class CallRecord:
     """Everything known about one gateway call, for the event, metrics and headers."""
@@ -90,6 +109,9 @@ class CallRecord:
     request: dict[str, Any] | None = None
     response: dict[str, Any] | None = None
     failures: list[dict[str, Any]] | None = None
+    # A stream's answer is never one body: its finish reasons, and the chunks that carried text.
+    finish_reasons: list[str] | None = None
+    stream_chunks: list[bytes] | None = None
 
     @property
     def cost_usd(self) -> float:

@@ -1,7 +1,9 @@
 """Bring your own key: a tenant's own provider credentials, used for its calls instead of the
 deployment's. Stored sealed (shared/secrets.py, FAAS_SECRETS_KEY) with the tenant and target as
 associated data; read through a per-tenant in-process cache so the request path never waits
-on SQL; never returned (a view shows the last four characters) and never logged.
+on SQL; never returned (a view shows the last four characters) and never logged. A change
+publishes `gateway.provider_keys_changed.{tenant}`, on which every replica drops that tenant's
+cached keys at once; the TTL bounds only a replica that missed the event (NATS away).
 
 A key targets a provider (`openai`: every deployment of that provider) or a model of the
 routing table (`gpt-4o`: that model's deployments); the model's key wins."""
@@ -17,12 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import LargeBinary, String, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from faas.integrations.bus import Message, Subscription
+from faas.integrations.events import EventPublisher
 from faas.services.gateway_service.routing_table import Deployment, ModelConfig, ProviderName
 from faas.shared.clock import utcnow
+from faas.shared.context import TENANT_HEADER
 from faas.shared.database import Base, Database, UTCDateTime
 from faas.shared.exceptions import Conflict, DependencyUnavailable, NotFound
 from faas.shared.secrets import SealError, SecretBox
 
+CHANGED = "provider_keys_changed"  # gateway.provider_keys_changed.{tenant}: no key in the event
 NOT_CONFIGURED = (
     "provider keys need FAAS_SECRETS_KEY (the key ring that seals them at rest); "
     "it is not set on this deployment"
@@ -131,13 +137,32 @@ class ProviderKeys:
     """The store and the per-tenant cache. Without a key ring it stores nothing and serves
     every tenant with the deployments' own keys."""
 
-    def __init__(self, db: Database, ring: SecretStr | None, *, ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ring: SecretStr | None,
+        *,
+        events: EventPublisher | None = None,
+        ttl_s: float = 30.0,
+    ) -> None:
         self.db = db
         self.box = SecretBox(ring.get_secret_value()) if ring else None
+        self.events = events
         self.ttl_s = ttl_s
+        self._subscription: Subscription | None = None
         self._cache: dict[str, tuple[float, TenantKeys]] = {}
         self._loading: dict[str, asyncio.Future[TenantKeys]] = {}
         self._writes: dict[str, int] = {}  # per tenant: a load that raced a write is not cached
+
+    async def start(self) -> None:
+        if self.box is not None and self.events is not None:
+            subject = f"gateway.{CHANGED}.>"
+            self._subscription = await self.events.bus.subscribe(subject, self._on_changed)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+            self._subscription = None
 
     def _require(self) -> SecretBox:
         if self.box is None:
@@ -158,7 +183,7 @@ class ProviderKeys:
                 session.add(row)
             row.sealed, row.suffix, row.created_by, row.updated_at = sealed, secret[-4:], by, now
             view = _view(row)
-        self._forget(tenant_id)
+        await self._changed(tenant_id)
         return view
 
     async def list(self, tenant_id: str) -> list[ProviderKeyView]:
@@ -179,7 +204,7 @@ class ProviderKeys:
                     ProviderKeyRow.tenant_id == tenant_id, ProviderKeyRow.target == target.key
                 )
             )
-        self._forget(tenant_id)
+        await self._changed(tenant_id)
         if not result.rowcount:
             raise NotFound(f"no provider key for {target.key}", details={"target": target.key})
 
@@ -207,6 +232,15 @@ class ProviderKeys:
             self._loading[tenant_id] = loading
             loading.add_done_callback(lambda _: self._loading.pop(tenant_id, None))
         return await asyncio.shield(loading)
+
+    async def _changed(self, tenant_id: str) -> None:
+        self._forget(tenant_id)
+        if self.events is not None:
+            await self.events.publish("gateway", CHANGED, tenant_id, {})
+
+    async def _on_changed(self, message: Message) -> None:
+        tenant_id = message.headers.get(TENANT_HEADER) or message.subject.rsplit(".", 1)[-1]
+        self._forget(tenant_id)
 
     def _forget(self, tenant_id: str) -> None:
         self._writes[tenant_id] = self._writes.get(tenant_id, 0) + 1

@@ -30,6 +30,7 @@ from faas.services.gateway_service.models import (
     RateLimitsView,
 )
 from faas.services.gateway_service.pipeline import ChatPipeline
+from faas.services.gateway_service.provider_health import provider_health
 from faas.services.gateway_service.provider_keys import ProviderKeys
 from faas.services.gateway_service.providers.base import EmbeddingResult
 from faas.services.gateway_service.providers.pool import Providers
@@ -163,7 +164,7 @@ class GatewayService:
             max_bytes=settings.gateway_responses_max_bytes,
         )
         self.responses = ResponsesApi(self, stored)
-        self.provider_keys = ProviderKeys(db, settings.secrets_key)
+        self.provider_keys = ProviderKeys(db, settings.secrets_key, events=events)
         self.pipeline.dispatch.provider_keys = self.provider_keys
         self.alerts = alert_monitor(settings, self.pipeline, self.tenant_limits, kv, events)
         self._watcher: asyncio.Task[None] | None = None
@@ -254,6 +255,7 @@ class GatewayService:
             self._mtime = self._stat()
             self._watcher = asyncio.create_task(self._watch(), name="gateway-routing-reload")
         self.alerts.start()
+        await self.provider_keys.start()
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -261,6 +263,7 @@ class GatewayService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.alerts.stop()
+        await self.provider_keys.stop()
         await self.providers.aclose()
 
     # -- routing table ---------------------------------------------------------------------
@@ -315,36 +318,7 @@ class GatewayService:
         )
 
     async def provider_health(self) -> list[ProviderHealth]:
-        checks: list[tuple[ModelConfig, int, Deployment, Any]] = []
-        for model in self.model_router.table.models:
-            for index, deployment in enumerate(model.deployments):
-                checks.append((model, index, deployment, self._health(model, deployment)))
-        results = await asyncio.gather(*(c[3] for c in checks))
-        return [
-            ProviderHealth(
-                model=model.name,
-                deployment=deployment.id,
-                provider=deployment.provider,
-                healthy=healthy,
-                breaker=str(self.model_router.breaker_state(model, index)),
-            )
-            for (model, index, deployment, _), healthy in zip(checks, results, strict=True)
-        ]
-
-    async def _health(self, model: ModelConfig, deployment: Deployment) -> bool:
-        if deployment.unavailable:
-            return False
-        try:
-            provider: Any
-            if model.kind == "chat":
-                provider = self.providers.chat(deployment.provider)
-            elif model.kind == "rerank":
-                provider = self.providers.rerank(deployment.provider)
-            else:
-                provider = self.providers.embedding(deployment.provider)
-            return bool(await asyncio.wait_for(provider.health(deployment), timeout=5))
-        except Exception:
-            return False
+        return await provider_health(self.model_router, self.providers)
 
     async def rate_limits(self, tenant_id: str) -> RateLimitsView:
         limits = await self.tenant_limits.get(tenant_id)

@@ -15,6 +15,7 @@ from faas.services.gateway_service.accounting import (
     CallRecord,
     count_usage,
     estimate_prompt_tokens,
+    stream_text,
 )
 from faas.services.gateway_service.admission import check_context
 from faas.services.gateway_service.dispatch import Dispatcher, chat_request
@@ -81,6 +82,8 @@ class StreamRun:
         self.seen: list[bytes] = []
 
     def _frame(self, event: StreamEvent) -> bytes | None:
+        if event.finish_reason is not None:
+            self.call.finish_reasons = [*(self.call.finish_reasons or ()), event.finish_reason]
         if event.usage is not None:
             self.call.usage = event.usage
             # A usage-only chunk (no choices) was asked for by us, not by this client.
@@ -118,9 +121,10 @@ class StreamRun:
 
     async def _settle(self, failed: ProviderError | None) -> None:
         call = self.call
+        call.stream_chunks = self.seen
         if call.usage is None:
             prompt = estimate_prompt_tokens(self.body["messages"])
-            call.usage = await count_usage(self.body, _stream_text(self.seen), prompt)
+            call.usage = await count_usage(self.body, stream_text(self.seen), prompt)
         if failed is not None:
             call.status, call.error_code = "partial", failed.kind
             self.attempt.failed(count_against_breaker=True)
@@ -147,21 +151,3 @@ async def _until_content(upstream: AsyncIterator[StreamEvent]) -> list[StreamEve
         if event.has_content or event.finish_reason is not None:
             break
     return head
-
-
-def _stream_text(datas: list[bytes]) -> str:
-    """The completion text a stream carried, for counting when it reported no usage."""
-    parts: list[str] = []
-    for data in datas:
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                parts.append(delta["content"])
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") or {}
-                parts.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
-    return "".join(parts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.util.types import AttributeValue
 
@@ -26,7 +27,7 @@ from faas.integrations.genai import (
     model_span,
     provider_name,
 )
-from faas.services.gateway_service.accounting import CallRecord, completion_text
+from faas.services.gateway_service.accounting import CallRecord, completion_text, stream_text
 from faas.shared.config import Settings
 from faas.shared.context import Identity
 
@@ -96,7 +97,7 @@ def call_attributes(identity: Identity, call: CallRecord) -> dict[str, Attribute
         value = request.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             attributes[name] = value
-    response = call.response
+    response = call.response if call.response is not None else _stream_head(call)
     if response is not None:
         if isinstance(response.get("model"), str):
             attributes["gen_ai.response.model"] = response["model"]
@@ -109,7 +110,20 @@ def call_attributes(identity: Identity, call: CallRecord) -> dict[str, Attribute
         ]
         if reasons:
             attributes["gen_ai.response.finish_reasons"] = reasons
+    if call.finish_reasons:  # a stream's, from its last chunks
+        attributes["gen_ai.response.finish_reasons"] = call.finish_reasons
     return attributes
+
+
+def _stream_head(call: CallRecord) -> dict[str, Any] | None:
+    """A stream's first chunk names the response's id and model, as a whole answer does."""
+    if not call.stream_chunks:
+        return None
+    try:
+        head = orjson.loads(call.stream_chunks[0])
+    except orjson.JSONDecodeError:
+        return None
+    return head if isinstance(head, dict) else None
 
 
 def _add_content(span: Span, call: CallRecord) -> None:
@@ -122,6 +136,8 @@ def _add_content(span: Span, call: CallRecord) -> None:
             add_content_event(span, f"gen_ai.{role}.message", _redacted(_text(message)))
     if call.response is not None:
         add_content_event(span, "gen_ai.choice", _redacted(completion_text(call.response)))
+    elif call.stream_chunks:
+        add_content_event(span, "gen_ai.choice", _redacted(stream_text(call.stream_chunks)))
 
 
 def _text(message: dict[str, Any]) -> str:
