@@ -33,6 +33,7 @@ from faas.kernel import ServiceRegistry, ServiceSpec
 from faas.keys.routes import build_keys_router
 from faas.runtime import Runtime
 from faas.shared.api import Service
+from faas.shared.direct_routes import install_direct_routes
 from faas.shared.logging import RequestLog
 from faas.shared.middleware import (
     PUBLIC_PATHS,
@@ -276,6 +277,7 @@ def create_service_app(
         # Routes are added to the app's own router rather than through include_router, which in
         # FastAPI >= 0.16x keeps a nested router and matches every request twice (~23 us).
         app.router.routes.extend(router.routes)
+    install_direct_routes(app)
     install_bearer_security(app)
     install_docs(app)
     install_health(app, runtime, services, specs)

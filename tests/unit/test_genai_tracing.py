@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from faas.app import create_service_app
+from faas.integrations.bus import Message
 from faas.integrations.genai import CONTENT_LIMIT, add_content_event
 from faas.integrations.otel import setup_telemetry
 from faas.runtime import Runtime
@@ -161,7 +162,8 @@ async def test_an_agent_run_is_one_trace_of_agent_tool_retrieval_and_model_spans
         assert attributes["faas.api"] == "chat"
         assert attributes["gen_ai.request.model"] == "chat-default"
         assert attributes["gen_ai.response.model"] == "mock-model"
-        assert attributes["gen_ai.system"] == "openai"
+        assert attributes["gen_ai.provider.name"] == "openai"
+        assert "faas.status" not in attributes and "faas.stream" not in attributes
         assert attributes["gen_ai.usage.input_tokens"] == 10
         assert attributes["gen_ai.usage.output_tokens"] == 7
         assert attributes["gen_ai.request.temperature"] == 0.2
@@ -213,7 +215,13 @@ async def test_a_streamed_call_span_has_its_finish_reason_and_completion(
 ) -> None:
     async with MockUpstream() as up:
         settings = make_settings(gateway_models=routing(tmp_path, up), trace_content=True)
-        async with traced_platform(settings, receiver.url) as (client, _):
+        async with traced_platform(settings, receiver.url) as (client, runtime):
+            usage: list[Message] = []
+
+            async def collect(message: Message) -> None:
+                usage.append(message)
+
+            await runtime.bus.subscribe("gateway.usage.>", collect)
             up.control(script=[{"role": "assistant", "content": ANSWER}])
             body = {
                 "model": "chat-default",
@@ -230,6 +238,10 @@ async def test_a_streamed_call_span_has_its_finish_reason_and_completion(
     assert chat.attributes["gen_ai.usage.output_tokens"] > 0
     events = dict(chat.events)
     assert events["gen_ai.choice"]["content"] == "Refunds take 14 days; call [PHONE] if not."
+    # The usage event travels under the model call's span, without a publish span of its own.
+    [event] = usage
+    assert event.headers["traceparent"].split("-")[2] == chat.span_id
+    assert not [s.name for s in receiver.spans if s.name.startswith("publish gateway.usage")]
     assert events["gen_ai.user.message"]["content"].endswith("Mail me at [EMAIL]")
 
 

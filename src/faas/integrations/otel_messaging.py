@@ -63,6 +63,11 @@ def producer_span(
 ) -> Iterator[Span]:
     """A current PRODUCER span `publish {subject}`, injected into `headers` before the body runs."""
     tracer = _tracer(source)
+    if "traceparent" in headers:
+        # The publisher named the operation the message belongs to (the gateway's usage event
+        # carries its model call's span): that span stands for the send, none of its own.
+        yield trace.get_current_span()
+        return
     if isinstance(tracer, trace.NoOpTracer):
         # Nothing is exported: the no-op span would be the current one anyway, so only carry
         # the current trace on (the full path measured ~4x this one; a publish per gateway call).

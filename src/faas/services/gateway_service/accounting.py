@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import metrics
+from opentelemetry.context import Context
 
 from faas.integrations.events import EventPublisher
 from faas.services.gateway_service.models import CacheHit, CallStatus, Operation, UsageEvent
@@ -190,7 +191,7 @@ class UsageRecorder:
         self,
         events: EventPublisher,
         meter: metrics.Meter,
-        on_settled: Callable[[Identity, CallRecord], None] | None = None,
+        on_settled: Callable[[Identity, CallRecord], Context] | None = None,
     ) -> None:
         self.events = events
         self.metrics = UsageMetrics(meter)
@@ -198,11 +199,10 @@ class UsageRecorder:
 
     async def record(self, identity: Identity, call: CallRecord) -> None:
         self.metrics.add(identity.tenant_id, call)
-        if self.on_settled is not None:
-            self.on_settled(identity, call)
-        await self.events.publish(
-            "gateway", "usage", identity.tenant_id, usage_event(identity, call).model_dump()
-        )
+        # With tracing on, the usage event travels under the call's span (no span of its own).
+        span = None if self.on_settled is None else self.on_settled(identity, call)
+        data = usage_event(identity, call).model_dump()
+        await self.events.publish("gateway", "usage", identity.tenant_id, data, trace_context=span)
 
 
 def usage_event(identity: Identity, call: CallRecord) -> UsageEvent:

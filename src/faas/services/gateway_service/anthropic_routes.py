@@ -34,6 +34,7 @@ from faas.services.gateway_service.openai_routes import json_body_doc
 from faas.shared.api import caller
 from faas.shared.context import current_context
 from faas.shared.cpu import run_cpu
+from faas.shared.direct_routes import direct
 from faas.shared.exceptions import BadRequest, UndecodableBody, ValidationFailed
 from faas.shared.tokens import count_chat_tokens
 
@@ -90,6 +91,7 @@ def build_anthropic_router(service: GatewayService) -> APIRouter:
     router = APIRouter(prefix="/v1/messages", tags=["anthropic-compatible"])
 
     @router.post("", openapi_extra=json_body_doc(MessagesBody, MESSAGES_EXAMPLE))
+    @direct
     async def messages(request: Request) -> Response:
         identity = caller()
         parsed = await _body(request, MessagesBody)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -33,6 +33,7 @@ from faas.services.gateway_service.routing_table import ModelConfig
 from faas.services.gateway_service.token_inputs import embedding_inputs, input_texts
 from faas.shared.api import caller
 from faas.shared.cpu import run_cpu
+from faas.shared.direct_routes import direct
 from faas.shared.exceptions import NotFound, UndecodableBody, ValidationFailed
 
 if TYPE_CHECKING:
@@ -88,10 +89,36 @@ def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:
     return schema
 
 
-def json_body_doc(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
-    """The request body of a route that parses it itself, for the OpenAPI document."""
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_IDEMPOTENCY_KEY = 255
+_IDEMPOTENCY_DOC = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "replays the stored answer of an earlier call with the same key",
+    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
+}
+
+
+def json_body_doc(
+    model: type[BaseModel], example: dict[str, Any], idempotent: bool = False
+) -> dict[str, Any]:
+    """The request body of a route that parses it itself (and the idempotency header it reads
+    itself), for the OpenAPI document."""
     content = {"schema": _inline(model.model_json_schema()), "example": example}
-    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+    doc: dict[str, Any] = {
+        "requestBody": {"required": True, "content": {"application/json": content}}
+    }
+    if idempotent:
+        doc["parameters"] = [_IDEMPOTENCY_DOC]
+    return doc
+
+
+def idempotency_header(request: Request) -> str | None:
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is not None and len(value) > MAX_IDEMPOTENCY_KEY:
+        raise _invalid(IDEMPOTENCY_HEADER, f"at most {MAX_IDEMPOTENCY_KEY} characters")
+    return value
 
 
 async def request_json(request: Request) -> Any:
@@ -154,11 +181,13 @@ def build_openai_router(service: GatewayService) -> APIRouter:
 
     # The bodies are parsed here rather than by FastAPI, so that errors take OpenAI's shape
     # (`param`): their schema is declared for the docs.
-    @router.post("/chat/completions", openapi_extra=json_body_doc(ChatCompletionBody, CHAT_EXAMPLE))
-    async def chat_completions(
-        request: Request, idempotency_key: str | None = Header(None, max_length=255)
-    ) -> Response:
+    @router.post(
+        "/chat/completions", openapi_extra=json_body_doc(ChatCompletionBody, CHAT_EXAMPLE, True)
+    )
+    @direct
+    async def chat_completions(request: Request) -> Response:
         identity = caller()
+        idempotency_key = idempotency_header(request)
         parsed: ChatCompletionBody = validated_body(ChatCompletionBody, await request_json(request))
         body = parsed.model_dump(exclude_none=True, exclude={"cache"})
         n = parsed.n or 1
@@ -178,6 +207,7 @@ def build_openai_router(service: GatewayService) -> APIRouter:
         )
 
     @router.post("/embeddings", openapi_extra=json_body_doc(EmbeddingBody, EMBEDDING_EXAMPLE))
+    @direct
     async def embeddings(request: Request) -> Response:
         identity = caller()
         parsed: EmbeddingBody = validated_body(EmbeddingBody, await request_json(request))
@@ -201,11 +231,13 @@ def build_openai_router(service: GatewayService) -> APIRouter:
 
 
 def _add_completions(router: APIRouter, service: GatewayService) -> None:
-    @router.post("/completions", openapi_extra=json_body_doc(CompletionBody, COMPLETION_EXAMPLE))
-    async def completions(
-        request: Request, idempotency_key: str | None = Header(None, max_length=255)
-    ) -> Response:
+    @router.post(
+        "/completions", openapi_extra=json_body_doc(CompletionBody, COMPLETION_EXAMPLE, True)
+    )
+    @direct
+    async def completions(request: Request) -> Response:
         identity = caller()
+        idempotency_key = idempotency_header(request)
         parsed: CompletionBody = validated_body(CompletionBody, await request_json(request))
         prompts = await input_texts(parsed.prompt, "prompt")
         if len(prompts) * parsed.n > MAX_FANOUT:

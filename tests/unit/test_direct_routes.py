@@ -1,0 +1,111 @@
+"""Direct routes: a `@direct` endpoint is matched by method and path ahead of the router, its
+errors take the app's handlers, the route stays what tracing and the docs see, and anything
+else (another method, another path) still goes through the router."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI, Header
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from faas.app import create_service_app
+from faas.app_errors import install_error_handlers
+from faas.runtime import Runtime
+from faas.services import BUILDERS
+from faas.shared.config import Settings
+from faas.shared.direct_routes import DirectRoutes, direct, install_direct_routes
+from faas.shared.exceptions import ValidationFailed
+from tests.conftest import auth
+
+
+def app_with_direct_route() -> tuple[FastAPI, list[str]]:
+    app = FastAPI()
+    install_error_handlers(app)
+    served: list[str] = []
+
+    @app.post("/v1/things")
+    @direct
+    async def things(request: Request) -> Response:
+        served.append("direct" if "route" in request.scope else "?")
+        if request.headers.get("x-fail"):
+            raise ValidationFailed("bad thing", details={"param": "thing"})
+        route = request.scope["route"]
+        return JSONResponse({"route": route.path, "body": (await request.body()).decode()})
+
+    @app.get("/v1/things")
+    async def list_things() -> dict[str, str]:
+        return {"via": "router"}
+
+    install_direct_routes(app)
+    return app, served
+
+
+async def call(app: FastAPI, method: str, path: str, **kwargs: object) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, root_path=str(kwargs.pop("root_path", "")))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_direct_route_is_served_ahead_of_the_router_with_its_route_in_scope() -> None:
+    app, served = app_with_direct_route()
+    assert isinstance(app.router.middleware_stack, DirectRoutes)
+    response = await call(app, "POST", "/v1/things", content=b"hello")
+    assert response.status_code == 200
+    assert response.json() == {"route": "/v1/things", "body": "hello"}
+    assert served == ["direct"]
+
+
+async def test_its_errors_take_the_apps_handlers() -> None:
+    app, _ = app_with_direct_route()
+    response = await call(app, "POST", "/v1/things", headers={"x-fail": "1"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_failed" and error["details"] == {"param": "thing"}
+
+
+async def test_other_methods_and_paths_still_go_through_the_router() -> None:
+    app, served = app_with_direct_route()
+    assert (await call(app, "GET", "/v1/things")).json() == {"via": "router"}
+    assert (await call(app, "POST", "/v1/other")).status_code == 404
+    assert (await call(app, "PUT", "/v1/things")).status_code == 405
+    assert served == []
+
+
+async def test_a_root_path_in_front_is_stripped_before_matching() -> None:
+    app, served = app_with_direct_route()
+    response = await call(app, "POST", "/api/v1/things", root_path="/api")
+    assert response.status_code == 200 and served == ["direct"]
+
+
+def test_an_endpoint_with_injected_parameters_cannot_be_direct() -> None:
+    app = FastAPI()
+
+    @app.post("/v1/things")
+    @direct
+    async def things(request: Request, key: str | None = Header(None)) -> Response:
+        return Response()
+
+    with pytest.raises(TypeError, match="must take only `request`"):
+        install_direct_routes(app)
+
+
+async def test_the_gateways_openai_routes_are_direct_and_check_the_idempotency_key(
+    make_settings: Callable[..., Settings],
+) -> None:
+    runtime = Runtime.build(make_settings())
+    app = create_service_app([BUILDERS["gateway"](runtime)], runtime)
+    stack = app.router.middleware_stack
+    assert isinstance(stack, DirectRoutes)
+    assert {("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings")} <= set(stack.routes)
+    async with app.router.lifespan_context(app):
+        body = {"model": "chat-default", "messages": [{"role": "user", "content": "hi"}]}
+        headers = auth("acme") | {"idempotency-key": "k" * 256}
+        response = await call(app, "POST", "/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 422, response.text  # in OpenAI's error shape
+    assert response.json()["error"]["param"] == "idempotency-key"
+    operation = app.openapi()["paths"]["/v1/chat/completions"]["post"]
+    assert [p["name"] for p in operation["parameters"]] == ["idempotency-key"]
