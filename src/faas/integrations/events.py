@@ -20,7 +20,7 @@ from faas.shared.context import (
     TENANT_HEADER,
     USER_HEADER,
     current_context,
-    new_id,
+    trace_id,
 )
 
 log = logging.getLogger("faas.events")
@@ -46,13 +46,13 @@ class EventPublisher:
     ) -> str:
         """Publish an event and return its id. `trace_context`: the span the event belongs to,
         carried in its headers instead of a PRODUCER span of the publish."""
-        event_id = new_id()
+        event_id = trace_id()
         ctx = current_context()
         headers = {
             "Content-Type": self.codec.content_type,
             TENANT_HEADER: tenant_id,
             CORRELATION_HEADER: ctx.correlation_id if ctx else event_id,
-            REQUEST_HEADER: new_id(),
+            REQUEST_HEADER: trace_id(),
             "Nats-Msg-Id": event_id,
         }
         if ctx is not None and ctx.user_id:

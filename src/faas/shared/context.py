@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
@@ -10,6 +11,18 @@ from dataclasses import dataclass, field, replace
 def new_id() -> str:
     """128 random bits as 32 hex characters (the shape of a uuid4 hex, at a fifth of the cost)."""
     return os.urandom(16).hex()
+
+
+_trace_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _trace_ids.seed(os.urandom(32)))
+
+
+def trace_id() -> str:
+    """An id for tracing a request or an event (request, correlation and event ids): 32 hex
+    characters, unique but not unpredictable — a seeded generator instead of a system call
+    each time (0.3 against 2.5 us; four per gateway call). Never for anything that must not be
+    guessed; that is `new_id` (or `secrets`)."""
+    return f"{_trace_ids.getrandbits(128):032x}"
 
 
 ADMIN = "admin"

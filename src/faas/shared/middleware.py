@@ -27,9 +27,9 @@ from faas.shared.context import (
     Identity,
     RequestContext,
     current_context,
-    new_id,
     reset_context,
     set_context,
+    trace_id,
 )
 from faas.shared.contracts import ErrorBody, ErrorResponse
 from faas.shared.exceptions import (
@@ -113,8 +113,8 @@ class RequestContextMiddleware:
             return
         given = _header(scope, _CORRELATION)
         ctx = RequestContext(
-            correlation_id=given if given and _ID_RE.match(given) else new_id(),
-            request_id=new_id(),
+            correlation_id=given if given and _ID_RE.match(given) else trace_id(),
+            request_id=trace_id(),
             traceparent=_header(scope, b"traceparent"),
         )
         token = set_context(ctx)
@@ -321,7 +321,7 @@ class AuthMiddleware:
         state["faas_auth_ms"] = (time.perf_counter() - started) * 1000
         ctx = current_context()
         if ctx is None:
-            ctx = RequestContext(correlation_id=new_id(), request_id=new_id())
+            ctx = RequestContext(correlation_id=trace_id(), request_id=trace_id())
         state["faas_identity"] = identity
         token = set_context(ctx.with_identity(identity))
         try:
