@@ -46,21 +46,17 @@ from _common import (
     ROOT,
     SERVER_CPU,
     append_results,
-    clean_env,
     environment_lines,
     free_port,
     have_taskset,
     md_table,
     pinned,
-    run_load,
     server,
     today,
     wait_for_quiet,
 )
 from refactor import (
-    CHAT_BODY,
     HIGH_LIMIT,
-    REPLY,
     TENANT,
     UPSTREAM_KEY,
     Errors,
@@ -72,8 +68,10 @@ from refactor import (
     cell,
     check_import,
     divide,
+    gateway_step,
     interleave,
-    measured,
+    start_mock,
+    warm_up_gateways,
     worktree,
 )
 
@@ -211,28 +209,9 @@ def gateway(trees: dict[str, Tree], work: Path, mode: Mode, sink: OtlpSink) -> S
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.endpoint,
     }
-    mock_cmd = [PYTHON, "-m", "tests.support.mock_upstream", "--port", mock.rsplit(":", 1)[1]]
-    chat = "/v1/chat/completions"
-    upstream = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
-
-    def step(target: Target) -> dict[str, float]:
-        load, cpu_ms = measured(target, chat, 32, mode.load_s, errors, CHAT_BODY)
-        direct = run_load(
-            mock + chat, connections=1, duration_s=mode.latency_s, headers=upstream, body=CHAT_BODY
-        )
-        single, _ = measured(target, chat, 1, mode.latency_s, errors, CHAT_BODY)
-        return {
-            "gateway chat req/s (c=32)": load.rps,
-            "gateway server CPU-ms per request (c=32)": cpu_ms,
-            "gateway added latency p50 ms (c=1)": single.p50_ms - direct.p50_ms,
-        }
-
+    step = gateway_step(mock, mode, errors)
     with ExitStack() as stack:
-        mock_env = clean_env(PYTHONPATH=str(ROOT))
-        ready = f"{mock}/v1/models"
-        stack.enter_context(
-            server(pinned(mock_cmd, LOAD_CPU), mock_env, ready, work / "mock.log", cwd=ROOT)
-        )
+        start_mock(stack, mock, work)
         targets = [
             start(stack, trees["before"], BEFORE, work, common, key=False),
             start(stack, trees["before"], BEFORE_OTEL, work, common | otel, key=False),
@@ -240,12 +219,7 @@ def gateway(trees: dict[str, Tree], work: Path, mode: Mode, sink: OtlpSink) -> S
             start(stack, trees["after"], AFTER, work, common, key=True),
             start(stack, trees["after"], AFTER_OTEL, work, common | otel, key=True),
         ]
-        for target in targets:
-            got = httpx.post(target.base + chat, content=CHAT_BODY, headers=target.headers)
-            content = answer(got, f"{target.tree} chat")["choices"][0]["message"]["content"]
-            if content != REPLY:
-                raise RuntimeError(f"{target.tree}: unexpected reply {content!r}")
-            measured(target, chat, 32, mode.warmup_s, errors, CHAT_BODY)
+        warm_up_gateways(targets, mode, errors)
         samples = interleave("gateway", targets, mode, step)
         time.sleep(6)  # the batch span processors' last export (5 s schedule)
     samples["failed requests"] = {label: [float(n)] for label, n in errors.items()}

@@ -241,13 +241,13 @@ def routing_yaml(mock: str) -> str:
     )
 
 
-def gateway(trees: Sequence[Tree], work: Path, mode: Mode, errors: Errors) -> Samples:
-    mock = f"http://127.0.0.1:{free_port()}"
-    (work / "models.yaml").write_text(routing_yaml(mock))
-    extra = {"FAAS_GATEWAY_MODELS": str(work / "models.yaml")}
-    extra |= {"FAAS_GATEWAY_DEFAULT_RPM": HIGH_LIMIT, "FAAS_GATEWAY_DEFAULT_TPM": HIGH_LIMIT}
-    mock_cmd = [PYTHON, "-m", "tests.support.mock_upstream", "--port", mock.rsplit(":", 1)[1]]
-    chat = "/v1/chat/completions"
+CHAT = "/v1/chat/completions"
+
+
+def gateway_step(mock: str, mode: Mode, errors: Errors) -> Step:
+    """One round on a gateway: c=32 load (req/s, CPU), then added p50 at c=1 against the
+    upstream-direct p50 measured just before it."""
+    chat = CHAT
     upstream = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
 
     def step(target: Target) -> dict[str, float]:
@@ -262,19 +262,37 @@ def gateway(trees: Sequence[Tree], work: Path, mode: Mode, errors: Errors) -> Sa
             "gateway added latency p50 ms (c=1)": single.p50_ms - direct.p50_ms,
         }
 
+    return step
+
+
+def warm_up_gateways(targets: Sequence[Target], mode: Mode, errors: Errors) -> None:
+    """Check each gateway answers the mock's reply, then warm it up at c=32."""
+    for target in targets:
+        got = httpx.post(target.base + CHAT, content=CHAT_BODY, headers=target.headers)
+        content = answer(got, f"{target.tree} chat")["choices"][0]["message"]["content"]
+        if content != REPLY:
+            raise RuntimeError(f"{target.tree}: unexpected reply {content!r}")
+        measured(target, CHAT, 32, mode.warmup_s, errors, CHAT_BODY)
+
+
+def start_mock(stack: ExitStack, mock: str, work: Path) -> None:
+    """The mock upstream at `mock`, on the load core, until `stack` closes."""
+    cmd = [PYTHON, "-m", "tests.support.mock_upstream", "--port", mock.rsplit(":", 1)[1]]
+    env = clean_env(PYTHONPATH=str(ROOT))
+    ready = f"{mock}/v1/models"
+    stack.enter_context(server(pinned(cmd, LOAD_CPU), env, ready, work / "mock.log", cwd=ROOT))
+
+
+def gateway(trees: Sequence[Tree], work: Path, mode: Mode, errors: Errors) -> Samples:
+    mock = f"http://127.0.0.1:{free_port()}"
+    (work / "models.yaml").write_text(routing_yaml(mock))
+    extra = {"FAAS_GATEWAY_MODELS": str(work / "models.yaml")}
+    extra |= {"FAAS_GATEWAY_DEFAULT_RPM": HIGH_LIMIT, "FAAS_GATEWAY_DEFAULT_TPM": HIGH_LIMIT}
+    step = gateway_step(mock, mode, errors)
     with ExitStack() as stack:
-        ready = f"{mock}/v1/models"
-        mock_env = clean_env(PYTHONPATH=str(ROOT))
-        stack.enter_context(
-            server(pinned(mock_cmd, LOAD_CPU), mock_env, ready, work / "mock.log", cwd=ROOT)
-        )
+        start_mock(stack, mock, work)
         targets = start_servers(stack, trees, work, ["serve", "gateway"], extra)
-        for target in targets:
-            got = httpx.post(target.base + chat, content=CHAT_BODY, headers=target.headers)
-            content = answer(got, f"{target.tree} chat")["choices"][0]["message"]["content"]
-            if content != REPLY:
-                raise RuntimeError(f"{target.tree}: unexpected reply {content!r}")
-            measured(target, chat, 32, mode.warmup_s, errors, CHAT_BODY)
+        warm_up_gateways(targets, mode, errors)
         return interleave("gateway", targets, mode, step)
 
 
