@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from faas.integrations import prometheus
+from faas.integrations.bus import Message
+from faas.integrations.bus.memory import InProcessBus
 from faas.integrations.otel import (
     Telemetry,
     TracingMiddleware,
@@ -423,6 +426,38 @@ def test_inject_extract_round_trip_keeps_trace_and_parent(make_telemetry: MakeTe
     extracted = trace.get_current_span(extract_context({"TraceParent": headers["traceparent"]}))
     remote = extracted.get_span_context()
     assert (remote.trace_id, remote.span_id, remote.is_remote) == (ctx.trace_id, ctx.span_id, True)
+
+
+async def test_a_dead_lettered_job_is_published_in_its_own_span_under_the_failed_run(
+    make_telemetry: MakeTelemetry,
+) -> None:
+    """Its stored headers still carry the submit's trace context; the dead-letter publish is a
+    span of its own under the failed job's run, not a continuation of the submit."""
+    telemetry, exporter = make_telemetry()
+    bus = InProcessBus(tracer=telemetry.tracer, max_attempts=1, retry_base_s=0.01)
+    dead: list[Message] = []
+
+    async def on_dead(message: Message) -> None:
+        dead.append(message)
+
+    async def broken(_: Any) -> None:
+        raise ValueError("boom")
+
+    await bus.subscribe("dlq.k.x", on_dead)
+    await bus.consume(["k.x"], broken)
+    try:
+        with telemetry.tracer.start_as_current_span("request"):
+            await bus.submit("k.x", b"p", job_id="j1")
+        for _ in range(200):
+            if dead:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await bus.close()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    publish, run = spans["publish dlq.k.x"], spans["process jobs.k.x"]
+    assert publish.parent is not None and publish.parent.span_id == run.context.span_id
+    assert dead and f"{publish.context.span_id:016x}" in dead[0].headers["traceparent"]
 
 
 def test_inject_without_span_adds_nothing_and_extract_of_nothing_is_invalid() -> None:

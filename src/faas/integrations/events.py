@@ -68,7 +68,9 @@ class EventPublisher:
         }
         subject = event_subject(service, event, tenant_id)
         try:
-            await self.bus.publish(subject, self.codec.encode(body), headers)
+            await self.bus.publish(
+                subject, self.codec.encode(body), headers, traced=trace_context is not None
+            )
         except Exception:
             log.warning("event publish failed", exc_info=True, extra={"subject": subject})
         return event_id

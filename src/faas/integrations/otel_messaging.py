@@ -60,12 +60,13 @@ def producer_span(
     *,
     links: Sequence[Link] = (),
     attributes: Mapping[str, AttributeValue] | None = None,
+    traced: bool = False,
 ) -> Iterator[Span]:
-    """A current PRODUCER span `publish {subject}`, injected into `headers` before the body runs."""
+    """A current PRODUCER span `publish {subject}`, injected into `headers` before the body runs.
+    `traced`: the publisher already put in `headers` the span the message belongs to (the
+    gateway's usage event carries its model call's span), which stands for the send: no span."""
     tracer = _tracer(source)
-    if "traceparent" in headers:
-        # The publisher named the operation the message belongs to (the gateway's usage event
-        # carries its model call's span): that span stands for the send, none of its own.
+    if traced:
         yield trace.get_current_span()
         return
     if isinstance(tracer, trace.NoOpTracer):

@@ -80,8 +80,16 @@ class MessageBus(Protocol):
     async def close(self) -> None: ...
 
     async def publish(
-        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
-    ) -> None: ...
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        traced: bool = False,
+    ) -> None:
+        """Send `payload`; in a PRODUCER span of its own unless `traced` (the headers already
+        carry the span the message belongs to)."""
+        ...
 
     async def subscribe(
         self,

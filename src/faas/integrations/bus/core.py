@@ -127,11 +127,16 @@ class BusCore(ABC):
     # --- events -------------------------------------------------------------------------
 
     async def publish(
-        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        traced: bool = False,
     ) -> None:
         check_subject(subject)
         sent = dict(headers or {})
-        with producer_span(self.tracer, subject, sent):
+        with producer_span(self.tracer, subject, sent, traced=traced):
             if not await self._send(subject, payload, sent):
                 return
         self.metrics.published(subject_root=subject_root(subject))

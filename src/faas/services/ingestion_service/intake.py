@@ -5,6 +5,7 @@ of several, `ingestion.process_files` jobs of many files each (the bulk path).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,11 +76,16 @@ class Intake:
         tenant_dir = self._tenant_dir(identity)
         paths = [tenant_dir / new_id() for _ in uploads]
         limit = self.settings.max_upload_bytes
+        # Copying, hashing and screening are blocking work: one hop off the loop for the whole
+        # request, not two per file.
+        staging = asyncio.ensure_future(asyncio.to_thread(_stage_all, uploads, paths, limit))
         try:
-            # Copying, hashing and screening are blocking work: one hop off the loop for the
-            # whole request, not two per file.
-            staged = await asyncio.to_thread(_stage_all, uploads, paths, limit)
+            staged = await asyncio.shield(staging)
         except BaseException:
+            # Cancelled (the client left, the server stops): the thread goes on writing the
+            # request's files; let it end before they are removed, or some would stay behind.
+            with contextlib.suppress(BaseException):
+                await staging
             for path in paths:
                 path.unlink(missing_ok=True)
             raise
