@@ -30,7 +30,11 @@ from faas.services.gateway_service.anthropic_translate import (
     to_openai,
 )
 from faas.services.gateway_service.headers import SSE_HEADERS, gateway_headers
-from faas.services.gateway_service.openai_routes import json_body_doc
+from faas.services.gateway_service.openai_routes import (
+    IDEMPOTENCY_HEADER,
+    MAX_IDEMPOTENCY_KEY,
+    json_body_doc,
+)
 from faas.shared.api import caller
 from faas.shared.context import current_context
 from faas.shared.cpu import run_cpu
@@ -42,7 +46,6 @@ if TYPE_CHECKING:
     from faas.services.gateway_service.service import GatewayService
 
 M = TypeVar("M", bound=BaseModel)
-_MAX_IDEMPOTENCY_KEY = 255
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -95,9 +98,9 @@ def build_anthropic_router(service: GatewayService) -> APIRouter:
     async def messages(request: Request) -> Response:
         identity = caller()
         parsed = await _body(request, MessagesBody)
-        key = request.headers.get("idempotency-key")
-        if key is not None and len(key) > _MAX_IDEMPOTENCY_KEY:
-            raise BadRequest("Idempotency-Key is longer than 255 characters")
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+            raise BadRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
         body = await run_cpu(_size(request), to_openai, parsed)
         if parsed.stream:
             with _as_bad_request():

@@ -80,10 +80,11 @@ class StreamRun:
         self.reservation = reservation
         self.include_usage = include_usage
         self.seen: list[bytes] = []
+        self.finish_reasons: list[str] = []
 
     def _frame(self, event: StreamEvent) -> bytes | None:
         if event.finish_reason is not None:
-            self.call.finish_reasons = [*(self.call.finish_reasons or ()), event.finish_reason]
+            self.finish_reasons.append(event.finish_reason)
         if event.usage is not None:
             self.call.usage = event.usage
             # A usage-only chunk (no choices) was asked for by us, not by this client.
@@ -121,7 +122,7 @@ class StreamRun:
 
     async def _settle(self, failed: ProviderError | None) -> None:
         call = self.call
-        call.stream_chunks = self.seen
+        call.stream_chunks, call.finish_reasons = self.seen, self.finish_reasons
         if call.usage is None:
             prompt = estimate_prompt_tokens(self.body["messages"])
             call.usage = await count_usage(self.body, stream_text(self.seen), prompt)
