@@ -49,7 +49,13 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         name = settings.service_name
         telemetry = telemetry or setup_telemetry(name if name == "faas" else f"faas-{name}")
-        db = Database(settings.effective_database_url)
+        url = settings.effective_database_url
+        sized = not url.startswith("sqlite")  # the pool settings are PostgreSQL's
+        db = Database(
+            url,
+            pool_size=settings.database_pool_size if sized else None,
+            max_overflow=settings.database_pool_overflow if sized else None,
+        )
         bus = build_bus(settings, meter=telemetry.meter, tracer=telemetry.tracer)
         events = EventPublisher(bus, default_registry().get(settings.codec))
         keys = ApiKeys(db, bus, events)

@@ -49,6 +49,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "Databases, stores and the bus": (
         "database_url",
+        "database_pool_size",
+        "database_pool_overflow",
         "migrate_on_start",
         "redis_url",
         "nats_url",

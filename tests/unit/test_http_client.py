@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from faas.shared.breaker import BreakerState, CircuitBreaker
 from faas.shared.context import Identity, RequestContext, reset_context, set_context
 from faas.shared.exceptions import DependencyUnavailable, UpstreamTimeout
-from faas.shared.http_client import BreakerState, CircuitBreaker, ServiceClient
+from faas.shared.http_client import ServiceClient
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
@@ -122,6 +123,46 @@ async def test_asgi_app_runs_in_process() -> None:
     async with ServiceClient("cache", asgi_app=app) as svc:
         response = await svc.get("/echo")
     assert response.json() == {"host": "cache.inprocess", "tenant": "t7"}
+
+
+async def test_in_process_bodies_streams_and_no_cookie_jar() -> None:
+    """In-process requests skip the client's send: the JSON body (orjson, integer keys as
+    strings like the standard library), its content type, a streamed answer and its status all
+    arrive as over the network, and a cookie one answer sets is not sent with the next request
+    (no jar between services, where one tenant's call could carry another's cookie)."""
+    seen: list[tuple[bytes, str, str]] = []
+
+    async def echo(request: Request) -> JSONResponse:
+        body = await request.body()
+        seen.append((body, request.headers["content-type"], request.headers.get("cookie", "")))
+        answer = JSONResponse({"got": len(body)}, status_code=201)
+        answer.set_cookie("session", "tenant-a")
+        return answer
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+    async with ServiceClient("cache", asgi_app=app) as svc:
+        first = await svc.post("/echo", json={"a": [1, 2.5, None], 7: "seven"})
+        second = await svc.post("/echo", content=b"raw", headers={"Content-Type": "text/plain"})
+        assert second.status_code == 201
+        async with svc.stream("POST", "/echo", json={"s": "é"}) as streamed:
+            chunks = [chunk async for chunk in streamed.aiter_bytes()]
+    assert first.status_code == 201 and first.json() == {"got": len(seen[0][0])}
+    assert first.request.url.path == "/echo"
+    assert seen[0][:2] == (b'{"a":[1,2.5,null],"7":"seven"}', "application/json")
+    assert seen[1] == (b"raw", "text/plain", "")
+    assert seen[2][0] == '{"s":"é"}'.encode() and seen[2][2] == ""
+    assert streamed.status_code == 201 and b"".join(chunks) == b'{"got":10}'
+    with pytest.raises(ValueError, match="json or content"):
+        await svc.post("/echo", json={}, content=b"x")
+
+
+async def test_a_cookie_an_answer_sets_is_not_sent_with_the_next_call() -> None:
+    cookie = {"set-cookie": "session=tenant-a; Path=/"}
+    rec = Recorder(httpx.Response(200, headers=cookie, json={}), httpx.Response(200, json={}))
+    async with client(rec) as svc:
+        await svc.get("/a")
+        await svc.get("/a")
+    assert [r.headers.get("cookie") for r in rec.requests] == [None, None]
 
 
 async def test_get_retries_503_then_succeeds() -> None:

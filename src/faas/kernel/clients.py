@@ -13,9 +13,10 @@ from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
+from faas.shared.breaker import CircuitBreaker
 from faas.shared.config import Settings
 from faas.shared.exceptions import DependencyUnavailable, UpstreamError
-from faas.shared.http_client import CircuitBreaker, ServiceClient, raise_for_error
+from faas.shared.http_client import ServiceClient, raise_for_error
 from faas.shared.sse import read_sse
 
 M = TypeVar("M", bound=BaseModel)

@@ -155,6 +155,13 @@ class Settings(AlertSettings):
 
     database_url: str | None = None
     """SQLAlchemy async URL (`postgresql+asyncpg://...`); unset: SQLite in the data dir"""
+    database_pool_size: int = Field(default=30, ge=1, le=1000)
+    """PostgreSQL connections a process keeps open once it has used them. Size it to the
+    requests that hold one at the same time: a connection opened above it is closed when it
+    is returned and opened again on the next burst (several ms of the loop each time)"""
+    database_pool_overflow: int = Field(default=10, ge=0, le=1000)
+    """PostgreSQL connections a process may open above the pool size for a burst; a request
+    that finds all of them busy waits up to 30 s, then gets 503 with Retry-After"""
     redis_url: str | None = None
     """Cache, gateway response cache, limits, idempotency keys, agent session locks; unset:
     in memory, per process"""

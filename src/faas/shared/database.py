@@ -87,8 +87,9 @@ class Database:
         max_overflow: int | None = None,
         pool_timeout: float | None = None,
     ) -> None:
-        """Pool settings left None keep the defaults: 10 + 20 connections on PostgreSQL,
-        SQLAlchemy's 5 + 10 on SQLite, a 30 s wait for a free one."""
+        """Pool settings left None keep the defaults: 30 kept + 10 for bursts on PostgreSQL
+        (`Settings.database_pool_size` / `_overflow`), SQLAlchemy's 5 + 10 on SQLite, a 30 s
+        wait for a free one."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite and ":///" in url:
@@ -97,7 +98,7 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=pre_ping)
+            kwargs.update(pool_size=30, max_overflow=10, pool_pre_ping=pre_ping)
         pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
         kwargs.update({key: value for key, value in pool.items() if value is not None})
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

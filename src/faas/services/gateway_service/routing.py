@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from faas.services.gateway_service.routing_table import Deployment, ModelConfig, RoutingTable
+from faas.shared.breaker import BreakerState, CircuitBreaker
 from faas.shared.exceptions import NotFound, ValidationFailed
-from faas.shared.http_client import BreakerState, CircuitBreaker
 
 
 @dataclass

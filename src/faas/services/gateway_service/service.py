@@ -251,11 +251,12 @@ class GatewayService:
         # Load the tokenizer now: building it holds the GIL for ~100 ms, which at the first
         # request stalled every other one.
         await asyncio.to_thread(tokens.encoding)
+        # First what can fail (the bus subscription): a failed start leaves no task behind.
+        await self.provider_keys.start()
         if self.routing_path is not None:
             self._mtime = self._stat()
             self._watcher = asyncio.create_task(self._watch(), name="gateway-routing-reload")
         self.alerts.start()
-        await self.provider_keys.start()
 
     async def stop(self) -> None:
         if self._watcher is not None:

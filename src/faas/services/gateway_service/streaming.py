@@ -90,8 +90,9 @@ class StreamRun:
             # A usage-only chunk (no choices) was asked for by us, not by this client.
             if not self.include_usage and b'"choices":[]' in event.data.replace(b" ", b""):
                 return None
-        if self.call.usage is None:
-            self.seen.append(event.data)
+        # Every chunk: the usage count needs them when no chunk reports usage, the call's span
+        # its text even when every chunk does (some upstreams repeat usage on each).
+        self.seen.append(event.data)
         return b"data: " + event.data + b"\n\n"
 
     async def run(
