@@ -13,7 +13,8 @@ database created and dropped by the run.
 Measures: overhead per model step at concurrency 1 and 32 (a run = 3 model steps + 2 calculator
 tool steps), the database transactions per run, CPU per step; 1,000 chat sessions open at once,
 two turns each (the second one reads the first from the database), with the turn latency, the
-platform's part of it and every status code; the cost of the pool's pre-ping on PostgreSQL;
+platform's part of it and every status code; the cost of checking a pooled connection at checkout
+on PostgreSQL (faas's local check, SQLAlchemy's pre-ping, none);
 prompt render and context trim latency (`--only prompts`).
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 
 import psutil
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from _common import append_results, environment_lines, md_table, percentile, today
 from agent_platform import DB_MS, TENANT, Env, fresh_postgres, platform, upstream_process
@@ -390,25 +392,37 @@ async def measure_sessions(env: Env, n: int, latency_ms: float, think_s: float) 
     )
 
 
-# -- 4. the pool's pre-ping --------------------------------------------------------------------
+# -- 4. checking a pooled connection at checkout --------------------------------------------
+
+POOL_CHECKS = ("faas: closed-connection check", "SQLAlchemy pre-ping", "none")
+
+
+def pool_database(url: str, check: str) -> Database:
+    if check != POOL_CHECKS[1]:
+        return Database(url, pre_ping=check == POOL_CHECKS[0])
+    db = Database(url, pre_ping=False)  # the engine SQLAlchemy's pre-ping gives, same pool
+    db.engine = create_async_engine(url, pool_size=30, max_overflow=10, pool_pre_ping=True)
+    db.sessionmaker = async_sessionmaker(db.engine, expire_on_commit=False)
+    return db
 
 
 @dataclass
 class PoolResult:
-    pre_ping: bool
+    check: str
     concurrency: int
     samples: list[float]
     cpu_us: float  # per transaction
 
 
 async def measure_pool(url: str, n: int) -> list[PoolResult]:
-    """One primary-key read per transaction, as the agent's first read is, with and without
-    the pool's pre-ping (one more round trip per checkout), alternated to share the noise."""
-    results: dict[tuple[bool, int], PoolResult] = {}
+    """One primary-key read per transaction, as the agent's first read is, with each way of
+    checking the pooled connection (SQLAlchemy's pre-ping: three round trips per checkout),
+    alternated to share the noise."""
+    results: dict[tuple[str, int], PoolResult] = {}
     for _ in range(2):
         for concurrency in (1, 32):
-            for pre_ping in (True, False):
-                db = Database(url, pre_ping=pre_ping)
+            for check in POOL_CHECKS:
+                db = pool_database(url, check)
                 samples: list[float] = []
 
                 async def one(_i: int, db: Database = db, samples: list[float] = samples) -> None:
@@ -425,9 +439,9 @@ async def measure_pool(url: str, n: int) -> list[PoolResult]:
                 await bounded(n, concurrency, one)
                 cpu = cpu_s() - cpu0
                 await db.close()
-                key = (pre_ping, concurrency)
+                key = (check, concurrency)
                 if key not in results:
-                    results[key] = PoolResult(pre_ping, concurrency, [], 0.0)
+                    results[key] = PoolResult(check, concurrency, [], 0.0)
                 results[key].samples.extend(samples)
                 results[key].cpu_us += cpu * 1e6 / (2 * n)
     return list(results.values())
@@ -526,16 +540,16 @@ def session_table(results: list[SessionResult]) -> str:
 def pool_table(results: list[PoolResult]) -> str:
     rows = [
         [
-            "on" if r.pre_ping else "off",
+            r.check,
             str(r.concurrency),
             str(len(r.samples)),
             f"{p(r.samples, 50)} / {p(r.samples, 99)}",
             f"{r.cpu_us:.0f}",
         ]
-        for r in sorted(results, key=lambda r: (r.concurrency, not r.pre_ping))
+        for r in sorted(results, key=lambda r: (r.concurrency, POOL_CHECKS.index(r.check)))
     ]
     return md_table(
-        ["Pre-ping", "Concurrency", "Transactions", "p50 / p99 ms", "CPU / transaction µs"], rows
+        ["Checkout check", "Concurrency", "Transactions", "p50 / p99 ms", "CPU / tx µs"], rows
     )
 
 
@@ -590,7 +604,8 @@ def report(
         "off, OpenTelemetry defaults (no exporter), uvloop; the bench calls it through httpx's "
         "in-process ASGI transport (no sockets; the client's CPU counts as the platform's)",
         "Databases": "SQLite (aiosqlite, WAL) in a temp data dir; PostgreSQL 15 on 127.0.0.1 in "
-        "a fresh database (asyncpg, pool 10 + 20, pre-ping on), migrated at start",
+        "a fresh database (asyncpg, pool 30 + 10, closed connections replaced at checkout), "
+        "migrated at start",
         "Upstream": "the scripted mock upstream (`bench/agent_platform.py`) in its own process "
         "over HTTP on 127.0.0.1, answering after a fixed latency (calculator call, calculator "
         "call, answer) so the platform's overhead = run time - 3 x latency",
@@ -613,8 +628,8 @@ def report(
         )
     if pool:
         parts.append(
-            "PostgreSQL pool pre-ping (one primary-key read per transaction, alternated "
-            "on/off in two rounds):\n\n" + pool_table(pool)
+            "Checking a pooled PostgreSQL connection at checkout (one primary-key read per "
+            "transaction, the three ways alternated in two rounds):\n\n" + pool_table(pool)
         )
     if prompts:
         rows = [
@@ -705,6 +720,9 @@ async def run(args: argparse.Namespace, work: Path) -> str:
             async with database(kind, args.postgres) as url:
                 if args.only == "pool":
                     if url is not None:
+                        schema = Database(url)
+                        await schema.migrate()
+                        await schema.close()
                         pool = await measure_pool(url, 500 if args.quick else 3000)
                     continue
                 o, s, pr = await on_database(args, work / kind, upstream_url, url)

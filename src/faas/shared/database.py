@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import DateTime, MetaData, Select, event, func, select, text
+from sqlalchemy import DateTime, MetaData, Select, bindparam, event, func, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -76,6 +76,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _closed_connection_check(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection the server has closed (a restart, a failover,
+    `pg_terminate_backend`) is replaced at checkout instead of failing the request that gets
+    it: the pool takes `DisconnectionError` as "discard it and take another". The check is
+    asyncpg's own state, no round trip; SQLAlchemy's pre-ping asked the server with three
+    (BEGIN, `;`, ROLLBACK) before every transaction."""
+    driver = getattr(dbapi_conn, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
 class Database:
     def __init__(
         self,
@@ -98,12 +109,14 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
-            kwargs.update(pool_size=30, max_overflow=10, pool_pre_ping=pre_ping)
+            kwargs.update(pool_size=30, max_overflow=10)
         pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
         kwargs.update({key: value for key, value in pool.items() if value is not None})
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        elif pre_ping:
+            event.listen(self.engine.sync_engine, "checkout", _closed_connection_check)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = asyncio.Lock()  # SQLite: the writers of this process take turns
         self._pool_timeout_s = 30.0 if pool_timeout is None else pool_timeout
@@ -229,6 +242,20 @@ def migrate_sync(url: str) -> None:
     asyncio.run(run())
 
 
+_BY_ID: dict[type[Any], Select[Any]] = {}
+
+
+def _by_id(model: type[Any]) -> Select[Any]:
+    """A model's read by (tenant, id), built once: building the statement again for every
+    read cost more CPU than running it (the agent's read of its spec, on every run)."""
+    query = _BY_ID.get(model)
+    if query is None:
+        query = _BY_ID[model] = select(model).where(
+            model.tenant_id == bindparam("by_tenant"), model.id == bindparam("by_id")
+        )
+    return query
+
+
 class TenantRepository(Generic[M]):
     """Reads and writes rows of one model, always within one tenant."""
 
@@ -241,8 +268,8 @@ class TenantRepository(Generic[M]):
         return select(self.model).where(self.model.tenant_id == self.tenant_id, *where)
 
     async def get(self, id_: Any) -> M | None:
-        pk = self.model.id  # type: ignore[attr-defined]
-        result = await self.session.execute(self.select(pk == id_))
+        params = {"by_tenant": self.tenant_id, "by_id": id_}
+        result = await self.session.execute(_by_id(self.model), params)
         return cast(M | None, result.scalar_one_or_none())
 
     async def page(

@@ -13,17 +13,23 @@ docs/benchmarks.md).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
+import orjson
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from faas.shared.middleware import is_json_media
+
 DirectEndpoint = Callable[[Request], Awaitable[Response]]
 E = TypeVar("E", bound=DirectEndpoint)
+B = TypeVar("B", bound=BaseModel)
 
 _MARK: Final = "__faas_direct__"
 
@@ -76,3 +82,69 @@ def install_direct_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
     if routes:
         app.router.middleware_stack = DirectRoutes(app.router.middleware_stack, routes)
     return routes
+
+
+# -- the body of a direct route ----------------------------------------------------------------
+
+
+async def json_body(request: Request) -> Any:
+    """The decoded JSON body: InputRulesMiddleware has decoded (and checked) a JSON body once
+    already; anything else fails as FastAPI's own body parameter would (`RequestValidationError`,
+    so the app's handler answers: 422, or 415 for a body sent under another media type)."""
+    state = request.scope.get("state", {})
+    if "faas_json" in state:
+        return state["faas_json"]
+    raw = await request.body()
+    if not raw:
+        raise _invalid("missing", "Field required")
+    if not is_json_media(request.headers.get("content-type")):
+        raise _invalid("model_attributes_type", "Input should be a valid dictionary or object")
+    try:  # the middleware decodes JSON bodies of POST, PUT and PATCH; this is another method
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid("json_invalid", f"JSON decode error: {exc}") from exc
+
+
+async def body_as(request: Request, model: type[B]) -> B:
+    """The JSON body validated as `model`, its errors located under `body` as FastAPI's are."""
+    data = await json_body(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors) from exc
+
+
+def _invalid(kind: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body",), "msg": message}])
+
+
+def body_doc(
+    model: type[BaseModel], example: Any, parameters: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """`openapi_extra` for a route that parses its body itself: the body's schema and example
+    (and any header `parameters` it reads itself), as FastAPI documents a body parameter."""
+    content = {"schema": _inline(model.model_json_schema()), "example": example}
+    doc: dict[str, Any] = {
+        "requestBody": {"required": True, "content": {"application/json": content}}
+    }
+    if parameters:
+        doc["parameters"] = list(parameters)
+    return doc
+
+
+def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """`schema` with its `$defs` references replaced by their definitions: an `openapi_extra`
+    schema is placed as is, where `#/$defs/...` would point at nothing."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.integrations.events import EventPublisher
@@ -32,6 +32,14 @@ from faas.shared.exceptions import NotFound
 
 # More writes for the transaction that records a run's start or end.
 Writes = Callable[[AsyncSession], Awaitable[None]]
+
+# Built once on the table (Core, not the ORM): a run's two writes only bind their values, which
+# cost a fifth of an agent run's CPU when the statements were built again for every run.
+_RUNS = cast(Table, RunRow.__table__)
+_START = insert(_RUNS)
+_FINISH = update(_RUNS).where(
+    _RUNS.c.tenant_id == bindparam("run_tenant"), _RUNS.c.id == bindparam("run_id")
+)  # SET: the columns named by the parameters
 
 
 @dataclass(frozen=True)
@@ -64,19 +72,20 @@ class RunLog:
         run = StartedRun(new_id(), agent_id, session_id, task, utcnow())
         async with self.db.session(durable=False, writes=True) as session:
             await session.execute(
-                insert(RunRow).values(
-                    tenant_id=identity.tenant_id,
-                    id=run.id,
-                    agent_id=agent_id,
-                    session_id=session_id,
-                    status="running",
-                    input=task,
-                    output=None,
-                    steps=[],
-                    usage={},
-                    error=None,
-                    created_at=run.created_at,
-                )
+                _START,
+                {
+                    "tenant_id": identity.tenant_id,
+                    "id": run.id,
+                    "agent_id": agent_id,
+                    "session_id": session_id,
+                    "status": "running",
+                    "input": task,
+                    "output": None,
+                    "steps": [],
+                    "usage": {},
+                    "error": None,
+                    "created_at": run.created_at,
+                },
             )
             if also is not None:
                 await also(session)
@@ -94,17 +103,17 @@ class RunLog:
         finished_at = utcnow()
         async with self.db.session(writes=True) as session:
             await session.execute(
-                update(RunRow)
-                .where(RunRow.tenant_id == identity.tenant_id, RunRow.id == run.id)
-                .values(
-                    status=outcome.status,
-                    output=outcome.output,
-                    error=outcome.error,
-                    steps=[s.model_dump(mode="json") for s in outcome.steps],
-                    usage=usage,
-                    finished_at=finished_at,
-                )
-                .execution_options(synchronize_session=False)
+                _FINISH,
+                {
+                    "run_tenant": identity.tenant_id,
+                    "run_id": run.id,
+                    "status": outcome.status,
+                    "output": outcome.output,
+                    "error": outcome.error,
+                    "steps": [s.model_dump(mode="json") for s in outcome.steps],
+                    "usage": usage,
+                    "finished_at": finished_at,
+                },
             )
             if also is not None:
                 await also(session)

@@ -33,7 +33,7 @@ from faas.services.gateway_service.routing_table import ModelConfig
 from faas.services.gateway_service.token_inputs import embedding_inputs, input_texts
 from faas.shared.api import caller
 from faas.shared.cpu import run_cpu
-from faas.shared.direct_routes import direct
+from faas.shared.direct_routes import body_doc, direct
 from faas.shared.exceptions import NotFound, UndecodableBody, ValidationFailed
 
 if TYPE_CHECKING:
@@ -75,20 +75,6 @@ CHAT_EXAMPLE = {
 EMBEDDING_EXAMPLE = {"model": "embed-default", "input": ["faas serves AI components"]}
 
 
-def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:
-    """`schema` with its `$defs` references replaced by their definitions: an `openapi_extra`
-    schema is placed as is, where `#/$defs/...` would point at nothing."""
-    defs = schema.get("$defs", {}) if defs is None else defs
-    if isinstance(schema, dict):
-        ref = schema.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(item, defs) for item in schema]
-    return schema
-
-
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
 _IDEMPOTENCY_DOC = {
@@ -105,13 +91,7 @@ def json_body_doc(
 ) -> dict[str, Any]:
     """The request body of a route that parses it itself (and the idempotency header it reads
     itself), for the OpenAPI document."""
-    content = {"schema": _inline(model.model_json_schema()), "example": example}
-    doc: dict[str, Any] = {
-        "requestBody": {"required": True, "content": {"application/json": content}}
-    }
-    if idempotent:
-        doc["parameters"] = [_IDEMPOTENCY_DOC]
-    return doc
+    return body_doc(model, example, [_IDEMPOTENCY_DOC] if idempotent else ())
 
 
 def idempotency_header(request: Request) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Path, Query
+from starlette.requests import Request
 from starlette.responses import Response
 
 from faas.services.prompt_service.models import (
@@ -23,6 +24,7 @@ from faas.services.prompt_service.models import (
 )
 from faas.shared.api import PageDep, caller, respond
 from faas.shared.contracts import Page, ServiceResponse
+from faas.shared.direct_routes import body_as, body_doc, direct
 from faas.shared.exceptions import ValidationFailed
 from faas.shared.input_rules import MAX_DB_INT
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from faas.services.prompt_service.service import PromptService
 
 TemplateName = Annotated[str, Path(pattern=NAME_PATTERN)]
+RENDER_EXAMPLE = {"name": "greet", "label": "production", "variables": {"name": "Ada"}}
 
 
 def build_router(service: PromptService) -> APIRouter:
@@ -86,9 +89,14 @@ def rendering_router(service: PromptService) -> APIRouter:
     """Rendering a stored template, and fitting a conversation into a context window."""
     router = APIRouter()
 
-    @router.post("/render", response_model=ServiceResponse[RenderResponse])
-    async def render(body: RenderRequest) -> Response:
-        return respond(await service.render(caller(), body))
+    @router.post(
+        "/render",
+        response_model=ServiceResponse[RenderResponse],
+        openapi_extra=body_doc(RenderRequest, RENDER_EXAMPLE),
+    )
+    @direct  # every agent run renders its system prompt here
+    async def render(request: Request) -> Response:
+        return respond(await service.render(caller(), await body_as(request, RenderRequest)))
 
     @router.post("/context", response_model=ServiceResponse[ContextResponse])
     async def context(body: ContextRequest) -> Response:

@@ -1,0 +1,42 @@
+"""A pooled PostgreSQL connection the server closed is replaced at checkout: the request that
+would have got it runs on a new one instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from sqlalchemy import text
+
+from faas.shared.database import Database
+from tests.conftest import DATABASE_URL, need_server
+from tests.support.pgvector import asyncpg_dsn, fresh_database
+
+
+async def backend_pids(db: Database) -> set[int]:
+    async with db.session() as session:
+        return {int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())}
+
+
+async def test_connections_the_server_closed_are_replaced_at_checkout() -> None:
+    server = need_server("PostgreSQL", DATABASE_URL, 5432)
+    async with fresh_database(server, "faas_reconnect") as url:
+        db = Database(url, pool_size=4, max_overflow=0)
+        try:
+            # Four pooled connections, all idle in the pool afterwards.
+            before = set().union(*await asyncio.gather(*(backend_pids(db) for _ in range(4))))
+            assert db.engine.pool.checkedin() == len(before) >= 2
+            admin = await asyncpg.connect(asyncpg_dsn(url))
+            try:
+                killed = await admin.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await admin.close()
+            assert len(killed) == len(before)
+            await asyncio.sleep(0.2)  # the loop reads each socket's end
+            after = set().union(*await asyncio.gather(*(backend_pids(db) for _ in range(4))))
+            assert after and not after & before
+        finally:
+            await db.close()
