@@ -197,7 +197,21 @@ def _instrument(db: Any, transactions: list[int]) -> None:
     def on_begin(_conn: Any) -> None:
         transactions[0] += 1
 
+    inner_read = getattr(db, "read", db.session)  # a checkout from before Database.read
+
+    @asynccontextmanager
+    async def read() -> AsyncIterator[Any]:
+        t0 = asyncio.get_running_loop().time()
+        try:
+            async with inner_read() as s:
+                yield s
+        finally:
+            sink = DB_MS.get()
+            if sink is not None:
+                sink[0] += (asyncio.get_running_loop().time() - t0) * 1000
+
     db.session = session
+    db.read = read
     event.listen(db.engine.sync_engine, "begin", on_begin)
 
 

@@ -103,7 +103,7 @@ class AgentCatalog:
 
     async def row(self, tenant: str, agent_id: str) -> AgentRow:
         """The agent, whoever asks (404 outside the tenant): the caller checks permissions."""
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             return await agent_row(session, tenant, agent_id)
 
     async def load(self, identity: Identity, agent_id: str, permission: Permission) -> AgentRow:

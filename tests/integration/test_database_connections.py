@@ -1,5 +1,6 @@
-"""A pooled PostgreSQL connection the server closed is replaced at checkout: the request that
-would have got it runs on a new one instead of failing."""
+"""PostgreSQL connections: one the server closed is replaced at checkout (the request that
+would have got it runs on a new one instead of failing); a read runs outside a transaction and
+leaves its connection to the next session as it found it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.shared.database import Database
 from tests.conftest import DATABASE_URL, need_server
@@ -38,5 +40,27 @@ async def test_connections_the_server_closed_are_replaced_at_checkout() -> None:
             await asyncio.sleep(0.2)  # the loop reads each socket's end
             after = set().union(*await asyncio.gather(*(backend_pids(db) for _ in range(4))))
             assert after and not after & before
+        finally:
+            await db.close()
+
+
+async def two_clock_reads(session: AsyncSession) -> tuple[object, object]:
+    """`now()` is the transaction's start: equal twice inside one, different outside."""
+    first = (await session.execute(text("SELECT now()"))).scalar_one()
+    await asyncio.sleep(0.01)
+    return first, (await session.execute(text("SELECT now()"))).scalar_one()
+
+
+async def test_a_read_runs_outside_a_transaction_and_resets_its_connection() -> None:
+    server = need_server("PostgreSQL", DATABASE_URL, 5432)
+    async with fresh_database(server, "faas_read") as url:
+        db = Database(url, pool_size=1, max_overflow=0)  # every session gets the same one
+        try:
+            async with db.read() as session:
+                first, second = await two_clock_reads(session)
+            assert first != second
+            async with db.session() as session:
+                first, second = await two_clock_reads(session)
+            assert first == second
         finally:
             await db.close()
