@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -128,4 +128,7 @@ def install_error_handlers(app: FastAPI, render: ErrorRenderer = json_error_rend
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(OperationalError, on_database)
+    # A pooled connection that died mid-request ("connection is closed"): the pool replaces
+    # closed ones at checkout, but one can still go between checkout and its first statement.
+    app.add_exception_handler(InterfaceError, on_database)
     app.add_exception_handler(Exception, on_unexpected)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import httpx
 from fastapi import APIRouter
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from faas.shared.config import Settings
 from tests.cache_app import build_cache_app
@@ -23,6 +23,10 @@ async def test_a_busy_database_is_503_with_retry_after(
     async def locked() -> None:
         raise OperationalError("UPDATE jobs ...", {}, Exception("database is locked"))
 
+    @router.get("/api/v1/closed")
+    async def closed() -> None:
+        raise InterfaceError("SELECT ...", {}, Exception("connection is closed"))
+
     @router.get("/api/v1/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
@@ -33,6 +37,8 @@ async def test_a_busy_database_is_503_with_retry_after(
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert response.json()["error"]["code"] == "dependency_unavailable"
+        lost = await client.get("/api/v1/closed", headers=auth("acme"))
+        assert lost.status_code == 503 and lost.headers["retry-after"] == "1"
         crashed = await client.get("/api/v1/boom", headers=auth("acme"))
         assert crashed.status_code == 500
         assert crashed.json()["error"]["message"] == "Internal server error"
