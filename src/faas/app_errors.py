@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -120,6 +120,14 @@ def install_error_handlers(app: FastAPI, render: ErrorRenderer = json_error_rend
         )
         return error_response(error, request.url.path, render)
 
+    async def on_driver(request: Request, exc: Exception) -> Response:
+        # A connection lost under the request (the server closed it before the loop read the
+        # close): retryable, and the pool replaces the rest. Any other driver error is a bug.
+        assert isinstance(exc, DBAPIError)
+        if exc.connection_invalidated:
+            return await on_database(request, exc)
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unexpected error", exc_info=exc)
         return error_response(FaaSError("Internal server error"), request.url.path)
@@ -128,7 +136,5 @@ def install_error_handlers(app: FastAPI, render: ErrorRenderer = json_error_rend
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(OperationalError, on_database)
-    # A pooled connection that died mid-request ("connection is closed"): the pool replaces
-    # closed ones at checkout, but one can still go between checkout and its first statement.
-    app.add_exception_handler(InterfaceError, on_database)
+    app.add_exception_handler(DBAPIError, on_driver)
     app.add_exception_handler(Exception, on_unexpected)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import httpx
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from faas.app_errors import install_error_handlers
 from faas.shared.database import Database
 from tests.conftest import DATABASE_URL, need_server
 from tests.support.pgvector import asyncpg_dsn, fresh_database
@@ -64,3 +67,43 @@ async def test_a_read_runs_outside_a_transaction_and_resets_its_connection() -> 
             assert first == second
         finally:
             await db.close()
+
+
+async def kill_and_ask(db: Database, admin: asyncpg.Connection, gap_s: float) -> int:
+    """Through an app: kill the backend of the pooled connection a request just used, wait
+    `gap_s`, send the next request (which gets that connection back: LIFO); its status."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/pid")
+    async def pid() -> dict[str, int]:
+        async with db.session() as session:
+            return {
+                "pid": int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            }
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        used = (await client.get("/pid")).json()["pid"]
+        await admin.fetch("SELECT pg_terminate_backend($1)", used)
+        await asyncio.sleep(gap_s)
+        return (await client.get("/pid")).status_code
+
+
+async def test_a_killed_connection_is_a_503_at_worst_and_an_idle_one_is_pinged() -> None:
+    """Killed a moment before its next checkout, before the loop has read the close: the
+    request that gets it fails as a retryable 503 (never a 500), and the next one runs on a new
+    connection. Idle longer than `ping_idle_s`, it is pinged at checkout and replaced unseen."""
+    server = need_server("PostgreSQL", DATABASE_URL, 5432)
+    async with fresh_database(server, "faas_killed") as url:
+        admin = await asyncpg.connect(asyncpg_dsn(url))
+        hot = Database(url, pool_size=2, max_overflow=0)  # default ping_idle_s: no ping now
+        pinged = Database(url, pool_size=2, max_overflow=0, ping_idle_s=0.0)
+        try:
+            raced = [await kill_and_ask(hot, admin, 0.0) for _ in range(5)]
+            assert set(raced) <= {200, 503} and 503 in raced, raced
+            assert [await kill_and_ask(pinged, admin, 0.0) for _ in range(5)] == [200] * 5
+        finally:
+            await admin.close()
+            await hot.close()
+            await pinged.close()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import httpx
 from fastapi import APIRouter
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from faas.shared.config import Settings
 from tests.cache_app import build_cache_app
@@ -24,8 +24,13 @@ async def test_a_busy_database_is_503_with_retry_after(
         raise OperationalError("UPDATE jobs ...", {}, Exception("database is locked"))
 
     @router.get("/api/v1/closed")
-    async def closed() -> None:
-        raise InterfaceError("SELECT ...", {}, Exception("connection is closed"))
+    async def closed() -> None:  # the server closed it before the loop read the close
+        lost = Exception("connection was closed in the middle of operation")
+        raise DBAPIError("SELECT ...", {}, lost, connection_invalidated=True)
+
+    @router.get("/api/v1/misused")
+    async def misused() -> None:
+        raise ProgrammingError("SELECT ...", {}, Exception("syntax error"))
 
     @router.get("/api/v1/boom")
     async def boom() -> None:
@@ -39,6 +44,8 @@ async def test_a_busy_database_is_503_with_retry_after(
         assert response.json()["error"]["code"] == "dependency_unavailable"
         lost = await client.get("/api/v1/closed", headers=auth("acme"))
         assert lost.status_code == 503 and lost.headers["retry-after"] == "1"
+        broken = await client.get("/api/v1/misused", headers=auth("acme"))
+        assert broken.status_code == 500 and "syntax" not in broken.text
         crashed = await client.get("/api/v1/boom", headers=auth("acme"))
         assert crashed.status_code == 500
         assert crashed.json()["error"]["message"] == "Internal server error"

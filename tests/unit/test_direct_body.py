@@ -53,6 +53,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         (b'"text"', {"content-type": "application/json"}),
         (b"", {"content-type": "application/json"}),
         (b"", {}),
+        (b'{"name": "a"}', {}),
         (b"name=a", {"content-type": "application/x-www-form-urlencoded"}),
         (b'{"name": "a"}', {"content-type": "text/plain"}),
         (b'{"name": ', {"content-type": "application/json"}),

@@ -4,6 +4,7 @@ and a tenant-scoped repository so that a query without a tenant filter is hard t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -76,15 +77,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _closed_connection_check(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+class _CheckoutCheck:
     """A pooled PostgreSQL connection the server has closed (a restart, a failover,
     `pg_terminate_backend`) is replaced at checkout instead of failing the request that gets
-    it: the pool takes `DisconnectionError` as "discard it and take another". The check is
-    asyncpg's own state, no round trip; SQLAlchemy's pre-ping asked the server with three
-    (BEGIN, `;`, ROLLBACK) before every transaction."""
-    driver = getattr(dbapi_conn, "driver_connection", None)
-    if driver is not None and driver.is_closed():
-        raise DisconnectionError("the server closed this pooled connection")
+    it: the pool takes `DisconnectionError` as "discard it and take another".
+
+    One that was returned less than `ping_idle_s` ago is checked by asyncpg's own state, no
+    round trip: under load that is every checkout, and SQLAlchemy's pre-ping spent three round
+    trips (BEGIN, `;`, ROLLBACK) on each. One idle longer, the kind a restart leaves behind, is
+    pinged as the pre-ping did. A close the event loop has not read yet can still reach a
+    request: its statement fails with the connection invalidated, which the app answers with
+    503 and Retry-After, and the pool replaces every connection older than that failure."""
+
+    def __init__(self, ping_idle_s: float) -> None:
+        self.ping_idle_s = ping_idle_s
+
+    def checkin(self, _dbapi_conn: Any, record: Any) -> None:
+        record.info["faas_returned_at"] = time.monotonic()
+
+    def checkout(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_conn, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+        returned = record.info.get("faas_returned_at")
+        if returned is None or time.monotonic() - returned < self.ping_idle_s:
+            return  # new, or returned a moment ago
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection did not answer its ping") from exc
 
 
 class Database:
@@ -97,10 +118,12 @@ class Database:
         pool_size: int | None = None,
         max_overflow: int | None = None,
         pool_timeout: float | None = None,
+        ping_idle_s: float = 1.0,
     ) -> None:
         """Pool settings left None keep the defaults: 30 kept + 10 for bursts on PostgreSQL
         (`Settings.database_pool_size` / `_overflow`), SQLAlchemy's 5 + 10 on SQLite, a 30 s
-        wait for a free one."""
+        wait for a free one. `pre_ping`: check PostgreSQL connections at checkout
+        (`_CheckoutCheck`; those idle over `ping_idle_s` with a round trip)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite and ":///" in url:
@@ -118,7 +141,9 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         elif pre_ping:
-            event.listen(self.engine.sync_engine, "checkout", _closed_connection_check)
+            check = _CheckoutCheck(ping_idle_s)
+            event.listen(self.engine.sync_engine, "checkin", check.checkin)
+            event.listen(self.engine.sync_engine, "checkout", check.checkout)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = asyncio.Lock()  # SQLite: the writers of this process take turns
         self._pool_timeout_s = 30.0 if pool_timeout is None else pool_timeout

@@ -90,14 +90,16 @@ def install_direct_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
 async def json_body(request: Request) -> Any:
     """The decoded JSON body: InputRulesMiddleware has decoded (and checked) a JSON body once
     already; anything else fails as FastAPI's own body parameter would (`RequestValidationError`,
-    so the app's handler answers: 422, or 415 for a body sent under another media type)."""
+    so the app's handler answers: 422, or 415 for a body sent under another media type or
+    none — the middleware checks those too, but only a JSON media type makes it JSON)."""
+    content_type = request.headers.get("content-type")
     state = request.scope.get("state", {})
-    if "faas_json" in state:
+    if content_type is not None and is_json_media(content_type) and "faas_json" in state:
         return state["faas_json"]
     raw = await request.body()
     if not raw:
         raise _invalid("missing", "Field required")
-    if not is_json_media(request.headers.get("content-type")):
+    if content_type is None or not is_json_media(content_type):
         raise _invalid("model_attributes_type", "Input should be a valid dictionary or object")
     try:  # the middleware decodes JSON bodies of POST, PUT and PATCH; this is another method
         return orjson.loads(raw)
