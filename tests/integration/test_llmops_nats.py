@@ -137,6 +137,11 @@ async def test_gateway_usage_reaches_llmops_over_jetstream(
 
                 # LLMOps goes away; the gateway keeps serving; the stream keeps the usage.
                 await service.stop()
+                # Its unsubscribe reaches the server before the gateway publishes (two
+                # connections: no order between them): else a message can be pushed to the
+                # subscription just closed and only comes back after the 30 s ack wait.
+                assert llmops.runtime.bus.client is not None
+                await server_barrier(llmops.runtime.bus.client)
                 await chat(gateway, headers)
                 await chat(gateway, headers)
                 assert gateway.runtime.bus.client is not None
