@@ -180,11 +180,11 @@ class _RecordingGateway:
 DB_MS: ContextVar[list[float] | None] = ContextVar("bench_db_ms", default=None)
 
 
-def _instrument(db: Any, transactions: list[int]) -> None:
-    inner = db.session
+def _timed(inner: Any) -> Any:
+    """`inner` (a session context manager) adding its time to the caller's DB_MS sink."""
 
     @asynccontextmanager
-    async def session(**kwargs: Any) -> AsyncIterator[Any]:
+    async def timed(**kwargs: Any) -> AsyncIterator[Any]:
         t0 = asyncio.get_running_loop().time()
         try:
             async with inner(**kwargs) as s:
@@ -194,24 +194,18 @@ def _instrument(db: Any, transactions: list[int]) -> None:
             if sink is not None:
                 sink[0] += (asyncio.get_running_loop().time() - t0) * 1000
 
+    return timed
+
+
+def _instrument(db: Any, transactions: list[int]) -> None:
     def on_begin(_conn: Any) -> None:
         transactions[0] += 1
 
-    inner_read = getattr(db, "read", db.session)  # a checkout from before Database.read
-
-    @asynccontextmanager
-    async def read() -> AsyncIterator[Any]:
-        t0 = asyncio.get_running_loop().time()
-        try:
-            async with inner_read() as s:
-                yield s
-        finally:
-            sink = DB_MS.get()
-            if sink is not None:
-                sink[0] += (asyncio.get_running_loop().time() - t0) * 1000
-
-    db.session = session
-    db.read = read
+    # SQLite's read is a session (timed once, through it); a checkout from before has no read.
+    own_read = hasattr(db, "read") and not db.is_sqlite
+    db.read = _timed(db.read) if own_read else None
+    db.session = _timed(db.session)
+    db.read = db.read or db.session
     event.listen(db.engine.sync_engine, "begin", on_begin)
 
 
