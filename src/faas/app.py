@@ -8,6 +8,7 @@ kernel must not import.
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +21,9 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from faas import __version__
@@ -240,6 +243,33 @@ def install_middleware(
     app.add_middleware(TracingMiddleware, telemetry=runtime.telemetry)
 
 
+# What an APIRoute is made of (`path` aside): all of it is on the effective route of an inclusion.
+_ROUTE_FIELDS = tuple(inspect.signature(APIRoute.__init__).parameters)[2:]
+
+
+def flat_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """`routes` with each included router replaced by its routes: every one an APIRoute (of the
+    class it was declared with) at its full path, with what the inclusions added (prefix, tags,
+    dependencies, responses). Added to the app's own router rather than through include_router,
+    which in FastAPI >= 0.16x keeps a router nested: a request is matched through it a second
+    time (~23 us), the route it then reports is the inner one, whose path lacks the prefix (the
+    metrics and spans said `/render` for `/api/v1/prompts/render`), and a `@direct` route inside
+    one was never served directly."""
+    flat: list[BaseRoute] = []
+    for route in routes:
+        if not hasattr(route, "effective_route_contexts"):  # not an inclusion
+            flat.append(route)
+            continue
+        for context in iter_route_contexts([route]):
+            inner = context.original_route
+            if not isinstance(inner, APIRoute):
+                raise TypeError(f"an included {type(inner).__name__} is not supported: {inner}")
+            # The inclusion's own settings, else the route's (`form_limits`: no router sets one).
+            fields = {name: getattr(context, name, getattr(inner, name)) for name in _ROUTE_FIELDS}
+            flat.append(type(inner)(context.path or inner.path, **fields))
+    return flat
+
+
 def create_service_app(
     services: Sequence[Service],
     runtime: Runtime,
@@ -274,9 +304,7 @@ def create_service_app(
     install_error_handlers(app, by_prefix(renderers, json_error_renderer))
     routers = [spec.routes(service) for spec, service in zip(specs, services, strict=True)]
     for router in [*routers, build_jobs_router(runtime.jobs), build_keys_router(runtime.keys)]:
-        # Routes are added to the app's own router rather than through include_router, which in
-        # FastAPI >= 0.16x keeps a nested router and matches every request twice (~23 us).
-        app.router.routes.extend(router.routes)
+        app.router.routes.extend(flat_routes(router.routes))
     install_direct_routes(app)
     install_bearer_security(app)
     install_docs(app)
