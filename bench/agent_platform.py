@@ -231,7 +231,7 @@ async def platform(work: Path, upstream_url: str, database_url: str | None) -> A
     runtime = Runtime.build(settings, telemetry=setup_telemetry("faas-bench", set_global=False))
     built = [BUILDERS[name](runtime) for name in SERVICES]
     runtime.load_job_modules()
-    app = create_service_app(built, runtime)
+    app = create_service_app(built, runtime, freeze_after_start=True)
     services = {s.name: s for s in built}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
