@@ -8,8 +8,10 @@ import asyncio
 
 import asyncpg
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.app_errors import install_error_handlers
@@ -66,6 +68,32 @@ async def test_a_read_runs_outside_a_transaction_and_resets_its_connection() -> 
                 first, second = await two_clock_reads(session)
             assert first == second
         finally:
+            await db.close()
+
+
+async def test_a_write_commits_by_itself_in_one_statement_and_resets_its_connection() -> None:
+    """`Database.write`: committed when it returns (another connection sees it), a failed one
+    changes nothing and leaves no transaction open, and the connection goes back to the pool
+    in transaction mode."""
+    server = need_server("PostgreSQL", DATABASE_URL, 5432)
+    async with fresh_database(server, "faas_write") as url:
+        db = Database(url, pool_size=1, max_overflow=0)  # every call gets the same one
+        admin = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            async with db.session() as session:
+                await session.execute(text("CREATE TABLE t (id int PRIMARY KEY, v text)"))
+            insert = text("INSERT INTO t (id, v) VALUES (:id, :v)")
+            await db.write(insert, {"id": 1, "v": "a"})
+            assert await admin.fetchval("SELECT v FROM t WHERE id = 1") == "a"
+            with pytest.raises(IntegrityError):
+                await db.write(insert, {"id": 1, "v": "b"})
+            await db.write(text("UPDATE t SET v = :v WHERE id = :id"), {"id": 1, "v": "c"})
+            assert await admin.fetchval("SELECT v FROM t WHERE id = 1") == "c"
+            async with db.session() as session:
+                first, second = await two_clock_reads(session)
+            assert first == second  # a transaction again
+        finally:
+            await admin.close()
             await db.close()
 
 

@@ -2,12 +2,12 @@
 (with its steps, tokens and timings), the `agent.run_completed` / `agent.run_failed` event,
 and the run history.
 
-A run costs two write transactions whatever its number of steps: one INSERT when it starts (so
-a run cut off mid-way still shows as `running`; provisional, so its commit does not wait for
-the disk) and one UPDATE by key when it ends, with the steps as one JSON value (durable). A
-caller that has more to write with either (a chat turn: its new session, its messages) passes
-it as `also`, so that it lands in the same transaction. No transaction is open while the model
-or a tool runs."""
+A run costs two writes whatever its number of steps: one INSERT when it starts (so a run cut
+off mid-way still shows as `running`) and one UPDATE by key when it ends, with the steps as one
+JSON value; each is one statement in one round trip (`Database.write`). A caller that has more
+to write with either (a chat turn: its new session, its messages) passes it as `also`, so that
+it lands in the same transaction (then the start's commit, provisional, does not wait for the
+disk). No transaction is open while the model or a tool runs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
 from faas.integrations.events import EventPublisher
 from faas.services.agent_service.agents import AgentCatalog
@@ -70,25 +71,20 @@ class RunLog:
         also: Writes | None = None,
     ) -> StartedRun:
         run = StartedRun(new_id(), agent_id, session_id, task, utcnow())
-        async with self.db.session(durable=False, writes=True) as session:
-            await session.execute(
-                _START,
-                {
-                    "tenant_id": identity.tenant_id,
-                    "id": run.id,
-                    "agent_id": agent_id,
-                    "session_id": session_id,
-                    "status": "running",
-                    "input": task,
-                    "output": None,
-                    "steps": [],
-                    "usage": {},
-                    "error": None,
-                    "created_at": run.created_at,
-                },
-            )
-            if also is not None:
-                await also(session)
+        values: dict[str, Any] = {
+            "tenant_id": identity.tenant_id,
+            "id": run.id,
+            "agent_id": agent_id,
+            "session_id": session_id,
+            "status": "running",
+            "input": task,
+            "output": None,
+            "steps": [],
+            "usage": {},
+            "error": None,
+            "created_at": run.created_at,
+        }
+        await self._write(_START, values, also, durable=False)
         return run
 
     async def finished(
@@ -101,22 +97,17 @@ class RunLog:
             "tools_ms": round(outcome.tools_s * 1000, 3),
         }
         finished_at = utcnow()
-        async with self.db.session(writes=True) as session:
-            await session.execute(
-                _FINISH,
-                {
-                    "run_tenant": identity.tenant_id,
-                    "run_id": run.id,
-                    "status": outcome.status,
-                    "output": outcome.output,
-                    "error": outcome.error,
-                    "steps": [s.model_dump(mode="json") for s in outcome.steps],
-                    "usage": usage,
-                    "finished_at": finished_at,
-                },
-            )
-            if also is not None:
-                await also(session)
+        values = {
+            "run_tenant": identity.tenant_id,
+            "run_id": run.id,
+            "status": outcome.status,
+            "output": outcome.output,
+            "error": outcome.error,
+            "steps": [s.model_dump(mode="json") for s in outcome.steps],
+            "usage": usage,
+            "finished_at": finished_at,
+        }
+        await self._write(_FINISH, values, also, durable=True)
         view = RunView(
             id=run.id,
             agent_id=run.agent_id,
@@ -136,6 +127,18 @@ class RunLog:
         )
         await self.events.publish("agent", event, identity.tenant_id, finished.model_dump())
         return view
+
+    async def _write(
+        self, statement: Executable, values: dict[str, Any], also: Writes | None, *, durable: bool
+    ) -> None:
+        """The run's statement alone is one round trip (`Database.write`, durable); with more
+        writes, one transaction (the start's commit then does not wait for the disk)."""
+        if also is None:
+            await self.db.write(statement, values)
+            return
+        async with self.db.session(durable=durable, writes=True) as session:
+            await session.execute(statement, values)
+            await also(session)
 
     async def get(self, identity: Identity, agent_id: str, run_id: str) -> RunView:
         await self.agents.load(identity, agent_id, "read")
