@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from faas.services.prompt_service import context as prompt_service_module
-from faas.services.prompt_service import templates
+from faas.services.prompt_service import stored_templates, templates
 from faas.services.prompt_service.budget import RenderBudget, RenderLimits
 from faas.services.prompt_service.defaults import DEFAULT_TEMPLATES
 from faas.services.prompt_service.rendering import TemplateRenderer
 from faas.shared.config import Settings
+from faas.shared.cpu import INLINE_CHARS, json_chars
 from faas.shared.exceptions import DependencyUnavailable, ValidationFailed
 from tests.conftest import auth
 from tests.platform_app import Platform, platform
@@ -302,3 +303,35 @@ async def test_shutdown_ends_a_render_in_flight(make_settings: Callable[..., Set
         response = await request
     assert response.status_code == 503, response.text
     assert not service.renderer.running
+
+
+async def test_small_variables_are_hashed_on_the_loop_and_large_ones_on_the_render_threads(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The render cache's key hashes the variables: a thread hop for an agent's few hundred
+    bytes cost more than the hash; megabytes still leave the loop."""
+    threads: list[str] = []
+    digest = stored_templates._digest
+
+    def recording(variables: Any) -> str:
+        threads.append(threading.current_thread().name)
+        return digest(variables)
+
+    monkeypatch.setattr(stored_templates, "_digest", recording)
+    await create(env, "t", "Hi {{ name }}")
+    for notes in ("", "y" * (INLINE_CHARS + 1)):  # unused by the template, part of the key
+        body = {"name": "t", "variables": {"name": "x", "notes": notes}}
+        rendered = await env.client.post(f"{BASE}/render", json=body, headers=A)
+        assert rendered.status_code == 200, rendered.text
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("faas-prompt"), threads
+
+
+def test_json_chars_counts_a_value_and_stops_past_its_limit() -> None:
+    # {} 2, two pairs 2 each, "name" 7, "Ada" 6, "tools" 8, [] 2, three scalars 8 each, ["x"] 6
+    assert (
+        json_chars({"name": "Ada", "tools": [1, 2.5, None, ["x"]]})
+        == 2 + 4 + 7 + 6 + 8 + 2 + 24 + 6
+    )
+    huge = ["x" * 100] * 1_000_000
+    assert 1000 < json_chars(huge, limit=1000) <= 1000 + 103  # one string past it, not a million

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import ParamSpec, TypeVar
@@ -28,6 +28,31 @@ INLINE_CHARS = 16_384
 # stay well under the 100 ms a health probe may wait, and a process hop (pickling both ways)
 # would cost more than it saves.
 PROCESS_CHARS = 512 * 1024
+_DONE = object()
+
+
+def json_chars(value: object, limit: int = INLINE_CHARS) -> int:
+    """About how many characters `value` (decoded JSON: dicts, lists, strings, numbers) takes
+    as JSON, counted only until it passes `limit`: a size for `run_cpu` when the text is not
+    at hand, at a cost bounded by `limit` rather than by the value (containers are walked
+    lazily, never copied)."""
+    total = 0
+    pending: list[Iterator[object]] = [iter((value,))]
+    while pending and total <= limit:
+        item = next(pending[-1], _DONE)
+        if item is _DONE:
+            pending.pop()
+        elif isinstance(item, str):
+            total += len(item) + 3  # quotes and a separator
+        elif isinstance(item, dict):
+            total += 2
+            pending.append(iter(item.items()))  # each pair a tuple: 2 more for ':' and ','
+        elif isinstance(item, list | tuple):
+            total += 2
+            pending.append(iter(item))
+        else:
+            total += 8
+    return total
 
 
 async def run_cpu(size: int, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -23,6 +23,7 @@ from faas.services.prompt_service.generations import NameGenerations
 from faas.services.prompt_service.lru import LRU
 from faas.services.prompt_service.models import RenderResponse
 from faas.services.prompt_service.rendering import TemplateRenderer
+from faas.shared.cpu import INLINE_CHARS, json_chars
 from faas.shared.database import Database
 
 RENDER_CACHE_MAX_CHARS = 256_000
@@ -105,8 +106,13 @@ class StoredTemplateRenderer:
     ) -> RenderResponse:
         compiled = await self._compiled(tenant, resolved)
         used = sorted(compiled.variables & variables.keys())
-        # Variables may be megabytes: hashing them leaves the loop too.
-        digest = await self.renderer.run(_digest, variables)
+        # Variables may be megabytes: hashing those leaves the loop (a thread hop for the few
+        # hundred bytes of an agent's system prompt cost more than the hash, and waited for the
+        # GIL behind whatever the loop ran meanwhile).
+        if json_chars(variables) <= INLINE_CHARS:
+            digest = _digest(variables)
+        else:
+            digest = await self.renderer.run(_digest, variables)
         key = (tenant, resolved.template_id, resolved.version, digest)
         text = self.rendered.get(key)
         cached = text is not None
