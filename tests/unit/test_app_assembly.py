@@ -1,9 +1,11 @@
-"""Included routers are flattened into the app's own routes: every route at its full path, with
-what the inclusion added, so the route a request reports (spans, metrics, the request log) is
-the one it matched and a `@direct` route inside an inclusion is served directly."""
+"""How the app is put together: included routers flattened into the app's own routes (every
+route at its full path, with what the inclusion added, so the route a request reports to spans,
+metrics and the request log is the one it matched, and a `@direct` route inside an inclusion is
+served directly), and a server process's collector settings."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from faas.app import create_service_app, flat_routes
+from faas.app import GC_YOUNG, create_service_app, flat_routes
 from faas.runtime import Runtime
 from faas.services import BUILDERS
 from faas.shared.config import Settings
@@ -116,3 +118,20 @@ async def test_the_platforms_nested_routes_report_their_full_route(
     metrics = runtime.telemetry.prometheus_text()
     assert 'http_route="/api/v1/prompts/render"' in metrics
     assert 'http_route="/render"' not in metrics
+
+
+async def test_a_server_app_freezes_startup_objects_and_collects_young_ones_less_often(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """`faas up` / `faas serve` (freeze_after_start): what start-up built leaves the collector's
+    reach, and young collections run every GC_YOUNG allocations rather than every 700."""
+    before = gc.get_threshold()
+    runtime = Runtime.build(make_settings())
+    app = create_service_app([BUILDERS["prompt"](runtime)], runtime, freeze_after_start=True)
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+            assert gc.get_threshold() == (GC_YOUNG, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from faas.shared.breaker import BreakerState, CircuitBreaker
 from faas.shared.context import Identity, RequestContext, reset_context, set_context
 from faas.shared.exceptions import DependencyUnavailable, UpstreamTimeout
-from faas.shared.http_client import ServiceClient
+from faas.shared.http_client import _URLS_KEPT, ServiceClient
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
@@ -366,3 +366,32 @@ def test_exactly_one_target_is_required() -> None:
         ServiceClient("rag", asgi_app=app, transport=httpx.MockTransport(Recorder(200)))
     with pytest.raises(ValueError):
         ServiceClient("rag", transport=httpx.MockTransport(Recorder(200)))
+
+
+async def test_requests_are_what_httpx_builds_with_each_paths_url_merged_once() -> None:
+    """A path's URL is merged into the base URL once and kept (bounded); the request is the
+    one the client's build_request would make: URL, the client's default headers under the
+    call's, the timeout, the body."""
+    recorder = Recorder(200)
+    rag = ServiceClient(
+        "rag", base_url="http://rag.test/base", transport=httpx.MockTransport(recorder)
+    )
+    reference = httpx.AsyncClient(base_url="http://rag.test/base", timeout=30.0)
+    for _ in range(2):
+        await rag.post("/api/v1/x", json={"a": 1}, timeout_s=5.0)
+    await rag.get("/api/v1/x", params={"q": "two words"})
+    expected = reference.build_request("POST", "/api/v1/x", content=b'{"a":1}', timeout=5.0)
+    first, second, query = recorder.requests
+    assert first.url == second.url == expected.url == "http://rag.test/base/api/v1/x"
+    assert list(rag._urls) == ["/api/v1/x"]
+    assert first.extensions["timeout"] == expected.extensions["timeout"]
+    assert first.content == b'{"a":1}'
+    for name in ("user-agent", "accept", "accept-encoding"):
+        assert first.headers[name] == expected.headers[name]
+    assert first.headers["content-type"] == "application/json"
+    assert str(query.url) == "http://rag.test/base/api/v1/x?q=two+words"
+    for i in range(_URLS_KEPT + 1):
+        await rag.get(f"/api/v1/items/{i}")
+    assert len(rag._urls) <= _URLS_KEPT
+    await reference.aclose()
+    await rag.aclose()
