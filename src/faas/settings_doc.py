@@ -118,6 +118,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "prompt_render_timeout_s",
         "prompt_max_output_bytes",
         "prompt_render_workers",
+        "prompt_client_cache_ttl_s",
     ),
     "LLMOps": ("llmops_retention_days",),
 }

@@ -176,6 +176,53 @@ async def test_prompt_renders_a_stored_template(env: Platform) -> None:
     assert (rendered.rendered, rendered.name, rendered.version) == ("Hello Ada!", "greet", 1)
 
 
+async def test_prompt_renders_are_reused_per_tenant_and_variables_for_the_ttl(
+    env: Platform,
+) -> None:
+    """With `cache_ttl_s`, the same tenant's render of the same template and variables is
+    answered from the client until the TTL passes; another tenant, other variables or a
+    pinned version are asked for afresh, and a template's new version shows after the TTL."""
+    await store_greeting(env)
+    now = [0.0]
+    prompt = PromptClient(env.runtime.clients, cache_ttl_s=5.0, clock=lambda: now[0])
+    sent: list[str] = []
+    http = env.runtime.clients.get("prompt")
+    original = http.request
+
+    async def counting(method: str, path: str, **kwargs: Any) -> Any:
+        sent.append(str((kwargs.get("json") or {}).get("variables")))
+        return await original(method, path, **kwargs)
+
+    http.request = counting  # type: ignore[method-assign]
+    ada = RenderRequest(name="greet", variables={"name": "Ada"})
+    try:
+        with acting_as("acme"):
+            first = await prompt.render(ada)
+            again = await prompt.render(ada)
+            other = await prompt.render(RenderRequest(name="greet", variables={"name": "Bo"}))
+        # The same template name and variables, another tenant: asked for, and not there.
+        with acting_as("globex"), pytest.raises(NotFound):
+            await prompt.render(ada)
+        created = await env.client.post(
+            "/api/v1/prompts/templates",
+            json={"name": "greet", "content": "Hi {{ name }}.", "labels": ["production"]},
+            headers=auth("acme"),
+        )
+        assert created.status_code == 201, created.text
+        with acting_as("acme"):
+            within = await prompt.render(ada)
+            now[0] = 5.0
+            after = await prompt.render(ada)
+    finally:
+        http.request = original  # type: ignore[method-assign]
+    assert (first.rendered, first.cached) == ("Hello Ada!", False)
+    assert (again.rendered, again.cached) == ("Hello Ada!", True)
+    assert other.rendered == "Hello Bo!"
+    assert within.rendered == "Hello Ada!"  # the TTL's promise: up to 5 s late
+    assert (after.rendered, after.version) == ("Hi Ada.", 2)
+    assert sent == ["{'name': 'Ada'}", "{'name': 'Bo'}", "{'name': 'Ada'}", "{'name': 'Ada'}"]
+
+
 async def test_prompt_builds_a_context_within_the_budget(env: Platform) -> None:
     history = [
         ChatMessage(role="user" if i % 2 == 0 else "assistant", content=f"message {i} " * 40)

@@ -267,6 +267,9 @@ class Settings(AlertSettings):
     """Largest rendered prompt; larger: 422"""
     prompt_render_workers: int = Field(2, ge=1, le=64)
     """Threads that render prompt templates"""
+    prompt_client_cache_ttl_s: float = Field(5.0, ge=0, le=3600)
+    """How long a service (the agent's system prompt) reuses a render it asked for; 0: never.
+    A template's new production version reaches it within this time"""
     agent_session_lock_wait_s: float = Field(120.0, gt=0, le=3600)
     """How long a chat turn waits for its session's previous turn before 409"""
 

@@ -46,7 +46,7 @@ class AgentService:
     ) -> None:
         self.clients = runtime.clients
         gateway = GatewayClient(self.clients)
-        prompt = PromptClient(self.clients)
+        prompt = PromptClient(self.clients, cache_ttl_s=runtime.settings.prompt_client_cache_ttl_s)
         access = GeneratorPermissions(self.clients)
         self.runner = AgentRunner(gateway, runtime.tracer)
         seal = HeaderSeal(lambda: signing_secret(runtime.settings))

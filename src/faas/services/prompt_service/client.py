@@ -5,9 +5,14 @@ errors arrive as the shared exceptions (an unknown template stays a 404)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from urllib.parse import quote
 
-from faas.kernel.clients import ApiClient
+import orjson
+
+from faas.kernel.clients import ApiClient, ServiceClients
+from faas.services.prompt_service.lru import LRU
 from faas.services.prompt_service.models import (
     ContextRequest,
     ContextResponse,
@@ -16,21 +21,64 @@ from faas.services.prompt_service.models import (
     TemplateSummary,
     TemplateView,
 )
+from faas.shared.context import current_context
 from faas.shared.contracts import Page
+from faas.shared.cpu import INLINE_CHARS, json_chars
+
+# (tenant, template, version, label, the variables as sorted JSON): what a render depends on.
+RenderKey = tuple[str, str, int | None, str | None, bytes]
 
 
 class PromptClient(ApiClient):
     service = "prompt"
 
+    def __init__(
+        self,
+        clients: ServiceClients,
+        *,
+        cache_ttl_s: float = 0.0,
+        cache_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`cache_ttl_s` > 0: a render is reused for that long by the same tenant asking for
+        the same template and variables, as Langfuse's SDK caches prompts (60 s there): every
+        agent run renders its system prompt, and the answer is the same until the template
+        changes. Variables too big to key inline are never cached."""
+        super().__init__(clients)
+        self.cache_ttl_s = cache_ttl_s
+        self.clock = clock
+        self._renders: LRU[RenderKey, tuple[float, RenderResponse]] = LRU(cache_entries)
+
     async def render(self, request: RenderRequest) -> RenderResponse:
         """A template (by label, version, or the production one) rendered with variables, e.g.
         an agent's system prompt."""
-        return await self.model(
+        key = self._render_key(request)
+        if key is not None:
+            kept = self._renders.get(key)
+            if kept is not None and self.clock() < kept[0]:
+                return kept[1].model_copy(update={"cached": True})
+        rendered = await self.model(
             RenderResponse,
             "POST",
             "/api/v1/prompts/render",
             json=request.model_dump(mode="json", exclude_unset=True),
         )
+        if key is not None:
+            self._renders.put(key, (self.clock() + self.cache_ttl_s, rendered))
+        return rendered
+
+    def _render_key(self, request: RenderRequest) -> RenderKey | None:
+        ctx = current_context()
+        identity = ctx.identity if ctx is not None else None
+        if self.cache_ttl_s <= 0 or identity is None:
+            return None
+        if json_chars(request.variables) > INLINE_CHARS:
+            return None
+        try:
+            variables = orjson.dumps(request.variables, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a value only pydantic knows how to send: not kept
+            return None
+        return (identity.tenant_id, request.name, request.version, request.label, variables)
 
     async def build_context(self, request: ContextRequest) -> ContextResponse:
         """The newest messages that fit `max_tokens`, older ones cut or summarised (per
