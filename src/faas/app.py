@@ -267,6 +267,8 @@ def flat_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
         if not hasattr(route, "effective_route_contexts"):  # not an inclusion
             flat.append(route)
             continue
+        if getattr(getattr(route, "include_context", None), "form_limits", None):
+            raise TypeError(f"form limits set on an inclusion are not carried: {route}")
         for context in iter_route_contexts([route]):
             inner = context.original_route
             if not isinstance(inner, APIRoute):

@@ -60,11 +60,15 @@ APP_SERVICES = ("gateway", "rag", "agent", "ingestion")
 PORTS = {name: REGISTRY.port(name) for name in (*APP_SERVICES, "prompt", "llmops")}
 UPSTREAM_PORT = 9100
 # The agent's calls to other services: short timeout, a breaker that opens after two
-# failures and tries again two seconds later, so the breaker proof takes seconds.
+# failures and tries again two seconds later, so the breaker proof takes seconds; and no reuse
+# of its system prompt's render, so that every chat turn calls the prompt service on `svc`
+# (the proof cuts that host off; with the default 5 s reuse the turns right after a first
+# one would not notice).
 AGENT_CLIENT = {
     "FAAS_CLIENT_TIMEOUT_S": "1",
     "FAAS_BREAKER_FAILURES": "2",
     "FAAS_BREAKER_COOLDOWN_S": "2",
+    "FAAS_PROMPT_CLIENT_CACHE_TTL_S": "0",
 }
 JOB_ACK_WAIT_S = 3
 TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")

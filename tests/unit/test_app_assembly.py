@@ -9,6 +9,7 @@ import gc
 from collections.abc import Callable
 
 import httpx
+import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -37,13 +38,16 @@ def nested(seen: list[str]) -> APIRouter:
         route = request.scope["route"]
         return {"id": item_id, "route": route.path, "class": type(route).__name__}
 
-    @inner.post("/fast")
+    plain = APIRouter()  # a direct route may not have dependencies or a class of its own
+
+    @plain.post("/fast")
     @direct
     async def fast(request: Request) -> Response:
         return JSONResponse({"route": request.scope["route"].path, "direct": True})
 
     middle = APIRouter(prefix="/mid", tags=["middle"])
     middle.include_router(inner, prefix="/in", dependencies=[Depends(dependency)])
+    middle.include_router(plain, prefix="/in")
     outer = APIRouter(prefix="/api")
     outer.include_router(middle)
     return outer
@@ -72,6 +76,20 @@ def test_the_openapi_document_is_the_one_fastapi_makes_of_the_inclusions() -> No
     assert operation["tags"] == ["middle"]
     assert operation["summary"] == "One item"
     assert "404" in operation["responses"]
+
+
+def test_form_limits_set_on_an_inclusion_are_refused_rather_than_lost() -> None:
+    """The nesting applied an inclusion's form limits; a flat route would not."""
+    inner = APIRouter()
+
+    @inner.post("/form")
+    async def form() -> None:
+        return None
+
+    outer = APIRouter()
+    outer.include_router(inner, form_limits={"max_fields": 1})
+    with pytest.raises(TypeError, match="form limits"):
+        flat_routes(outer.routes)
 
 
 async def test_a_route_reports_its_full_path_keeps_its_class_and_the_inclusions_dependency() -> (

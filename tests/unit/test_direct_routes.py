@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from fastapi import FastAPI, Header
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -90,6 +91,35 @@ def test_an_endpoint_with_injected_parameters_cannot_be_direct() -> None:
         return Response()
 
     with pytest.raises(TypeError, match="must take only `request`"):
+        install_direct_routes(app)
+
+
+class OwnRoute(APIRoute):
+    """A route class whose `handle` might add something (as the prompt generator's
+    deprecated routes add headers)."""
+
+
+@pytest.mark.parametrize(
+    "router",
+    [
+        APIRouter(dependencies=[Depends(lambda: None)]),
+        APIRouter(route_class=OwnRoute),
+    ],
+    ids=["dependencies", "route class"],
+)
+def test_a_route_whose_handling_adds_something_cannot_be_direct(router: APIRouter) -> None:
+    """A direct call goes straight to the endpoint: what the route's own handling would add
+    (dependencies of the route or its router, a route class of its own, a body limit) would be
+    skipped, so such a route is refused at start-up rather than served without it."""
+
+    @router.post("/v1/things")
+    @direct
+    async def things(request: Request) -> Response:
+        return Response()
+
+    app = FastAPI()
+    app.router.routes.extend(router.routes)
+    with pytest.raises(TypeError, match="would be skipped"):
         install_direct_routes(app)
 
 

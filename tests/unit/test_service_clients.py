@@ -16,7 +16,7 @@ from faas.services.agent_service.models import AgentSpec, AgentView, ExpressionT
 from faas.services.cache_service.client import CacheClient
 from faas.services.cache_service.models import CacheSetRequest
 from faas.services.gateway_service.client import GatewayClient
-from faas.services.prompt_service.client import PromptClient
+from faas.services.prompt_service.client import CACHED_RENDER_MAX_CHARS, PromptClient
 from faas.services.prompt_service.models import ChatMessage, ContextRequest, RenderRequest
 from faas.services.rag_service.client import RagClient
 from faas.services.rag_service.models import DocumentCreate, SearchRequest
@@ -221,6 +221,22 @@ async def test_prompt_renders_are_reused_per_tenant_and_variables_for_the_ttl(
     assert within.rendered == "Hello Ada!"  # the TTL's promise: up to 5 s late
     assert (after.rendered, after.version) == ("Hi Ada.", 2)
     assert sent == ["{'name': 'Ada'}", "{'name': 'Bo'}", "{'name': 'Ada'}", "{'name': 'Ada'}"]
+
+
+async def test_a_long_render_is_not_kept_by_the_client(env: Platform) -> None:
+    created = await env.client.post(
+        "/api/v1/prompts/templates",
+        json={"name": "long", "content": "{{ text }}", "labels": ["production"]},
+        headers=auth("acme"),
+    )
+    assert created.status_code == 201, created.text
+    prompt = PromptClient(env.runtime.clients, cache_ttl_s=60.0)
+    with acting_as("acme"):
+        for size in (CACHED_RENDER_MAX_CHARS, CACHED_RENDER_MAX_CHARS + 1):
+            await prompt.render(RenderRequest(name="long", variables={"text": "x" * size}))
+    assert [len(kept.rendered) for _, kept in prompt._renders._data.values()] == [
+        CACHED_RENDER_MAX_CHARS
+    ]
 
 
 async def test_prompt_builds_a_context_within_the_budget(env: Platform) -> None:

@@ -77,6 +77,12 @@ def install_direct_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
                 f"direct route {route.path}: the endpoint must take only `request` and the "
                 f"path no parameters (got {parameters})"
             )
+        # What the route's own handling would add and a direct call skips.
+        if type(route) is not APIRoute or route.dependencies or route.max_body_size is not None:
+            raise TypeError(
+                f"direct route {route.path}: a route class of its own, dependencies or a body "
+                "limit on the route or its router would be skipped"
+            )
         for method in route.methods or ():
             routes[(method, route.path)] = route
     if routes:

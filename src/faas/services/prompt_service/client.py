@@ -26,6 +26,8 @@ from faas.shared.contracts import Page
 from faas.shared.cpu import INLINE_CHARS, json_chars
 
 # (tenant, template, version, label, the variables as sorted JSON): what a render depends on.
+# Longer renders are not kept: at most 1,024 x 32 KiB of them per client.
+CACHED_RENDER_MAX_CHARS = 32 * 1024
 RenderKey = tuple[str, str, int | None, str | None, bytes]
 
 
@@ -43,7 +45,8 @@ class PromptClient(ApiClient):
         """`cache_ttl_s` > 0: a render is reused for that long by the same tenant asking for
         the same template and variables, as Langfuse's SDK caches prompts (60 s there): every
         agent run renders its system prompt, and the answer is the same until the template
-        changes. Variables too big to key inline are never cached."""
+        changes. Variables too big to key inline, and renders over CACHED_RENDER_MAX_CHARS, are
+        never kept."""
         super().__init__(clients)
         self.cache_ttl_s = cache_ttl_s
         self.clock = clock
@@ -63,7 +66,7 @@ class PromptClient(ApiClient):
             "/api/v1/prompts/render",
             json=request.model_dump(mode="json", exclude_unset=True),
         )
-        if key is not None:
+        if key is not None and len(rendered.rendered) <= CACHED_RENDER_MAX_CHARS:
             self._renders.put(key, (self.clock() + self.cache_ttl_s, rendered))
         return rendered
 
