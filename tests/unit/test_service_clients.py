@@ -226,14 +226,14 @@ async def test_prompt_renders_are_reused_per_tenant_and_variables_for_the_ttl(
 async def test_a_long_render_is_not_kept_by_the_client(env: Platform) -> None:
     created = await env.client.post(
         "/api/v1/prompts/templates",
-        json={"name": "long", "content": "{{ text }}", "labels": ["production"]},
+        json={"name": "long", "content": "{{ 'x' * n }}", "labels": ["production"]},
         headers=auth("acme"),
     )
     assert created.status_code == 201, created.text
     prompt = PromptClient(env.runtime.clients, cache_ttl_s=60.0)
     with acting_as("acme"):
         for size in (CACHED_RENDER_MAX_CHARS, CACHED_RENDER_MAX_CHARS + 1):
-            await prompt.render(RenderRequest(name="long", variables={"text": "x" * size}))
+            await prompt.render(RenderRequest(name="long", variables={"n": size}))
     assert [len(kept.rendered) for _, kept in prompt._renders._data.values()] == [
         CACHED_RENDER_MAX_CHARS
     ]
