@@ -139,3 +139,84 @@ async def test_the_gateways_openai_routes_are_direct_and_check_the_idempotency_k
     assert response.json()["error"]["param"] == "idempotency-key"
     operation = app.openapi()["paths"]["/v1/chat/completions"]["post"]
     assert [p["name"] for p in operation["parameters"]] == ["idempotency-key"]
+
+
+def app_with_patterned_route(earlier_method: str | None = None) -> tuple[FastAPI, list[str]]:
+    """A direct route with a path parameter, behind an earlier route whose pattern overlaps
+    it (taking `earlier_method`) when one is asked for."""
+    app = FastAPI()
+    install_error_handlers(app)
+    served: list[str] = []
+    if earlier_method is not None:
+
+        @app.api_route("/v1/things/special/{action}", methods=[earlier_method])
+        async def special(action: str) -> dict[str, str]:
+            return {"via": "router", "action": action}
+
+    @app.post("/v1/things/{thing_id}/run")
+    @direct
+    async def run(request: Request) -> Response:
+        served.append(request.path_params["thing_id"])
+        return JSONResponse({"route": request.scope["route"].path, **request.path_params})
+
+    install_direct_routes(app)
+    return app, served
+
+
+async def test_a_direct_route_with_a_path_parameter_is_matched_by_its_pattern() -> None:
+    app, served = app_with_patterned_route()
+    response = await call(app, "POST", "/v1/things/t%201/run", root_path="")
+    assert response.status_code == 200
+    assert response.json() == {"route": "/v1/things/{thing_id}/run", "thing_id": "t 1"}
+    assert served == ["t 1"]
+    assert (await call(app, "POST", "/v1/things/a/b/run")).status_code == 404
+    assert (await call(app, "GET", "/v1/things/a/run")).status_code == 405
+    assert served == ["t 1"]
+
+
+def test_a_direct_route_an_earlier_route_could_take_is_refused() -> None:
+    """The router gives `/v1/things/special/run` to the earlier route: served directly, the
+    same request would reach another endpoint."""
+    with pytest.raises(TypeError, match="earlier route"):
+        app_with_patterned_route(earlier_method="POST")
+
+
+async def test_an_earlier_route_under_other_methods_does_not_stop_it() -> None:
+    app, served = app_with_patterned_route(earlier_method="GET")
+    got = await call(app, "GET", "/v1/things/special/run")
+    assert got.json() == {"via": "router", "action": "run"}
+    assert (await call(app, "POST", "/v1/things/special/run")).status_code == 200
+    assert served == ["special"]
+
+
+@pytest.mark.parametrize("path", ["/v1/things/{thing_id:int}", "/v1/things/{thing_id}.json"])
+def test_only_whole_segment_string_parameters_can_be_direct(path: str) -> None:
+    app = FastAPI()
+
+    @app.post(path)
+    @direct
+    async def thing(request: Request) -> Response:
+        return Response()
+
+    with pytest.raises(TypeError, match="whole segments"):
+        install_direct_routes(app)
+
+
+async def test_an_agent_run_starts_on_a_direct_route(
+    make_settings: Callable[..., Settings],
+) -> None:
+    runtime = Runtime.build(make_settings())
+    app = create_service_app([BUILDERS["agent"](runtime)], runtime)
+    stack = app.router.middleware_stack
+    assert isinstance(stack, DirectRoutes)
+    assert [r.path for r in stack.patterned] == ["/api/v1/agents/{agent_id}/execute"]
+    async with app.router.lifespan_context(app):
+        missing = await call(
+            app, "POST", "/api/v1/agents/nope/execute", json={"task": "x"}, headers=auth("acme")
+        )
+        invalid = await call(
+            app, "POST", "/api/v1/agents/nope/execute", json={"task": ""}, headers=auth("acme")
+        )
+    assert missing.status_code == 404, missing.text
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["details"]["errors"][0]["loc"] == ["body", "task"]

@@ -1,8 +1,11 @@
 """Direct routes: the hottest endpoints served without FastAPI's per-request machinery.
 
 A route whose endpoint is marked `@direct` takes only the request and returns a `Response`;
-it is matched by its exact method and path in one dict lookup in front of the router, instead
-of the router's scan over every route, the dependency solver and the endpoint wrapper. It sits
+it is matched by its exact method and path in one dict lookup in front of the router (one with
+path parameters, `/agents/{agent_id}/execute`, by its own pattern after that lookup), instead of
+the router's scan over every route, the dependency solver and the endpoint wrapper. A direct
+route never takes a request the router would have given an earlier route: one that an earlier
+route's path could overlap is refused at start-up. It sits
 inside FastAPI's exception middleware, so an error raised by the endpoint is rendered by the
 same handlers, in the same shape, as anywhere else. The route stays registered as usual: the
 OpenAPI document, `url_path_for` and the `scope["route"]` the tracing and request log read are
@@ -23,6 +26,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Host, Match, Mount, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faas.shared.middleware import is_json_media
@@ -42,11 +46,18 @@ def direct(endpoint: E) -> E:
 
 
 class DirectRoutes:
-    """ASGI: the marked routes by (method, path); everything else goes on to the router."""
+    """ASGI: the marked routes by (method, path), then those with path parameters by their
+    patterns; everything else goes on to the router."""
 
-    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], APIRoute]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Mapping[tuple[str, str], APIRoute],
+        patterned: Sequence[APIRoute] = (),
+    ) -> None:
         self.app = app
         self.routes = dict(routes)
+        self.patterned = tuple(patterned)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -59,35 +70,116 @@ class DirectRoutes:
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = {}
-                response = await route.endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await _serve(route, scope, receive, send)
                 return
+            for route in self.patterned:
+                match, child = route.matches(scope)  # Starlette's own matching and convertors
+                if match is Match.FULL:
+                    scope.update(child)
+                    await _serve(route, scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+
+async def _serve(route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    response = await route.endpoint(Request(scope, receive, send))
+    await response(scope, receive, send)
 
 
 def install_direct_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
     """Serve the app's `@direct` routes directly; the routes so served."""
     routes: dict[tuple[str, str], APIRoute] = {}
-    for route in app.router.routes:
+    patterned: list[APIRoute] = []
+    for index, route in enumerate(app.router.routes):
         if not isinstance(route, APIRoute) or not getattr(route.endpoint, _MARK, False):
             continue
-        parameters = list(inspect.signature(route.endpoint).parameters)
-        if parameters != ["request"] or "{" in route.path:
+        _check_direct(route)
+        earlier = [r for r in app.router.routes[:index] if _may_take(r, route)]
+        if earlier:
             raise TypeError(
-                f"direct route {route.path}: the endpoint must take only `request` and the "
-                f"path no parameters (got {parameters})"
+                f"direct route {route.path}: an earlier route ({_path_of(earlier[0])}) may "
+                "match the same paths, and the router would give them to it"
             )
-        # What the route's own handling would add and a direct call skips.
-        if type(route) is not APIRoute or route.dependencies or route.max_body_size is not None:
-            raise TypeError(
-                f"direct route {route.path}: a route class of its own, dependencies or a body "
-                "limit on the route or its router would be skipped"
-            )
+        if "{" in route.path:
+            patterned.append(route)
+            continue
         for method in route.methods or ():
             routes[(method, route.path)] = route
-    if routes:
-        app.router.middleware_stack = DirectRoutes(app.router.middleware_stack, routes)
-    return routes
+    if routes or patterned:
+        app.router.middleware_stack = DirectRoutes(app.router.middleware_stack, routes, patterned)
+    return routes | {(m, r.path): r for r in patterned for m in r.methods or ()}
+
+
+def _check_direct(route: APIRoute) -> None:
+    parameters = list(inspect.signature(route.endpoint).parameters)
+    if parameters != ["request"]:
+        raise TypeError(
+            f"direct route {route.path}: the endpoint must take only `request` "
+            f"(path parameters are in `request.path_params`; got {parameters})"
+        )
+    # What the route's own handling would add and a direct call skips.
+    if type(route) is not APIRoute or route.dependencies or route.max_body_size is not None:
+        raise TypeError(
+            f"direct route {route.path}: a route class of its own, dependencies or a body "
+            "limit on the route or its router would be skipped"
+        )
+    if any(not _is_plain_parameter(s) for s in _segments(route.path) if "{" in s):
+        raise TypeError(
+            f"direct route {route.path}: path parameters must be whole segments, `{{name}}`"
+        )
+
+
+def _segments(path: str) -> list[str]:
+    return path.strip("/").split("/")
+
+
+def _is_plain_parameter(segment: str) -> bool:
+    """`{name}` or `{name:str}`: one whole segment, anything but a slash."""
+    if not (segment.startswith("{") and segment.endswith("}")):
+        return False
+    name, _, convertor = segment[1:-1].partition(":")
+    return name.isidentifier() and convertor in ("", "str")
+
+
+def _may_take(earlier: BaseRoute, route: APIRoute) -> bool:
+    """Whether the router could give `earlier` a request `route` matches. One matching the
+    path under another method only is passed over for a later full match, as is a websocket
+    route."""
+    if isinstance(earlier, WebSocketRoute):
+        return False
+    methods = getattr(earlier, "methods", None)
+    if methods is not None and not methods & (route.methods or set()):
+        return False
+    return _may_overlap(earlier, route.path)
+
+
+def _may_overlap(route: BaseRoute, path: str) -> bool:
+    """Whether `route` may match some path that the template `path` matches (erring towards
+    yes): literal segments must agree; a segment with a parameter in it may match anything."""
+    if isinstance(route, Host):
+        return True
+    if isinstance(route, Mount):
+        prefix = _segments(route.path) if route.path.strip("/") else []
+        return _segments_overlap(prefix, _segments(path)[: len(prefix)])
+    theirs = getattr(route, "path", None)
+    if not isinstance(theirs, str):
+        return True
+    mine, other = _segments(path), _segments(theirs)
+    rest = [i for i, segment in enumerate(other) if ":path}" in segment]
+    if rest:  # `{name:path}` takes the rest of the path, slashes and all
+        k = rest[0]
+        return len(mine) >= k and _segments_overlap(mine[:k], other[:k])
+    return _segments_overlap(mine, other)
+
+
+def _segments_overlap(a: Sequence[str], b: Sequence[str]) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(x == y or "{" in x or "{" in y for x, y in zip(a, b, strict=True))
+
+
+def _path_of(route: BaseRoute) -> str:
+    return str(getattr(route, "path", route))
 
 
 # -- the body of a direct route ----------------------------------------------------------------
@@ -142,6 +234,13 @@ def body_doc(
     if parameters:
         doc["parameters"] = list(parameters)
     return doc
+
+
+def path_parameter(name: str) -> dict[str, Any]:
+    """A string path parameter of a direct route, documented as FastAPI documents `name: str`."""
+    title = name.replace("_", " ").title()
+    schema = {"type": "string", "title": title}
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from faas.jobs.routes import accepted
@@ -30,12 +31,14 @@ from faas.services.agent_service.models import (
 )
 from faas.shared.api import PageDep, caller, respond, stream_error
 from faas.shared.contracts import Page, ServiceResponse
+from faas.shared.direct_routes import body_as, body_doc, direct, path_parameter
 from faas.shared.sse import DONE, sse_event
 
 if TYPE_CHECKING:
     from faas.services.agent_service.service import AgentService
 
 PREFIX = "/api/v1/agents"
+EXECUTE_EXAMPLE = {"task": "What is 17 * 23?"}
 OriginQuery = Annotated[
     Origin | None,
     Query(
@@ -149,9 +152,16 @@ def agents_router(service: AgentService) -> APIRouter:
 def runs_router(service: AgentService) -> APIRouter:
     router = APIRouter(prefix=f"{PREFIX}/{{agent_id}}", tags=["agents"])
 
-    @router.post("/execute", response_model=ServiceResponse[RunView])
-    async def execute(agent_id: str, body: ExecuteRequest) -> Response:
+    @router.post(
+        "/execute",
+        response_model=ServiceResponse[RunView],
+        openapi_extra=body_doc(ExecuteRequest, EXECUTE_EXAMPLE, [path_parameter("agent_id")]),
+    )
+    @direct  # every agent run starts here
+    async def execute(request: Request) -> Response:
         """Run a task now, or with `"async": true` as a job (202 + Location)."""
+        agent_id = request.path_params["agent_id"]
+        body = await body_as(request, ExecuteRequest)
         if body.run_async:
             submitted = service.execution.submit(caller(), agent_id, body.task, body.budget_usd)
             return accepted(await submitted)
