@@ -5,17 +5,30 @@ leaves its connection to the next session as it found it."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.app_errors import install_error_handlers
-from faas.shared.database import Database
+from faas.shared.database import Database, UTCDateTime
 from tests.conftest import DATABASE_URL, need_server
 from tests.support.pgvector import asyncpg_dsn, fresh_database
 
@@ -95,6 +108,37 @@ async def test_a_write_commits_by_itself_in_one_statement_and_resets_its_connect
         finally:
             await admin.close()
             await db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+async def test_fetch_one_reads_a_row_as_a_mapping_with_its_types_processed(
+    backend: str, tmp_path: Path
+) -> None:
+    """`Database.fetch_one`: the first row (JSON decoded, a UTC datetime), None when there is
+    none."""
+    table = Table(
+        "f",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("doc", JSON),
+        Column("at", UTCDateTime),
+    )
+    query = select(table).where(table.c.id == bindparam("id"))
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with AsyncExitStack() as stack:
+        if backend == "postgres":
+            server = need_server("PostgreSQL", DATABASE_URL, 5432)
+            url = await stack.enter_async_context(fresh_database(server, "faas_fetch"))
+        else:
+            url = f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"
+        db = Database(url, pool_size=1, max_overflow=0)
+        stack.push_async_callback(db.close)
+        async with db.session() as session:
+            await session.run_sync(lambda s: table.create(s.connection()))
+            await session.execute(insert(table), {"id": 1, "doc": {"a": [1, 2]}, "at": at})
+        row = await db.fetch_one(query, {"id": 1})
+        assert row is not None and dict(row) == {"id": 1, "doc": {"a": [1, 2]}, "at": at}
+        assert await db.fetch_one(query, {"id": 2}) is None
 
 
 async def kill_and_ask(db: Database, admin: asyncpg.Connection, gap_s: float) -> int:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import DateTime, MetaData, Select, bindparam, event, func, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -192,13 +193,11 @@ class Database:
             async with self.session() as session:
                 yield session
             return
-        try:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                async with AsyncSession(bind=conn, expire_on_commit=False) as session:
-                    yield session
-        except PoolTimeout as exc:
-            raise _busy() from exc
+        async with (
+            self._autocommit() as conn,
+            AsyncSession(bind=conn, expire_on_commit=False) as session,
+        ):
+            yield session
 
     async def write(self, statement: Executable, params: Mapping[str, Any]) -> None:
         """One write statement that is a transaction by itself, durable when it returns. On
@@ -212,10 +211,28 @@ class Database:
             async with self.session(writes=True) as session:
                 await session.execute(statement, params)
             return
+        async with self._autocommit() as conn:
+            await conn.execute(statement, params)
+
+    async def fetch_one(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> RowMapping | None:
+        """The first row of a Core query, as a mapping (None when there is none): on
+        PostgreSQL one statement in autocommit, as `read()`, without a session (an ORM read of
+        an agent took ~0.5 ms of CPU, this ~0.33). SQLite: `session()`."""
+        if self.is_sqlite:
+            async with self.session() as session:
+                return (await session.execute(statement, params)).mappings().first()
+        async with self._autocommit() as conn:
+            return (await conn.execute(statement, params)).mappings().first()
+
+    @asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled PostgreSQL connection in autocommit: each statement commits by itself."""
         try:
             async with self.engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(statement, params)
+                yield conn
         except PoolTimeout as exc:
             raise _busy() from exc
 

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import false, or_
+from sqlalchemy import Table, bindparam, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.services.agent_service.access import (
@@ -25,6 +25,11 @@ from faas.shared.contracts import Page
 from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import NotFound, ValidationFailed
 from faas.shared.input_rules import validated
+
+_AGENTS = cast(Table, AgentRow.__table__)
+_BY_ID = select(_AGENTS).where(
+    _AGENTS.c.tenant_id == bindparam("tenant"), _AGENTS.c.id == bindparam("agent_id")
+)
 
 
 async def agent_row(session: AsyncSession, tenant: str, agent_id: str) -> AgentRow:
@@ -102,9 +107,12 @@ class AgentCatalog:
             await session.delete(await agent_row(session, identity.tenant_id, agent_id))
 
     async def row(self, tenant: str, agent_id: str) -> AgentRow:
-        """The agent, whoever asks (404 outside the tenant): the caller checks permissions."""
-        async with self.db.read() as session:
-            return await agent_row(session, tenant, agent_id)
+        """The agent, whoever asks (404 outside the tenant): the caller checks permissions.
+        Read in Core, once per run: a row that belongs to no session."""
+        found = await self.db.fetch_one(_BY_ID, {"tenant": tenant, "agent_id": agent_id})
+        if found is None:
+            raise NotFound(f"agent {agent_id} not found")
+        return AgentRow(**found)
 
     async def load(self, identity: Identity, agent_id: str, permission: Permission) -> AgentRow:
         """The agent (404 outside the caller's tenant), if the caller holds `permission`."""
