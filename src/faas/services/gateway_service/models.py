@@ -180,14 +180,14 @@ class RateLimitsView(BaseModel):
     used: dict[str, float]
 
 
-def _count(value: Any) -> int:
+def as_count(value: Any) -> int:
     try:
         return max(0, int(value or 0))
     except (TypeError, ValueError, OverflowError):
         return 0
 
 
-def _amount(value: Any) -> float:
+def as_amount(value: Any) -> float:
     try:
         number = float(value or 0.0)
     except (TypeError, ValueError, OverflowError):
@@ -197,8 +197,8 @@ def _amount(value: Any) -> float:
 
 # A count or amount that is not a finite, non-negative number reads as 0: one bad figure
 # must not cost the whole record of a call that was made (and maybe billed).
-Count = Annotated[int, BeforeValidator(_count)]
-Amount = Annotated[float, BeforeValidator(_amount)]
+Count = Annotated[int, BeforeValidator(as_count)]
+Amount = Annotated[float, BeforeValidator(as_amount)]
 
 
 class UsageEvent(BaseModel):
