@@ -10,8 +10,10 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.routing import APIRoute
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from faas.app import create_service_app
 from faas.app_errors import install_error_handlers
@@ -174,11 +176,44 @@ async def test_a_direct_route_with_a_path_parameter_is_matched_by_its_pattern() 
     assert served == ["t 1"]
 
 
-def test_a_direct_route_an_earlier_route_could_take_is_refused() -> None:
-    """The router gives `/v1/things/special/run` to the earlier route: served directly, the
-    same request would reach another endpoint."""
+@pytest.mark.parametrize("methods", [["POST"], []], ids=["same method", "every method"])
+def test_a_direct_route_an_earlier_route_could_take_is_refused(methods: list[str]) -> None:
+    """The router gives `/v1/things/special/run` to the earlier route (an empty method list is
+    every method, in Starlette): served directly, the same request would reach another
+    endpoint."""
+    app = FastAPI()
+    special = Route("/v1/things/special/{action}", lambda request: Response(), methods=methods)
+    app.router.routes.append(special)
+
+    @app.post("/v1/things/{thing_id}/run")
+    @direct
+    async def run(request: Request) -> Response:
+        return Response()
+
     with pytest.raises(TypeError, match="earlier route"):
-        app_with_patterned_route(earlier_method="POST")
+        install_direct_routes(app)
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        Mount("/v1/things/{x:path}/tail", app=Starlette()),
+        Mount("/v1/things", app=Starlette()),
+        Route("/v1/{rest:path}", endpoint=lambda request: Response(), methods=["POST"]),
+    ],
+    ids=["mount with a path parameter", "mount", "path parameter"],
+)
+def test_earlier_routes_that_may_span_slashes_are_overlaps(earlier: BaseRoute) -> None:
+    app = FastAPI()
+    app.router.routes.append(earlier)
+
+    @app.post("/v1/things/{thing_id}/run")
+    @direct
+    async def run(request: Request) -> Response:
+        return Response()
+
+    with pytest.raises(TypeError, match="earlier route"):
+        install_direct_routes(app)
 
 
 async def test_an_earlier_route_under_other_methods_does_not_stop_it() -> None:

@@ -147,8 +147,8 @@ def _may_take(earlier: BaseRoute, route: APIRoute) -> bool:
     route."""
     if isinstance(earlier, WebSocketRoute):
         return False
-    methods = getattr(earlier, "methods", None)
-    if methods is not None and not methods & (route.methods or set()):
+    methods = getattr(earlier, "methods", None)  # None or empty: every method (Starlette)
+    if methods and route.methods and not methods & route.methods:
         return False
     return _may_overlap(earlier, route.path)
 
@@ -156,20 +156,26 @@ def _may_take(earlier: BaseRoute, route: APIRoute) -> bool:
 def _may_overlap(route: BaseRoute, path: str) -> bool:
     """Whether `route` may match some path that the template `path` matches (erring towards
     yes): literal segments must agree; a segment with a parameter in it may match anything."""
-    if isinstance(route, Host):
-        return True
-    if isinstance(route, Mount):
-        prefix = _segments(route.path) if route.path.strip("/") else []
-        return _segments_overlap(prefix, _segments(path)[: len(prefix)])
     theirs = getattr(route, "path", None)
-    if not isinstance(theirs, str):
+    if isinstance(route, Host) or not isinstance(theirs, str):
         return True
-    mine, other = _segments(path), _segments(theirs)
-    rest = [i for i, segment in enumerate(other) if ":path}" in segment]
-    if rest:  # `{name:path}` takes the rest of the path, slashes and all
-        k = rest[0]
+    mine, other = _segments(path), _segments(theirs) if theirs.strip("/") else []
+    # From the first parameter that may match a slash (`{name:path}`, a convertor of the app's
+    # own), the rest of the path may match anything; so may everything under a mount.
+    rest = [i for i, segment in enumerate(other) if _may_span_slashes(segment)]
+    k = rest[0] if rest else len(other)
+    if rest or isinstance(route, Mount):
         return len(mine) >= k and _segments_overlap(mine[:k], other[:k])
     return _segments_overlap(mine, other)
+
+
+def _may_span_slashes(segment: str) -> bool:
+    """A segment with a parameter whose convertor is not one of Starlette's one-segment ones."""
+    for part in segment.split("{")[1:]:
+        convertor = part.partition("}")[0].partition(":")[2]
+        if convertor not in ("", "str", "int", "float", "uuid"):
+            return True
+    return False
 
 
 def _segments_overlap(a: Sequence[str], b: Sequence[str]) -> bool:
