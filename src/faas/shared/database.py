@@ -226,6 +226,12 @@ class Database:
         async with self._autocommit() as conn:
             return (await conn.execute(statement, params)).mappings().first()
 
+    async def fetch_by_id(self, model: type[Any], tenant_id: str, id_: Any) -> RowMapping | None:
+        """A tenant's row of `model` by id, as a mapping (`fetch_one`, the statement built once)."""
+        return await self.fetch_one(
+            _by_id(model, columns=True), {"by_tenant": tenant_id, "by_id": id_}
+        )
+
     @asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A pooled PostgreSQL connection in autocommit: each statement commits by itself."""
@@ -325,15 +331,17 @@ def migrate_sync(url: str) -> None:
     asyncio.run(run())
 
 
-_BY_ID: dict[type[Any], Select[Any]] = {}
+_BY_ID: dict[tuple[type[Any], bool], Select[Any]] = {}
 
 
-def _by_id(model: type[Any]) -> Select[Any]:
+def _by_id(model: type[Any], columns: bool = False) -> Select[Any]:
     """A model's read by (tenant, id), built once: building the statement again for every
-    read cost more CPU than running it (the agent's read of its spec, on every run)."""
-    query = _BY_ID.get(model)
+    read cost more CPU than running it (the agent's read of its spec, on every run). With
+    `columns`, of its table's columns (Core rows) rather than of the mapped class."""
+    query = _BY_ID.get((model, columns))
     if query is None:
-        query = _BY_ID[model] = select(model).where(
+        target = model.__table__ if columns else model
+        query = _BY_ID[(model, columns)] = select(target).where(
             model.tenant_id == bindparam("by_tenant"), model.id == bindparam("by_id")
         )
     return query

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, false, or_, select
+from sqlalchemy import false, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faas.services.agent_service.access import (
@@ -26,15 +26,13 @@ from faas.shared.database import Database, TenantRepository
 from faas.shared.exceptions import NotFound, ValidationFailed
 from faas.shared.input_rules import validated
 
-_AGENTS = cast(Table, AgentRow.__table__)
-_BY_ID = select(_AGENTS).where(
-    _AGENTS.c.tenant_id == bindparam("tenant"), _AGENTS.c.id == bindparam("agent_id")
-)
-
 
 async def agent_row(session: AsyncSession, tenant: str, agent_id: str) -> AgentRow:
     """The agent, read in `session`; 404 outside the tenant."""
-    row = await TenantRepository(session, AgentRow, tenant).get(agent_id)
+    return _found(await TenantRepository(session, AgentRow, tenant).get(agent_id), agent_id)
+
+
+def _found(row: AgentRow | None, agent_id: str) -> AgentRow:
     if row is None:
         raise NotFound(f"agent {agent_id} not found")
     return row
@@ -109,10 +107,8 @@ class AgentCatalog:
     async def row(self, tenant: str, agent_id: str) -> AgentRow:
         """The agent, whoever asks (404 outside the tenant): the caller checks permissions.
         Read in Core, once per run: a row that belongs to no session."""
-        found = await self.db.fetch_one(_BY_ID, {"tenant": tenant, "agent_id": agent_id})
-        if found is None:
-            raise NotFound(f"agent {agent_id} not found")
-        return AgentRow(**found)
+        found = await self.db.fetch_by_id(AgentRow, tenant, agent_id)
+        return _found(AgentRow(**found) if found is not None else None, agent_id)
 
     async def load(self, identity: Identity, agent_id: str, permission: Permission) -> AgentRow:
         """The agent (404 outside the caller's tenant), if the caller holds `permission`."""
