@@ -8,6 +8,12 @@ each must overlap several probes.
 One probe per request may take up to 300 ms: on a shared 2-core machine the scheduler alone
 delays one now and then (seen at 101-107 ms in runs where py-spy showed no Python holding the
 GIL). A stall of the event loop shows as many slow probes, or one far slower: both fail.
+
+A probe is not the server's fault when the test process itself was paused just as long (the
+machine stopped both: a CI host once took 360 ms over one probe in 306). A thread of the test
+process sleeps in 5 ms steps and notes when it woke late; a slow probe that overlaps such a
+pause, long enough to account for its excess over 100 ms, is reported but not counted. A stall
+of the server never pauses the test process, so it still fails.
 """
 
 from __future__ import annotations
@@ -98,6 +104,51 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield up.url
 
 
+class PauseWatch:
+    """The pauses of this process (waking 50 ms or more late from a 5 ms sleep), as
+    (start, end) in `time.perf_counter()` seconds, while in its `with` block."""
+
+    STEP_S = 0.005
+    LATE_S = 0.050
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            before = time.perf_counter()
+            time.sleep(self.STEP_S)
+            woke = time.perf_counter()
+            if woke - before - self.STEP_S >= self.LATE_S:
+                self.pauses.append((before + self.STEP_S, woke))
+
+    def explains(self, started: float, took: float) -> bool:
+        """Whether this process was paused during [started, started + took] for at least the
+        probe's time beyond MAX_LIVEZ_S."""
+        ended = started + took
+        paused = sum(max(0.0, min(end, ended) - max(start, started)) for start, end in self.pauses)
+        return paused >= took - MAX_LIVEZ_S
+
+    def __enter__(self) -> PauseWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_pause_watch_explains_only_a_pause_of_this_process() -> None:
+    with PauseWatch() as watch:
+        time.sleep(0.02)
+    assert not watch.explains(time.perf_counter() - 0.4, 0.4)  # no pause seen: the server's
+    watch.pauses.append((10.0, 10.3))
+    assert watch.explains(10.0, 0.35)  # a 350 ms probe inside a 300 ms pause
+    assert not watch.explains(10.2, 0.35)  # only 100 ms of the pause overlaps it
+
+
 @pytest.mark.parametrize("kind", sorted(HEAVY))
 def test_livez_answers_while_a_heavy_request_runs(server: str, kind: str) -> None:
     outcome: dict[str, httpx.Response | BaseException] = {}
@@ -111,23 +162,28 @@ def test_livez_answers_while_a_heavy_request_runs(server: str, kind: str) -> Non
 
     worker = threading.Thread(target=run)
     slow: list[float] = []
-    probes = 0
-    with httpx.Client(base_url=server, timeout=30) as probe:
+    excused: list[float] = []
+    with httpx.Client(base_url=server, timeout=30) as probe, PauseWatch() as watch:
         probe.get("/livez")  # a warm connection
         worker.start()
         time.sleep(0.05)  # the heavy request is on its way
+        timings: list[tuple[float, float]] = []
         while worker.is_alive():
             started = time.perf_counter()
             assert probe.get("/livez").status_code == 200
-            took = time.perf_counter() - started
-            probes += 1
-            if took > MAX_LIVEZ_S:
-                slow.append(round(took * 1000))
+            timings.append((started, time.perf_counter() - started))
             time.sleep(0.02)
     worker.join()
+    probes = len(timings)
+    for started, took in timings:
+        if took > MAX_LIVEZ_S:
+            (excused if watch.explains(started, took) else slow).append(round(took * 1000))
     response = outcome["response"]
     assert isinstance(response, httpx.Response), response
     assert response.status_code < 300, response.text[:300]
     assert probes >= 3, f"{kind} finished too fast to show anything ({probes} probes)"
     stalled = len(slow) > 1 or any(ms > NOISE_S * 1000 for ms in slow)
-    assert not stalled, f"/livez took {slow} ms (of {probes} probes) while {kind} ran"
+    assert not stalled, (
+        f"/livez took {slow} ms (of {probes} probes) while {kind} ran"
+        f" (and {excused} ms while this process was paused too)"
+    )
