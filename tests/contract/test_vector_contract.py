@@ -226,6 +226,20 @@ async def test_keyword_search_ranks_by_relevance(index: VectorIndex, tenant: str
     assert ids(await index.search_keyword(tenant, "vector search", 1)) == ["both"]
 
 
+async def test_keyword_search_leaves_out_english_function_words(
+    index: VectorIndex, tenant: str
+) -> None:
+    await index.upsert(
+        [
+            chunk(tenant, "filler", vec(1), "What is it? It is what it was, and what it will be."),
+            chunk(tenant, "refunds", vec(1), "Refunds are paid within five working days."),
+        ]
+    )
+    # Both stores look for "refund" and "window" alone: the filler shares nothing else.
+    assert ids(await index.search_keyword(tenant, "What is the refund window?", 10)) == ["refunds"]
+    assert await index.search_keyword(tenant, "what is it", 10) == []
+
+
 @pytest.mark.parametrize(
     "query",
     [

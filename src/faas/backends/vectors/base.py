@@ -22,6 +22,20 @@ FloatArray = npt.NDArray[np.floating[Any]]
 MAX_QUERY_TERMS = 32
 
 _TERM = re.compile(r"[^\W_]+")
+# English function words, left out of a keyword search as PostgreSQL's `english` text search
+# configuration leaves them out of its lexemes, so both stores look for the same words. BM25
+# weighs them little, but OR-ed into the match they pulled in documents sharing nothing else
+# with a question ("what is the ..."), and hybrid search's fusion had to outvote that filler.
+_STOPWORD_TEXT = """
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its itself
+just me more most my myself no nor not now of off on once only or other our ours ourselves out
+over own same she should so some such than that the their theirs them themselves then there
+these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +110,8 @@ class VectorIndex(Protocol):
         collection_ids: Sequence[str] | None = None,
         filters: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
-        """BM25-like relevance to any word of the user's text (never parsed as query syntax)."""
+        """BM25-like relevance to any word of the user's text but English function words (never
+        parsed as query syntax)."""
         ...
 
     async def count(self, tenant_id: str) -> int: ...
@@ -105,9 +120,12 @@ class VectorIndex(Protocol):
 
 
 def query_terms(query: str) -> list[str]:
-    """The distinct words of user text: letters and digits only, so no engine syntax survives."""
+    """The distinct words of user text that a keyword search looks for: letters and digits
+    only, so no engine syntax survives, and no English function word (STOPWORDS)."""
     seen: dict[str, None] = {}
     for term in _TERM.findall(query.lower()):
+        if term in STOPWORDS:
+            continue
         seen.setdefault(term, None)
         if len(seen) >= MAX_QUERY_TERMS:
             break
