@@ -1,0 +1,154 @@
+"""faas's gateway beside two floors, in server CPU-ms per answered chat completion: the bare
+pass-through proxy (bench/bare_proxy.py) and the lean gateway (bench/lean_gateway.py, the bare
+proxy plus faas's per-request work written as one function).
+
+    .venv/bin/python bench/gateway_floor_probe.py [--rounds 7] [--seconds 5] [--no-save]
+
+One mock upstream (0 ms), the three servers pinned to one core as in bench/gateway.py (the same
+faas configuration: JWT auth, tenant limits on, usage events on the in-process bus), wrk at
+concurrency 32 on the other core; rounds alternate the servers' order. CPU per request is the
+server process's user + system seconds over the requests it answered (steadier than requests/s
+on a shared machine). Appends a section to docs/benchmarks.md unless --no-save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from statistics import median
+
+import gateway as gw
+from _common import (
+    BENCH_DIR,
+    LOAD_CPU,
+    PYTHON,
+    ROOT,
+    SERVER_CPU,
+    append_results,
+    clean_env,
+    environment_lines,
+    free_port,
+    md_table,
+    pinned,
+    server,
+    today,
+)
+from _gateway_floor import bare_command, cpu_seconds
+
+CHAT = "/v1/chat/completions"
+
+
+def lean_command(port: int, upstream: str) -> list[str]:
+    script = str(BENCH_DIR / "lean_gateway.py")
+    return pinned([PYTHON, script, "--upstream", upstream, "--port", str(port)], SERVER_CPU)
+
+
+def measure(rounds: int, seconds: float) -> tuple[dict[str, list[float]], list[float]]:
+    work = Path(tempfile.mkdtemp(prefix="gwfloor-"))
+    secret = secrets.token_urlsafe(48)
+    mock_port = free_port()
+    mock = f"http://127.0.0.1:{mock_port}"
+    models = work / "models.yaml"
+    models.write_text(gw.faas_models_yaml({"0": mock}))
+    faas_env = {
+        "FAAS_JWT_SECRET": secret,
+        "FAAS_GATEWAY_MODELS": str(models),
+        "FAAS_GATEWAY_DEFAULT_RPM": str(gw.HIGH_RPM),
+        "FAAS_GATEWAY_DEFAULT_TPM": str(gw.HIGH_TPM),
+    }
+    token = gw.mint_token(clean_env(FAAS_DATA_DIR=str(work / "token"), **faas_env), gw.TENANT)
+    bearer = {"Authorization": f"Bearer {token}"}
+    loads: list[float] = []
+    with ExitStack() as stack:
+        stack.enter_context(
+            server(
+                gw.mock_command(mock_port, 0.0, 0.0),
+                clean_env(PYTHONPATH=str(ROOT)),
+                f"{mock}/v1/models",
+                work / "mock.log",
+                cwd=ROOT,
+            )
+        )
+        targets: list[gw.Target] = []
+        for key, command, env in (
+            ("faas", gw.faas_command, clean_env(FAAS_DATA_DIR=str(work / "faas"), **faas_env)),
+            ("lean", lambda p: lean_command(p, mock), clean_env(FAAS_JWT_SECRET=secret)),
+            ("bare", lambda p: bare_command(p, mock), clean_env()),
+        ):
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            ready = {"faas": "/readyz", "lean": "/livez", "bare": "/v1/models"}[key]
+            proc = stack.enter_context(
+                server(command(port), env, base + ready, work / f"{key}.log", cwd=ROOT)
+            )
+            targets.append(gw.Target(key, key, {"0": base + CHAT}, bearer, proc.pid))
+        for target in targets:
+            gw.load(target, "0", 32, 2.0)  # warm-up
+        cpu: dict[str, list[float]] = {t.key: [] for t in targets}
+        for i in range(rounds):
+            for target in targets if i % 2 == 0 else targets[::-1]:
+                assert target.pid is not None
+                before = cpu_seconds(target.pid)
+                result = gw.load(target, "0", 32, seconds)
+                if result.errors:
+                    raise SystemExit(f"{target.key}: {result.errors} errors in round {i}")
+                used = cpu_seconds(target.pid) - before
+                cpu[target.key].append(1000 * used / max(1, result.requests))
+            loads.append(os.getloadavg()[0])
+            print(f"round {i}: " + "  ".join(f"{k} {v[-1]:.3f}" for k, v in cpu.items()))
+    return cpu, loads
+
+
+def report(cpu: dict[str, list[float]], loads: list[float], rounds: int, seconds: float) -> str:
+    bare = median(cpu["bare"])
+    rows = []
+    for key, label in (
+        ("bare", "bare proxy"),
+        ("lean", "lean gateway (bench/lean_gateway.py)"),
+        ("faas", "faas gateway"),
+    ):
+        values = cpu[key]
+        per_round = [v / b for v, b in zip(values, cpu["bare"], strict=True)]
+        rows.append(
+            [
+                label,
+                f"{median(values):.3f} [{min(values):.3f}, {max(values):.3f}]",
+                f"{median(values) / bare:.2f}x",
+                f"{min(per_round):.2f} to {max(per_round):.2f}",
+            ]
+        )
+    header = ["server", "CPU-ms per request", "vs bare", "per-round ratio to bare"]
+    lines = [
+        f"## Gateway against two floors: bare proxy and lean gateway ({today()})",
+        "",
+        *environment_lines(),
+        f"- {rounds} rounds of {seconds:.0f} s per server at concurrency 32, 0 ms upstream, "
+        "order alternating; median [lowest, highest] of the rounds",
+        "- Load average (1 min) after each round: " + ", ".join(f"{x:.2f}" for x in loads),
+        "",
+        md_table(header, rows),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--no-save", action="store_true", help="print only, do not append")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {LOAD_CPU})
+    cpu, loads = measure(args.rounds, args.seconds)
+    section = report(cpu, loads, args.rounds, args.seconds)
+    print(section)
+    if not args.no_save:
+        append_results(section)
+        print("appended to docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
