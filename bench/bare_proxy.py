@@ -9,6 +9,7 @@ beside faas and LiteLLM: what faas costs above it is what the platform adds.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -30,12 +31,7 @@ class BareProxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"] if k in _FORWARDED}
         assert self.session is not None
         url = self.upstream + scope["path"]
@@ -43,17 +39,7 @@ class BareProxy:
             payload = await answer.read()
             content_type = answer.headers.get("content-type", "application/json")
             status = answer.status
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await answer_with(send, status, payload, [(b"content-type", content_type.encode())])
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -69,14 +55,35 @@ class BareProxy:
                 return
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+async def read_body(receive: Any) -> bytes:
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+async def answer_with(
+    send: Any, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """The whole answer, its content-length added to `headers`."""
+    length = (b"content-length", str(len(payload)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def serve(make_app: Callable[[str], Any], description: str | None) -> None:
+    """Parse --upstream, --host and --port and serve `make_app(upstream)` with uvicorn as every
+    floor is served: uvloop, httptools, no access log."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--upstream", required=True, help="base URL of the upstream")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     uvicorn.run(
-        BareProxy(args.upstream),
+        make_app(args.upstream),
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -85,6 +92,10 @@ def main() -> None:
         log_level="warning",
         lifespan="on",
     )
+
+
+def main() -> None:
+    serve(BareProxy, __doc__.splitlines()[0] if __doc__ else None)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ gateway: `bench/gateway_floor_probe.py` measures it beside faas and the bare pro
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import time
@@ -36,11 +35,10 @@ from typing import Any
 
 import jwt
 import orjson
-import uvicorn
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bare_proxy import BareProxy, Scope
+from bare_proxy import BareProxy, Scope, answer_with, read_body, serve
 from faas.services.gateway_service.openai_routes import ChatCompletionBody
 from faas.shared.logging import RequestLog
 
@@ -77,12 +75,7 @@ class LeanGateway(BareProxy):
         if self.consumer is None:
             self.consumer = asyncio.get_running_loop().create_task(self._drain())
         started = time.perf_counter()
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         headers = dict(scope["headers"])
         claims = self._claims(headers.get(b"authorization", b"").decode())
         if claims is None:
@@ -177,26 +170,13 @@ def _usage_event(
 
 
 async def _answer(send: Any, status: int, content: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [*_JSON, (b"content-length", str(len(content)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
+    await answer_with(send, status, content, [*_JSON, *extra])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--upstream", required=True, help="base URL of the upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(
-        LeanGateway(args.upstream, os.environ["FAAS_JWT_SECRET"]),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
+    secret = os.environ["FAAS_JWT_SECRET"]
+    serve(
+        lambda upstream: LeanGateway(upstream, secret), __doc__.splitlines()[0] if __doc__ else None
     )
 
 
