@@ -41,14 +41,22 @@ class BareProxy:
             status = answer.status
         await answer_with(send, status, payload, [(b"content-type", content_type.encode())])
 
+    def started(self) -> None:
+        """Called once the upstream session is open (for a subclass)."""
+
+    def stopping(self) -> None:
+        """Called at shutdown, before the upstream session closes (for a subclass)."""
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
                 self.session = aiohttp.ClientSession(connector=connector)
+                self.started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.stopping()
                 if self.session is not None:
                     await self.session.close()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from faas.backends.vectors import IndexedChunk, SqliteVectorIndex, VectorIndex, build_vector_index
+from faas.backends.vectors.base import STOPWORDS
 from faas.backends.vectors.pgvector import PgVectorIndex, asyncpg_dsn
 from faas.shared.config import Settings
 from faas.shared.exceptions import DependencyUnavailable
@@ -237,7 +238,29 @@ async def test_keyword_search_leaves_out_english_function_words(
     )
     # Both stores look for "refund" and "window" alone: the filler shares nothing else.
     assert ids(await index.search_keyword(tenant, "What is the refund window?", 10)) == ["refunds"]
+    assert ids(await index.search_keyword(tenant, "What's the refund? Don't know", 10)) == [
+        "refunds"
+    ]
     assert await index.search_keyword(tenant, "what is it", 10) == []
+
+
+async def test_keyword_function_words_are_postgresqls_english_stop_words(
+    pgvector_url: str,
+) -> None:
+    """SQLite's keyword leg leaves out exactly the words PostgreSQL's `english` configuration
+    leaves out of its lexemes: the server's own english.stop list."""
+    conn = await asyncpg.connect(asyncpg_dsn(pgvector_url))
+    try:
+        share = await conn.fetchval("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'")
+        dropped = await conn.fetchval(
+            "SELECT count(*) FROM unnest($1::text[]) AS w WHERE to_tsvector('english', w) = ''",
+            sorted(STOPWORDS),
+        )
+    finally:
+        await conn.close()
+    listed = frozenset((Path(share) / "tsearch_data/english.stop").read_text().split())
+    assert listed == STOPWORDS
+    assert dropped == len(STOPWORDS)
 
 
 @pytest.mark.parametrize(

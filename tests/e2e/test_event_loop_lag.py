@@ -12,14 +12,17 @@ GIL). A stall of the event loop shows as many slow probes, or one far slower: bo
 A probe is not the server's fault when the test process itself was paused just as long (the
 machine stopped both: a CI host once took 360 ms over one probe in 306). A thread of the test
 process sleeps in 5 ms steps and notes when it woke late; a slow probe that overlaps such a
-pause, long enough to account for its excess over 100 ms, is reported but not counted. A stall
-of the server never pauses the test process, so it still fails.
+pause, long enough to account for its excess over 100 ms, is reported as a warning and not
+counted, for at most two probes a request. A stall of the server alone does not pause the test
+process, so it still fails.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -32,6 +35,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 MAX_LIVEZ_S = 0.100
 NOISE_S = 0.300  # one probe per request may be this slow (see the module docstring)
+MAX_EXCUSED = 2  # slow probes per request that a pause of this process may explain
 H = {"Authorization": f"Bearer {token_for('lag', 'ann')}"}
 
 Heavy = Callable[[httpx.Client], httpx.Response]
@@ -117,10 +121,11 @@ class PauseWatch:
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
+        # From one wake-up to the next, so a pause between waking and sleeping again counts.
+        woke = time.perf_counter()
         while not self._stop.is_set():
-            before = time.perf_counter()
             time.sleep(self.STEP_S)
-            woke = time.perf_counter()
+            before, woke = woke, time.perf_counter()
             if woke - before - self.STEP_S >= self.LATE_S:
                 self.pauses.append((before + self.STEP_S, woke))
 
@@ -140,13 +145,30 @@ class PauseWatch:
         self._thread.join()
 
 
-def test_pause_watch_explains_only_a_pause_of_this_process() -> None:
+def test_pause_watch_sees_this_process_paused() -> None:
+    # One thread keeps the GIL for ~150 ms (no switch for a second): the watch cannot wake.
+    interval = sys.getswitchinterval()
     with PauseWatch() as watch:
         time.sleep(0.02)
-    assert not watch.explains(time.perf_counter() - 0.4, 0.4)  # no pause seen: the server's
+        sys.setswitchinterval(1.0)
+        try:
+            deadline = time.perf_counter() + 0.15
+            while time.perf_counter() < deadline:
+                pass
+        finally:
+            sys.setswitchinterval(interval)
+        time.sleep(0.02)
+    assert any(end - start >= 0.1 for start, end in watch.pauses), watch.pauses
+
+
+def test_pause_watch_explains_only_a_probe_the_pause_covers() -> None:
+    watch = PauseWatch()
+    assert not watch.explains(10.0, 0.4)  # no pause seen: the server's
     watch.pauses.append((10.0, 10.3))
     assert watch.explains(10.0, 0.35)  # a 350 ms probe inside a 300 ms pause
     assert not watch.explains(10.2, 0.35)  # only 100 ms of the pause overlaps it
+    watch.pauses[:] = [(10.2, 11.0)]
+    assert not watch.explains(10.0, 0.35)  # the probe ended 150 ms into a longer pause
 
 
 @pytest.mark.parametrize("kind", sorted(HEAVY))
@@ -178,11 +200,18 @@ def test_livez_answers_while_a_heavy_request_runs(server: str, kind: str) -> Non
     for started, took in timings:
         if took > MAX_LIVEZ_S:
             (excused if watch.explains(started, took) else slow).append(round(took * 1000))
+    if excused:
+        message = f"/livez probes of {excused} ms during {kind}: this process was paused too"
+        warnings.warn(message, stacklevel=1)
     response = outcome["response"]
     assert isinstance(response, httpx.Response), response
     assert response.status_code < 300, response.text[:300]
     assert probes >= 3, f"{kind} finished too fast to show anything ({probes} probes)"
-    stalled = len(slow) > 1 or any(ms > NOISE_S * 1000 for ms in slow)
+    stalled = (
+        len(slow) > 1
+        or any(ms > NOISE_S * 1000 for ms in slow)
+        or len(excused) > MAX_EXCUSED  # a machine that stops this often proves nothing
+    )
     assert not stalled, (
         f"/livez took {slow} ms (of {probes} probes) while {kind} ran"
         f" (and {excused} ms while this process was paused too)"

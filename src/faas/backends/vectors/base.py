@@ -22,18 +22,20 @@ FloatArray = npt.NDArray[np.floating[Any]]
 MAX_QUERY_TERMS = 32
 
 _TERM = re.compile(r"[^\W_]+")
-# English function words, left out of a keyword search as PostgreSQL's `english` text search
-# configuration leaves them out of its lexemes, so both stores look for the same words. BM25
-# weighs them little, but OR-ed into the match they pulled in documents sharing nothing else
-# with a question ("what is the ..."), and hybrid search's fusion had to outvote that filler.
+# English function words, left out of a keyword search: PostgreSQL's `english` text search
+# configuration leaves exactly these out of its lexemes (its english.stop list, the Snowball
+# one; `tests/contract/test_vector_contract.py` holds the two equal), so both stores look for the
+# same words. BM25 weighs them little, but OR-ed into SQLite's match they pulled in documents
+# sharing nothing else with a question ("what is the ..."), and hybrid search's fusion had to
+# outvote that filler. `s`, `t` and `don` are the pieces of "what's" and "don't".
 _STOPWORD_TEXT = """
-a about above after again against all am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further
-had has have having he her here hers herself him himself his how i if in into is it its itself
-just me more most my myself no nor not now of off on once only or other our ours ourselves out
-over own same she should so some such than that the their theirs them themselves then there
-these they this those through to too under until up very was we were what when where which
-while who whom why will with would you your yours yourself yourselves
+i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she
+her hers herself it its itself they them their theirs themselves what which who whom this that
+these those am is are was were be been being have has had having do does did doing a an the
+and but if or because as until while of at by for with about against between into through
+during before after above below to from up down in out on off over under again further then
+once here there when where why how all any both each few more most other some such no nor not
+only own same so than too very s t can will just don should now
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
