@@ -467,6 +467,14 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def publish(section: str, *, save: bool) -> None:
+    """Print a report section and, when `save`, append it to docs/benchmarks.md."""
+    print(section)
+    if save:
+        append_results(section)
+        print("appended to docs/benchmarks.md")
+
+
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
 

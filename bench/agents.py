@@ -39,7 +39,7 @@ import psutil
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from _common import append_results, environment_lines, md_table, percentile, today
+from _common import environment_lines, md_table, percentile, publish, today
 from agent_platform import DB_MS, TENANT, Env, fresh_postgres, platform, upstream_process
 from faas.services.agent_service.tables import AgentRow, MessageRow, RunRow
 from faas.shared.database import Database
@@ -840,10 +840,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

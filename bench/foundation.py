@@ -39,7 +39,6 @@ from _common import (
     PYTHON,
     SERVER_CPU,
     LoadResult,
-    append_results,
     clean_env,
     combine,
     environment_lines,
@@ -50,6 +49,7 @@ from _common import (
     median,
     mint_token,
     pinned,
+    publish,
     run_load,
     server,
     stop_process,
@@ -424,10 +424,7 @@ def main() -> None:
         notes=notes,
     )
     print()
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

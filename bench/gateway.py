@@ -56,7 +56,6 @@ from _common import (
     ROOT,
     SERVER_CPU,
     LoadResult,
-    append_results,
     clean_env,
     combine,
     environment_lines,
@@ -67,6 +66,7 @@ from _common import (
     mint_token,
     percentile,
     pinned,
+    publish,
     rss_mb,
     run_load,
     server,
@@ -1140,10 +1140,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)  # kept when the run fails, for its logs
     section = report(results, mode, setup)
     print()
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

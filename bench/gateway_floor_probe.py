@@ -28,12 +28,12 @@ from _common import (
     PYTHON,
     ROOT,
     SERVER_CPU,
-    append_results,
     clean_env,
     environment_lines,
     free_port,
     md_table,
     pinned,
+    publish,
     server,
     today,
 )
@@ -144,10 +144,7 @@ def main() -> None:
     os.sched_setaffinity(0, {LOAD_CPU})
     cpu, loads = measure(args.rounds, args.seconds)
     section = report(cpu, loads, args.rounds, args.seconds)
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

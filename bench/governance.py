@@ -45,12 +45,12 @@ from _common import (
     PYTHON,
     ROOT,
     SERVER_CPU,
-    append_results,
     environment_lines,
     free_port,
     have_taskset,
     md_table,
     pinned,
+    publish,
     server,
     today,
     wait_for_quiet,
@@ -301,10 +301,7 @@ def main() -> None:
         ]
     )
     print()
-    print(text)
-    if not args.no_save:
-        append_results(text + "\n")
-        print("appended to docs/benchmarks.md")
+    publish(text + "\n", save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from _common import (
     ROOT,
     SERVER_CPU,
     LoadResult,
-    append_results,
     clean_env,
     combine,
     environment_lines,
@@ -47,6 +46,7 @@ from _common import (
     md_table,
     mint_token,
     percentile,
+    publish,
     run_load,
     server,
     stop_process,
@@ -617,10 +617,7 @@ def main() -> None:
     }
     section = report(codecs, buses, jobs, tracing, quick=args.quick, setup=setup, notes=notes)
     print()
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from _common import ROOT, append_results, environment_lines, md_table, percentile, today
+from _common import ROOT, environment_lines, md_table, percentile, publish, today
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -165,10 +165,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     section = report(times, requests, args.quick)
     print()
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from _common import BENCH_DIR, append_results, environment_lines, md_table, today
+from _common import BENCH_DIR, environment_lines, md_table, publish, today
 from faas.backends.vectors import Hit
 
 DATA_DIR = BENCH_DIR / "data" / "rag_eval"
@@ -383,10 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{len(corpus)} documents, {len(queries)} queries, embedder {embedder}", flush=True)
         runs.append(asyncio.run(evaluate(corpus, queries, embedder)))
     section = report(runs, corpus, queries)
-    print(section)
-    if not args.no_save:
-        append_results(section)
-        print("appended to docs/benchmarks.md")
+    publish(section, save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from _common import (
     ROOT,
     SERVER_CPU,
     LoadResult,
-    append_results,
     clean_env,
     environment_lines,
     free_port,
@@ -54,6 +53,7 @@ from _common import (
     md_table,
     mint_token,
     pinned,
+    publish,
     run_load,
     server,
     today,
@@ -487,10 +487,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)  # kept when the run fails, for its logs
     text = section(samples, errors, mode, facts)
     print()
-    print(text)
-    if not args.no_save:
-        append_results(text)
-        print("appended to docs/benchmarks.md")
+    publish(text, save=not args.no_save)
 
 
 if __name__ == "__main__":
