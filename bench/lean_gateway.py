@@ -14,8 +14,9 @@ every chat completion:
 - a per-tenant requests-per-minute window checked and counted (a dict, in memory);
 - the upstream call over one aiohttp session, its answer parsed and encoded again, its cost
   priced from the token counts;
-- two token-usage records and one request-duration record through the OpenTelemetry SDK, with
-  the attributes faas records (five and three), the reader and exemplar filter faas uses;
+- two token-usage records and one request-duration record, with the attributes faas records
+  (five and three), through the meter faas uses (`faas.integrations.histograms`: the SDK's
+  meter with histograms aggregated by faas and exported at collection);
 - a usage event with the 24 fields of faas's, in an envelope like its bus's (id, type, tenant,
   time), encoded and handed to an in-process queue that a consumer task decodes (faas's
   in-process bus delivers to a subscriber the same way);
@@ -44,10 +45,9 @@ from typing import Any
 
 import jwt
 import orjson
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from bare_proxy import BareProxy, Scope, answer_with, read_body, serve
+from faas.integrations.otel import setup_telemetry
 from faas.services.gateway_service.openai_routes import ChatCompletionBody
 from faas.shared.logging import RequestLog
 
@@ -64,9 +64,7 @@ class LeanGateway(BareProxy):
         self.secret = secret
         self.claims: dict[str, dict[str, Any]] = {}
         self.windows: dict[tuple[str, int], int] = {}
-        meter = MeterProvider(
-            metric_readers=[InMemoryMetricReader()], exemplar_filter=AlwaysOffExemplarFilter()
-        ).get_meter("lean")
+        meter = setup_telemetry("lean", set_global=False).meter
         self.token_usage = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
         self.duration = meter.create_histogram("http.server.request.duration", unit="s")
         self.events: asyncio.Queue[bytes] = asyncio.Queue()

@@ -24,7 +24,6 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -49,6 +48,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faas.integrations import prometheus
+from faas.integrations.histograms import AggregatingMeter, AggregatingReader
 from faas.shared.context import current_context
 
 log = logging.getLogger("faas.otel")
@@ -84,7 +84,8 @@ class Telemetry:
         self.exporters: tuple[SpanExporter, ...] = tuple(exporters)
         # Without an exporter spans would go nowhere: the middleware then only propagates.
         self.tracing_enabled = bool(self.exporters)
-        self.metric_reader = InMemoryMetricReader()
+        # Histograms are aggregated by faas (histograms.py) and added to what the SDK collects.
+        self.metric_reader = AggregatingReader(resource)
         self.meter_provider = MeterProvider(
             metric_readers=[self.metric_reader],
             resource=resource,
@@ -109,7 +110,9 @@ class Telemetry:
             if self.tracing_enabled
             else trace.NoOpTracer()
         )
-        self.meter: metrics.Meter = self.meter_provider.get_meter(SCOPE_NAME)
+        self.meter: metrics.Meter = AggregatingMeter(
+            self.meter_provider.get_meter(SCOPE_NAME), self.metric_reader
+        )
         self.http_server_duration = self.meter.create_histogram(
             "http.server.request.duration",
             unit="s",
