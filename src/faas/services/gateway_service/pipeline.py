@@ -62,11 +62,11 @@ class ChatPipeline:
         call.model = model.name
         tenant = identity.tenant_id
         prompt_tokens = await check_context(model, body)
-        fingerprint = request_fingerprint(tenant, model.name, body)
-        if idempotency_key is None:
+        if idempotency_key is None:  # the fingerprint is then made only if the cache needs it
             return await self.completion.run(
-                identity, body, limits, model, call, cache, fingerprint, prompt_tokens
+                identity, body, limits, model, call, cache, None, prompt_tokens
             )
+        fingerprint = request_fingerprint(tenant, model.name, body)
         kv_key, replay = await self.idempotency.begin(tenant, idempotency_key, fingerprint)
         if replay is not None:
             return Completion(replay, call, replayed=True)
