@@ -176,3 +176,15 @@ def test_histograms_alone_are_exported_on_the_readers_resource() -> None:
     assert (count, low, high) == (1, 1, 1)
     assert bounds == DEFAULT_BOUNDARIES
     assert buckets == [0, 1] + [0] * (len(DEFAULT_BOUNDARIES) - 1)  # (0, 5]
+
+
+def test_a_value_no_attribute_may_hold_drops_the_record_not_the_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reader = AggregatingReader(Resource.create({}))
+    h = AggregatingMeter(MeterProvider([reader]).get_meter("faas"), reader).create_histogram("h")
+    h.record(1, {"bad": {"nested": "dict"}})
+    h.record(2, {"ok": "yes"})
+    got = points_of(reader.get_metrics_data(), "h")
+    assert {k: v[0] for k, v in got.items()} == {frozenset({("ok", "yes")}): 1}
+    assert "bad attributes" in caplog.text

@@ -7,7 +7,9 @@ record, three records an answered chat completion, ~9 % of the gateway's CPU per
 one lock (~1 us). What the reader exports is what the SDK's own explicit-bucket histogram would
 have exported: cumulative points with the same buckets (the SDK's defaults, or the instrument's
 advisory boundaries), sum, count, min and max, the same 2,000-series cap with the same overflow
-series, non-finite and negative values dropped with a warning.
+series, non-finite and negative values dropped with a warning. One difference: attribute
+values that Python holds equal (`True`, `1`, `1.0`) share a series here, where the SDK keeps
+them apart; faas gives each attribute one type.
 
 `AggregatingMeter` wraps the SDK's meter: every instrument but the histogram is the SDK's own,
 so code that takes an OpenTelemetry `Meter` does not change. `AggregatingReader` is the
@@ -93,7 +95,11 @@ class AggregatedHistogram(metrics.Histogram):
             key = frozenset(attributes.items()) if attributes else frozenset()
         except TypeError:  # a sequence value given as a list: the SDK keeps it as a tuple
             attributes = _hashable(attributes or {})
-            key = frozenset(attributes.items())
+            try:
+                key = frozenset(attributes.items())
+            except TypeError:  # a value no attribute may hold (a dict, a set)
+                self._drop(amount, attributes)
+                return
         index = bisect_left(self.boundaries, amount)
         with self._lock:
             series = self._series.get(key) or self._new_series(key, attributes or {})
@@ -116,12 +122,11 @@ class AggregatedHistogram(metrics.Histogram):
         series = self._series[key] = _Series(attributes, len(self.boundaries) + 1)
         return series
 
-    def _drop(self, amount: float) -> None:
+    def _drop(self, amount: float, attributes: Attributes = None) -> None:
         if not self._warned:  # the SDK warns on every one; once is enough to find the caller
             self._warned = True
-            log.warning(
-                "histogram %s: dropped %r (a value must be finite and >= 0)", self.name, amount
-            )
+            why = "a value must be finite and >= 0" if attributes is None else "bad attributes"
+            log.warning("histogram %s: dropped %r %r (%s)", self.name, amount, attributes, why)
 
     def points(self, now_ns: int) -> list[HistogramDataPoint]:
         with self._lock:
@@ -147,6 +152,7 @@ class AggregatedHistogram(metrics.Histogram):
 
 
 def _hashable(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Sequence values as tuples (the SDK's attributes hold them so)."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
 
 
