@@ -1,6 +1,7 @@
 """Step 9 refactor benchmark: the code before the refactor against the working tree, side by side.
 
-    .venv/bin/python bench/refactor.py [--before REV] [--quick] [--no-save]
+    .venv/bin/python bench/refactor.py [--before REV] [--quick] [--no-save] [--rounds N]
+        [--only gateway,cache,rag]
 
 The "before" servers run from a detached git worktree of REV (default d05e4a8, the last commit
 before Step 9), the "after" servers from this checkout; both with the same .venv python, told
@@ -31,7 +32,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -405,11 +406,20 @@ def table(samples: Samples, errors: Errors) -> str:
         before, after = by_tree["before"], by_tree["after"]
         ratio = divide(statistics.median(after), statistics.median(before))
         pairs = [divide(a, b) for b, a in zip(before, after, strict=True)]
-        paired = f"{min(pairs):.3f} to {max(pairs):.3f}" if len(pairs) > 1 else ""
+        paired = ""
+        if len(pairs) > 1:
+            spread = f"{min(pairs):.3f} to {max(pairs):.3f}"
+            paired = f"{statistics.median(pairs):.3f} ({spread})"
         rows.append([measure, cell(before), cell(after), f"{ratio:.3f}", paired])
     failed = ["failed requests (all loads)", str(errors["before"]), str(errors["after"])]
     rows.append([*failed, "", ""])
-    header = ["Measure", "before", "after", "after/before", "per-round after/before"]
+    header = [
+        "Measure",
+        "before",
+        "after",
+        "after/before",
+        "per-round after/before: median (lowest to highest)",
+    ]
     return md_table(header, rows)
 
 
@@ -425,7 +435,7 @@ def describe_trees(rev: str) -> dict[str, str]:
     }
 
 
-def section(samples: Samples, errors: Errors, mode: Mode, facts: dict[str, str]) -> str:
+def section(samples: Samples, errors: Errors, mode: Mode, facts: dict[str, str], rev: str) -> str:
     pinning = f"servers on core {SERVER_CPU}, load and mock on core {LOAD_CPU}"
     tool = "wrk" if load_tool() == "wrk" else "the python asyncio load generator (no wrk)"
     facts = facts | {
@@ -439,11 +449,12 @@ def section(samples: Samples, errors: Errors, mode: Mode, facts: dict[str, str])
         "never reached, temperature 0.7, mock upstream at 0 ms; cache: one stored key; RAG: "
         f"{mode.docs} documents of 10 paragraphs (chunk_size 80), one fixed hybrid query",
     }
+    before = "the Step 9 refactor" if rev == DEFAULT_BEFORE else f"`{rev}`"
     parts = [
-        f"## Step 9 refactor, before vs after — {today()}",
-        "The same measures against the code before the Step 9 architecture refactor and the "
-        "working tree after it, in one run (`bench/refactor.py`). A ratio near 1 is no change; "
-        "read it against the spread of the rounds in brackets and of the per-round ratios.",
+        f"## Before vs after {before} (`bench/refactor.py`) — {today()}",
+        f"The same measures against the code at {before} and the working tree, in one run. A "
+        "ratio near 1 is no change; read it against the spread of the rounds in brackets and "
+        "of the per-round ratios.",
         table(samples, errors),
         "\n".join(environment_lines(facts)),
     ]
@@ -457,8 +468,18 @@ def main() -> None:
     parser.add_argument("--no-save", action="store_true", help="print only, do not append")
     parser.add_argument("--max-load", type=float, default=1.0, help="wait for a load below")
     parser.add_argument("--wait-minutes", type=float, default=None, help="default 20; quick 0")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="more rounds resolve a smaller change (default 7)"
+    )
+    parser.add_argument("--only", default="gateway,cache,rag", help="the measures to run")
     args = parser.parse_args()
+    phases = {p.__name__: p for p in (gateway, cache, rag)}
+    chosen = [phases[name] for name in args.only.split(",") if name in phases]
+    if not chosen:
+        parser.error(f"--only: one or more of {', '.join(phases)}")
     mode = Mode.of(args.quick)
+    if args.rounds is not None:
+        mode = replace(mode, rounds=max(1, args.rounds))
     wait_min = args.wait_minutes if args.wait_minutes is not None else (0 if args.quick else 20)
     if wait_min:
         wait_for_quiet(args.max_load, wait_min * 60)
@@ -475,7 +496,7 @@ def main() -> None:
         for tree in trees:
             check_import(tree, work)
         facts = describe_trees(args.before)
-        for phase in (gateway, cache, rag):
+        for phase in chosen:
             print(f"{phase.__name__}:")
             samples |= phase(trees, work, mode, errors)
     load_end = os.getloadavg()
@@ -485,7 +506,7 @@ def main() -> None:
     )
     facts["Run took"] = f"{(time.monotonic() - started) / 60:.1f} min"
     shutil.rmtree(work, ignore_errors=True)  # kept when the run fails, for its logs
-    text = section(samples, errors, mode, facts)
+    text = section(samples, errors, mode, facts, args.before)
     print()
     publish(text, save=not args.no_save)
 
