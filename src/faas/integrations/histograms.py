@@ -7,9 +7,12 @@ record, three records an answered chat completion, ~9 % of the gateway's CPU per
 one lock (~1 us). What the reader exports is what the SDK's own explicit-bucket histogram would
 have exported: cumulative points with the same buckets (the SDK's defaults, or the instrument's
 advisory boundaries), sum, count, min and max, the same 2,000-series cap with the same overflow
-series, non-finite and negative values dropped with a warning. One difference: attribute
-values that Python holds equal (`True`, `1`, `1.0`) share a series here, where the SDK keeps
-them apart; faas gives each attribute one type.
+series, non-finite and negative values dropped with a warning, attributes cleaned as the SDK
+cleans them. Where it differs: attribute values that Python holds equal (`True`, `1`, `1.0`)
+share a series here, where the SDK keeps them apart (faas gives each attribute one type); a
+histogram made through the SDK's own meter under the same name would be exported beside this
+one (faas makes every histogram through its Telemetry's meter); the instrumentation scope is
+the meter's name, version and schema URL, without scope attributes (faas sets none).
 
 `AggregatingMeter` wraps the SDK's meter: every instrument but the histogram is the SDK's own,
 so code that takes an OpenTelemetry `Meter` does not change. `AggregatingReader` is the
@@ -53,6 +56,7 @@ DEFAULT_BOUNDARIES: Final = (
 CARDINALITY_LIMIT: Final = 2000
 OVERFLOW_ATTRIBUTES: Final[Mapping[str, bool]] = {"otel.metric.overflow": True}
 _OVERFLOW_KEY: Final = frozenset(OVERFLOW_ATTRIBUTES.items())
+_NO_ATTRIBUTES: Final[frozenset[tuple[Any, Any]]] = frozenset()
 
 
 class _Series:
@@ -72,37 +76,46 @@ class _Series:
 
 class AggregatedHistogram(metrics.Histogram):
     """A histogram instrument whose values are aggregated in place, one series per attribute
-    set; `points()` is what the reader exports."""
+    set; `points()` is what the reader exports.
+
+    A record looks its attributes up as given (one frozenset hash). Attributes seen for the
+    first time are cleaned as the SDK cleans a measurement's (keys made strings or dropped,
+    sequences made tuples, other values made strings) and the series found by the cleaned set,
+    so two spellings of one set (`{1: "x"}`, `{"1": "x"}`) share a series as in the SDK."""
 
     def __init__(
-        self, name: str, unit: str = "", description: str = "", boundaries: Sequence[float] = ()
+        self,
+        name: str,
+        unit: str = "",
+        description: str = "",
+        boundaries: Sequence[float] | None = None,
     ) -> None:
         # (the API's `Instrument.__init__` is abstract and keeps nothing)
         self.name, self.unit, self.description = name, unit, description
-        self.boundaries = tuple(boundaries or DEFAULT_BOUNDARIES)
-        self._series: dict[frozenset[tuple[str, Any]], _Series] = {}
+        self.boundaries = checked_boundaries(boundaries)
+        self._series: dict[Any, _Series] = {}  # by the cleaned attributes
+        self._seen: dict[frozenset[tuple[Any, Any]], _Series] = {}  # by the attributes as given
         self._lock = threading.Lock()
-        self._warned = False
+        self._warned: set[str] = set()
 
     def record(
         self, amount: float, attributes: Attributes = None, context: Context | None = None
     ) -> None:
         # `not amount >= 0` is also true of NaN: the SDK drops NaN, infinities and negatives.
         if not amount >= 0 or amount == math.inf:
-            self._drop(amount)
+            self._warn("value", f"dropped {amount!r}: a value must be finite and >= 0")
             return
-        try:
-            key = frozenset(attributes.items()) if attributes else frozenset()
-        except TypeError:  # a sequence value given as a list: the SDK keeps it as a tuple
-            attributes = _hashable(attributes or {})
-            try:
-                key = frozenset(attributes.items())
-            except TypeError:  # a value no attribute may hold (a dict, a set)
-                self._drop(amount, attributes)
-                return
         index = bisect_left(self.boundaries, amount)
+        try:
+            key: frozenset[tuple[Any, Any]] | None = (
+                frozenset(attributes.items()) if attributes else _NO_ATTRIBUTES
+            )
+        except (TypeError, AttributeError):  # an unhashable value, or not a mapping at all
+            key = None
         with self._lock:
-            series = self._series.get(key) or self._new_series(key, attributes or {})
+            series = self._seen.get(key) if key is not None else None
+            if series is None:
+                series = self._find(key, attributes)
             series.buckets[index] += 1
             series.sum += amount
             series.count += 1
@@ -111,22 +124,31 @@ class AggregatedHistogram(metrics.Histogram):
             if amount > series.max:
                 series.max = amount
 
-    def _new_series(
-        self, key: frozenset[tuple[str, Any]], attributes: Mapping[str, Any]
-    ) -> _Series:
-        """Called with the lock held."""
-        if len(self._series) >= CARDINALITY_LIMIT:
-            key, attributes = _OVERFLOW_KEY, OVERFLOW_ATTRIBUTES
-            if (overflow := self._series.get(key)) is not None:
-                return overflow
-        series = self._series[key] = _Series(attributes, len(self.boundaries) + 1)
+    def _find(self, key: frozenset[tuple[Any, Any]] | None, attributes: Attributes) -> _Series:
+        """The series of attributes not seen before, as given (called with the lock held)."""
+        if attributes is not None and not isinstance(attributes, Mapping):
+            self._warn("attributes", f"attributes must be a mapping, got {type(attributes)}")
+            attributes = None
+        cleaned = _clean_mapping(attributes or {})
+        series_key = _frozen(cleaned)
+        series = self._series.get(series_key)
+        if series is None:
+            if len(self._series) >= CARDINALITY_LIMIT:
+                series_key, cleaned = _OVERFLOW_KEY, dict(OVERFLOW_ATTRIBUTES)
+                series = self._series.get(series_key)
+            if series is None:
+                series = self._series[series_key] = _Series(cleaned, len(self.boundaries) + 1)
+        # Remembered as given unless that would let the table outgrow the cap: an overflowing
+        # attribute set takes this slower path on every record instead.
+        room = len(self._seen) < 2 * CARDINALITY_LIMIT
+        if key is not None and series_key is not _OVERFLOW_KEY and room:
+            self._seen[key] = series
         return series
 
-    def _drop(self, amount: float, attributes: Attributes = None) -> None:
-        if not self._warned:  # the SDK warns on every one; once is enough to find the caller
-            self._warned = True
-            why = "a value must be finite and >= 0" if attributes is None else "bad attributes"
-            log.warning("histogram %s: dropped %r %r (%s)", self.name, amount, attributes, why)
+    def _warn(self, reason: str, message: str) -> None:
+        if reason not in self._warned:  # the SDK warns on every one; once finds the caller
+            self._warned.add(reason)
+            log.warning("histogram %s: %s", self.name, message)
 
     def points(self, now_ns: int) -> list[HistogramDataPoint]:
         with self._lock:
@@ -151,9 +173,56 @@ class AggregatedHistogram(metrics.Histogram):
         ]
 
 
-def _hashable(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """Sequence values as tuples (the SDK's attributes hold them so)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
+def checked_boundaries(advisory: Sequence[float] | None) -> tuple[float, ...]:
+    """The bucket boundaries for an advisory, as the SDK takes it: None or anything but a
+    sequence of numbers gives the defaults (with a warning); boundaries must be finite and
+    strictly increasing (the SDK raises at the first record; this, when the instrument is
+    made); an empty sequence is one bucket."""
+    if advisory is None:
+        return DEFAULT_BOUNDARIES
+    if isinstance(advisory, str | bytes) or not isinstance(advisory, Sequence):
+        numbers = False
+    else:
+        numbers = all(isinstance(b, int | float) and not isinstance(b, bool) for b in advisory)
+    if not numbers:
+        log.warning("explicit_bucket_boundaries_advisory must be a sequence of numbers")
+        return DEFAULT_BOUNDARIES
+    for i, bound in enumerate(advisory):
+        if not math.isfinite(bound):
+            raise ValueError(f"invalid boundary: {bound!r}")
+        if i and advisory[i - 1] >= bound:
+            raise ValueError("boundaries must be strictly increasing")
+    return tuple(advisory)
+
+
+def _clean_mapping(attributes: Mapping[Any, Any]) -> dict[str, Any]:
+    """Attributes as the SDK keeps a measurement's: empty keys dropped, other keys made
+    strings, values cleaned."""
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not key:
+            continue
+        cleaned[key if isinstance(key, str) else str(key)] = _clean_value(value)
+    return cleaned
+
+
+def _clean_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | bytes | str):
+        return value
+    if isinstance(value, Sequence):
+        return tuple(_clean_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return _clean_mapping(value)
+    return str(value)  # an enum, a path, ...: its text, as the SDK exports it
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable form of cleaned attributes (a mapping value becomes sorted pairs)."""
+    if isinstance(value, dict):
+        return frozenset((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 class AggregatingReader(InMemoryMetricReader):
@@ -216,7 +285,7 @@ class AggregatingMeter(metrics.Meter):
         self._inner = inner
         self._reader = reader
         self._scope = InstrumentationScope(inner.name, inner.version, inner.schema_url)
-        self._histograms: dict[str, AggregatedHistogram] = {}
+        self._histograms: dict[tuple[str, str, tuple[float, ...]], AggregatedHistogram] = {}
         self._histograms_lock = threading.Lock()
 
     def create_histogram(
@@ -227,13 +296,15 @@ class AggregatingMeter(metrics.Meter):
         *,
         explicit_bucket_boundaries_advisory: Sequence[float] | None = None,
     ) -> metrics.Histogram:
-        with self._histograms_lock:  # one instrument per name, as the SDK hands out
-            found = self._histograms.get(name.lower())
+        boundaries = checked_boundaries(explicit_bucket_boundaries_advisory)
+        key = (name.lower(), unit, boundaries)
+        with self._histograms_lock:  # one instrument per name and kind, as the SDK hands out
+            found = self._histograms.get(key)
             if found is None:
-                found = AggregatedHistogram(
-                    name, unit, description, explicit_bucket_boundaries_advisory or ()
-                )
-                self._histograms[name.lower()] = found
+                if any(k[0] == key[0] for k in self._histograms):
+                    log.warning("histogram %s made again with another unit or buckets", name)
+                found = AggregatedHistogram(name, unit, description, boundaries)
+                self._histograms[key] = found
                 self._reader.add(self._scope, found)
             return found
 
