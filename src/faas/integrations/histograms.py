@@ -1,18 +1,18 @@
 """Histograms aggregated by faas and handed to the OpenTelemetry SDK's reader at collection.
 
-The SDK's synchronous histogram builds a `Measurement`, copies and hashes its attributes, finds
-the series through the view machinery and takes two locks for every value: about 10 us a
-record, three records an answered chat completion, ~9 % of the gateway's CPU per request
-(docs/benchmarks.md). Here a record is a hash of the attributes, a bisect and four adds under
-one lock (~1 us). What the reader exports is what the SDK's own explicit-bucket histogram would
-have exported: cumulative points with the same buckets (the SDK's defaults, or the instrument's
-advisory boundaries), sum, count, min and max, the same 2,000-series cap with the same overflow
-series, non-finite and negative values dropped with a warning, attributes cleaned as the SDK
-cleans them. Where it differs: attribute values that Python holds equal (`True`, `1`, `1.0`)
+The SDK's synchronous histogram builds a `Measurement`, copies and hashes its attributes, finds the
+series through the view machinery and takes two locks for every value: about 10 us a record, three
+records an answered chat completion, ~9 % of the gateway's CPU per request (docs/benchmarks.md).
+Here a record is a hash of the attributes, a bisect and four adds under one lock (~2 us,
+`bench/histograms.py`). What the reader exports is what the SDK's own explicit-bucket histogram
+would have exported: cumulative points with the same buckets (the SDK's defaults, or the
+instrument's advisory boundaries), sum, count, min and max, the same 2,000-series cap with the same
+overflow series, non-finite and negative values dropped with a warning, attributes cleaned as the
+SDK cleans them. Where it differs: attribute values that Python holds equal (`True`, `1`, `1.0`)
 share a series here, where the SDK keeps them apart (faas gives each attribute one type); a
-histogram made through the SDK's own meter under the same name would be exported beside this
-one (faas makes every histogram through its Telemetry's meter); the instrumentation scope is
-the meter's name, version and schema URL, without scope attributes (faas sets none).
+histogram made through the SDK's own meter under the same name would be exported beside this one
+(faas makes every histogram through its Telemetry's meter); the instrumentation scope is the
+meter's name, version and schema URL, without scope attributes (faas sets none).
 
 `AggregatingMeter` wraps the SDK's meter: every instrument but the histogram is the SDK's own,
 so code that takes an OpenTelemetry `Meter` does not change. `AggregatingReader` is the
@@ -217,7 +217,7 @@ def _clean_value(value: Any) -> Any:
 
 
 def _frozen(value: Any) -> Any:
-    """A hashable form of cleaned attributes (a mapping value becomes sorted pairs)."""
+    """A hashable form of cleaned attributes (a mapping becomes a frozenset of its pairs)."""
     if isinstance(value, dict):
         return frozenset((k, _frozen(v)) for k, v in value.items())
     if isinstance(value, tuple):
