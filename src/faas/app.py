@@ -36,6 +36,7 @@ from faas.kernel import ServiceRegistry, ServiceSpec
 from faas.keys.routes import build_keys_router
 from faas.runtime import Runtime
 from faas.shared.api import Service
+from faas.shared.asgi_app import FaasAPI
 from faas.shared.direct_routes import install_direct_routes
 from faas.shared.logging import RequestLog
 from faas.shared.middleware import (
@@ -286,7 +287,7 @@ def create_service_app(
     registry: ServiceRegistry | None = None,
     title: str = "faas",
     freeze_after_start: bool = False,
-) -> FastAPI:
+) -> FaasAPI:
     """The app hosting `services`, wired from what each one's spec in `registry` (the
     platform's, unless given) declares: routes, public paths, body limits, error shapes."""
     if registry is None:
@@ -295,14 +296,13 @@ def create_service_app(
         registry = REGISTRY
     specs = [registry[s.name] for s in services]
     request_log = RequestLog()
-    app = FastAPI(
+    # FastAPI's own telemetry stays off (FaasAPI): faas traces and measures requests itself, and
+    # FastAPI's instrumentation would add a second server span and duplicate metrics.
+    app = FaasAPI(
         title=title,
         version=__version__,
         lifespan=_lifespan(runtime, services, request_log, freeze=freeze_after_start),
         description="AI components as independent, scalable services.",
-        # faas traces and measures requests itself (TracingMiddleware); FastAPI's own
-        # instrumentation would add a second server span and duplicate metrics per request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url=None,
         redoc_url=None,
     )

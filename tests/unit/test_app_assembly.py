@@ -18,9 +18,11 @@ from starlette.responses import JSONResponse, Response
 from faas.app import GC_YOUNG, create_service_app, flat_routes
 from faas.runtime import Runtime
 from faas.services import BUILDERS
+from faas.shared.asgi_app import FaasAPI
 from faas.shared.config import Settings
-from faas.shared.direct_routes import DirectRoutes, direct, install_direct_routes
+from faas.shared.direct_routes import direct, install_direct_routes
 from tests.conftest import auth
+from tests.support.asgi import served_directly
 
 
 class MarkedRoute(APIRoute):
@@ -53,8 +55,8 @@ def nested(seen: list[str]) -> APIRouter:
     return outer
 
 
-def app_from(router: APIRouter, *, flat: bool) -> FastAPI:
-    app = FastAPI()
+def app_from(router: APIRouter, *, flat: bool) -> FaasAPI:
+    app = FaasAPI()
     if flat:
         app.router.routes.extend(flat_routes(router.routes))
     else:
@@ -107,8 +109,7 @@ async def test_a_route_reports_its_full_path_keeps_its_class_and_the_inclusions_
 
 async def test_a_direct_route_inside_an_inclusion_is_served_directly() -> None:
     app = app_from(nested([]), flat=True)
-    stack = app.router.middleware_stack
-    assert isinstance(stack, DirectRoutes)
+    stack = served_directly(app)
     assert set(stack.routes) == {("POST", "/api/mid/in/fast")}
     response = await get(app, "POST", "/api/mid/in/fast")
     assert response.json() == {"route": "/api/mid/in/fast", "direct": True}
@@ -121,8 +122,7 @@ async def test_the_platforms_nested_routes_report_their_full_route(
     `/render` (spans and metrics) and went through FastAPI's router."""
     runtime = Runtime.build(make_settings())
     app = create_service_app([BUILDERS["prompt"](runtime)], runtime)
-    stack = app.router.middleware_stack
-    assert isinstance(stack, DirectRoutes)
+    stack = served_directly(app)
     assert ("POST", "/api/v1/prompts/render") in stack.routes
     paths = {r.path for r in app.router.routes if isinstance(r, APIRoute)}
     assert "/api/v1/prompts/render" in paths

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from faas.app_errors import install_error_handlers
+from faas.shared.asgi_app import FaasAPI
 from faas.shared.direct_routes import body_as, body_doc, direct, install_direct_routes
 from faas.shared.middleware import InputRulesMiddleware
 
@@ -24,7 +24,7 @@ class Item(BaseModel):
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
+    app = FaasAPI()
     install_error_handlers(app)
     app.add_middleware(InputRulesMiddleware)  # decodes JSON bodies once, as in every faas app
 

@@ -19,14 +19,16 @@ from faas.app import create_service_app
 from faas.app_errors import install_error_handlers
 from faas.runtime import Runtime
 from faas.services import BUILDERS
+from faas.shared.asgi_app import FaasAPI
 from faas.shared.config import Settings
-from faas.shared.direct_routes import DirectRoutes, direct, install_direct_routes
+from faas.shared.direct_routes import direct, install_direct_routes
 from faas.shared.exceptions import ValidationFailed
 from tests.conftest import auth
+from tests.support.asgi import served_directly
 
 
-def app_with_direct_route() -> tuple[FastAPI, list[str]]:
-    app = FastAPI()
+def app_with_direct_route() -> tuple[FaasAPI, list[str]]:
+    app = FaasAPI()
     install_error_handlers(app)
     served: list[str] = []
 
@@ -55,7 +57,7 @@ async def call(app: FastAPI, method: str, path: str, **kwargs: object) -> httpx.
 
 async def test_a_direct_route_is_served_ahead_of_the_router_with_its_route_in_scope() -> None:
     app, served = app_with_direct_route()
-    assert isinstance(app.router.middleware_stack, DirectRoutes)
+    assert served_directly(app).routes
     response = await call(app, "POST", "/v1/things", content=b"hello")
     assert response.status_code == 200
     assert response.json() == {"route": "/v1/things", "body": "hello"}
@@ -85,7 +87,7 @@ async def test_a_root_path_in_front_is_stripped_before_matching() -> None:
 
 
 def test_an_endpoint_with_injected_parameters_cannot_be_direct() -> None:
-    app = FastAPI()
+    app = FaasAPI()
 
     @app.post("/v1/things")
     @direct
@@ -119,7 +121,7 @@ def test_a_route_whose_handling_adds_something_cannot_be_direct(router: APIRoute
     async def things(request: Request) -> Response:
         return Response()
 
-    app = FastAPI()
+    app = FaasAPI()
     app.router.routes.extend(router.routes)
     with pytest.raises(TypeError, match="would be skipped"):
         install_direct_routes(app)
@@ -130,8 +132,7 @@ async def test_the_gateways_openai_routes_are_direct_and_check_the_idempotency_k
 ) -> None:
     runtime = Runtime.build(make_settings())
     app = create_service_app([BUILDERS["gateway"](runtime)], runtime)
-    stack = app.router.middleware_stack
-    assert isinstance(stack, DirectRoutes)
+    stack = served_directly(app)
     assert {("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings")} <= set(stack.routes)
     async with app.router.lifespan_context(app):
         body = {"model": "chat-default", "messages": [{"role": "user", "content": "hi"}]}
@@ -143,10 +144,10 @@ async def test_the_gateways_openai_routes_are_direct_and_check_the_idempotency_k
     assert [p["name"] for p in operation["parameters"]] == ["idempotency-key"]
 
 
-def app_with_patterned_route(earlier_method: str | None = None) -> tuple[FastAPI, list[str]]:
+def app_with_patterned_route(earlier_method: str | None = None) -> tuple[FaasAPI, list[str]]:
     """A direct route with a path parameter, behind an earlier route whose pattern overlaps
     it (taking `earlier_method`) when one is asked for."""
-    app = FastAPI()
+    app = FaasAPI()
     install_error_handlers(app)
     served: list[str] = []
     if earlier_method is not None:
@@ -195,7 +196,7 @@ def test_a_direct_route_an_earlier_route_could_take_is_refused(earlier: BaseRout
     """The router gives `/v1/things/special/run` (or everything under a mount, or whatever a
     parameter spanning slashes matches) to the earlier route: served directly, the same request
     would reach another endpoint."""
-    app = FastAPI()
+    app = FaasAPI()
     app.router.routes.append(earlier)
 
     @app.post("/v1/things/{thing_id}/run")
@@ -217,7 +218,7 @@ async def test_an_earlier_route_under_other_methods_does_not_stop_it() -> None:
 
 @pytest.mark.parametrize("path", ["/v1/things/{thing_id:int}", "/v1/things/{thing_id}.json"])
 def test_only_whole_segment_string_parameters_can_be_direct(path: str) -> None:
-    app = FastAPI()
+    app = FaasAPI()
 
     @app.post(path)
     @direct
@@ -233,8 +234,7 @@ async def test_an_agent_run_starts_on_a_direct_route(
 ) -> None:
     runtime = Runtime.build(make_settings())
     app = create_service_app([BUILDERS["agent"](runtime)], runtime)
-    stack = app.router.middleware_stack
-    assert isinstance(stack, DirectRoutes)
+    stack = served_directly(app)
     assert [r.path for r in stack.patterned] == ["/api/v1/agents/{agent_id}/execute"]
     async with app.router.lifespan_context(app):
         missing = await call(

@@ -5,11 +5,12 @@ it is matched by its exact method and path in one dict lookup in front of the ro
 path parameters, `/agents/{agent_id}/execute`, by its own pattern after that lookup), instead of
 the router's scan over every route, the dependency solver and the endpoint wrapper. A direct
 route never takes a request the router would have given an earlier route: one that an earlier
-route's path could overlap is refused at start-up. It sits
-inside FastAPI's exception middleware, so an error raised by the endpoint is rendered by the
-same handlers, in the same shape, as anywhere else. The route stays registered as usual: the
-OpenAPI document, `url_path_for` and the `scope["route"]` the tracing and request log read are
-unchanged; only its dispatch is shorter (measured on the gateway's chat completions in
+route's path could overlap is refused at start-up. The matcher is inner middleware of the
+`FaasAPI` (inside every middleware the app adds, outside FastAPI's exception middleware): an
+error raised by the endpoint is answered by the app's own handlers, looked up as the exception
+middleware looks them up, so in the same shape as anywhere else. The route stays registered as
+usual: the OpenAPI document, `url_path_for` and the `scope["route"]` the tracing and request log
+read are unchanged; only its dispatch is shorter (measured on the gateway's chat completions in
 docs/benchmarks.md).
 """
 
@@ -20,15 +21,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import orjson
-from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Host, Match, Mount, WebSocketRoute
+from starlette.routing import BaseRoute, Host, Match, Mount, Router, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from faas.shared.asgi_app import FaasAPI
 from faas.shared.middleware import is_json_media
 
 DirectEndpoint = Callable[[Request], Awaitable[Response]]
@@ -47,17 +52,20 @@ def direct(endpoint: E) -> E:
 
 class DirectRoutes:
     """ASGI: the marked routes by (method, path), then those with path parameters by their
-    patterns; everything else goes on to the router."""
+    patterns; everything else goes on to `app` (FastAPI's exception middleware, the router)."""
 
     def __init__(
         self,
         app: ASGIApp,
         routes: Mapping[tuple[str, str], APIRoute],
         patterned: Sequence[APIRoute] = (),
+        *,
+        router: Router,
     ) -> None:
         self.app = app
         self.routes = dict(routes)
         self.patterned = tuple(patterned)
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -70,23 +78,50 @@ class DirectRoutes:
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = {}
-                await _serve(route, scope, receive, send)
+                await self._serve(route, scope, receive, send)
                 return
             for route in self.patterned:
                 match, child = route.matches(scope)  # Starlette's own matching and convertors
                 if match is Match.FULL:
                     scope.update(child)
-                    await _serve(route, scope, receive, send)
+                    await self._serve(route, scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
+    async def _serve(self, route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("router", self.router)  # as the router sets it (`request.url_for`)
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            handler = _handler_for(scope["app"].exception_handlers, exc)
+            if handler is None:
+                raise  # to the server-error middleware, as from any route
+            if is_async_callable(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+            exc.__traceback__ = None  # as Starlette does: a reused exception keeps no frames
+        await response(scope, receive, send)
 
-async def _serve(route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
-    response = await route.endpoint(Request(scope, receive, send))
-    await response(scope, receive, send)
+
+def _handler_for(handlers: Mapping[Any, Any], exc: Exception) -> Any:
+    """The app's handler for `exc` as FastAPI's exception middleware finds it: an HTTP
+    exception's status first, then the nearest class; never the 500 / `Exception` handler,
+    which answers from the outermost layer."""
+    if isinstance(exc, HTTPException) and exc.status_code != 500:
+        handler = handlers.get(exc.status_code)
+        if handler is not None:
+            return handler
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
 
 
-def install_direct_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
+def install_direct_routes(app: FaasAPI) -> dict[tuple[str, str], APIRoute]:
     """Serve the app's `@direct` routes directly; the routes so served."""
     routes: dict[tuple[str, str], APIRoute] = {}
     patterned: list[APIRoute] = []
@@ -106,7 +141,8 @@ def install_direct_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
         for method in route.methods or ():
             routes[(method, route.path)] = route
     if routes or patterned:
-        app.router.middleware_stack = DirectRoutes(app.router.middleware_stack, routes, patterned)
+        layer = Middleware(DirectRoutes, routes=routes, patterned=patterned, router=app.router)
+        app.inner_middleware.append(layer)
     return routes | {(m, r.path): r for r in patterned for m in r.methods or ()}
 
 
