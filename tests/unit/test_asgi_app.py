@@ -3,7 +3,7 @@ exception middleware would answer them (it is outside that middleware now)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from faas.app import create_service_app
 from faas.integrations.codec_http import CodecMiddleware
@@ -119,3 +119,53 @@ async def test_a_direct_routes_error_is_answered_as_a_routed_one(
         routed_answer = await client.post("/routed")
     assert (direct_answer.status_code, direct_answer.text) == (status, text)
     assert (routed_answer.status_code, routed_answer.text) == (status, text)
+
+
+async def post_both(app: FaasAPI, prefix: str = "") -> list[tuple[int, str]]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answers = [await client.post(f"{prefix}/direct"), await client.post(f"{prefix}/routed")]
+    return [(a.status_code, a.text) for a in answers]
+
+
+async def test_a_late_handler_changes_neither_route() -> None:
+    """Both take the handlers as they stood when the stack was built."""
+    app = app_raising(KeyError("k"))
+    assert await post_both(app) == [(500, "last resort")] * 2
+    app.add_exception_handler(KeyError, lambda request, exc: PlainTextResponse("late", 400))
+    assert await post_both(app) == [(500, "last resort")] * 2
+
+
+async def test_the_apps_root_path_is_honoured() -> None:
+    app = app_raising(Teapot())
+    app.root_path = "/api"
+    assert await post_both(app, "/api") == [(409, "class handler")] * 2
+
+
+async def test_an_error_while_a_direct_answer_streams_goes_up_as_it_is() -> None:
+    """The answer has started: no handler can answer the error, which reaches the server
+    unchanged (FastAPI's exception middleware would raise a RuntimeError in its place)."""
+    app = FaasAPI()
+    app.add_exception_handler(Teapot, lambda request, exc: PlainTextResponse("handled", 409))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        raise Teapot()
+
+    @app.post("/stream")
+    @direct
+    async def stream(request: Request) -> Response:
+        return StreamingResponse(chunks())
+
+    install_direct_routes(app)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with pytest.raises(Teapot):
+            await client.post("/stream")
+
+
+async def test_direct_routes_are_installed_before_the_first_request() -> None:
+    app = app_raising(Teapot())
+    await post_both(app)
+    with pytest.raises(RuntimeError, match="before the app serves"):
+        install_direct_routes(app)

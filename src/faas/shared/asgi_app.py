@@ -14,20 +14,30 @@ call alone suspends it three or four times). faas does its own telemetry and bod
 `inner_middleware` sits inside every middleware the app adds and outside FastAPI's exception
 handling: the direct routes (`faas.shared.direct_routes`) go there, handling their endpoints'
 errors with the app's handlers themselves, so their requests skip the last four layers too.
-FastAPI's own telemetry is off (faas's TracingMiddleware traces and measures every request)
-and an app-wide `max_body_size` is refused (faas's BodyLimitMiddleware applies its limits).
+Each inner middleware is built with `exception_handlers`: the handlers the exception middleware
+gets, as they stand when the stack is built. FastAPI's own telemetry is off (faas's
+TracingMiddleware traces and measures every request) and an app-wide `max_body_size` is refused
+(faas's BodyLimitMiddleware applies its limits); for the same reason a `FaasAPI` is not meant to
+be mounted under an app with a body limit, whose limit FastAPI's dropped layer would enforce.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
-from starlette.middleware import Middleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class InnerLayer(Protocol):
+    """Makes an inner middleware around `app`, which answers errors with `exception_handlers`."""
+
+    def __call__(self, app: ASGIApp, *, exception_handlers: Mapping[Any, Any]) -> ASGIApp: ...
+
 
 _TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False}
 
@@ -39,7 +49,7 @@ class FaasAPI(FastAPI):
         if kwargs.setdefault("telemetry", _TELEMETRY_OFF) != _TELEMETRY_OFF:
             raise TypeError("faas traces and measures requests itself: FastAPI's telemetry is off")
         super().__init__(**kwargs)
-        self.inner_middleware: list[Middleware] = []
+        self.inner_middleware: list[InnerLayer] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets: FastAPI's own handling
@@ -48,6 +58,8 @@ class FaasAPI(FastAPI):
         stack = self.middleware_stack
         if stack is None:
             stack = self.middleware_stack = self.build_middleware_stack()
+        if self.root_path:  # as FastAPI.__call__ does
+            scope["root_path"] = self.root_path
         scope["app"] = self
         await stack(scope, receive, send)
 
@@ -63,6 +75,8 @@ class FaasAPI(FastAPI):
                 handlers[key] = value
         app: ASGIApp = AsyncExitStackMiddleware(self.router)  # closes a request's UploadFiles
         app = ExceptionMiddleware(app, handlers=handlers, debug=self.debug)
-        for cls, args, kwargs in reversed([*self.user_middleware, *self.inner_middleware]):
+        for make in reversed(self.inner_middleware):
+            app = make(app, exception_handlers=dict(handlers))
+        for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)

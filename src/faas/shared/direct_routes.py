@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -27,7 +28,6 @@ from pydantic import BaseModel, ValidationError
 from starlette._utils import is_async_callable
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Host, Match, Mount, Router, WebSocketRoute
@@ -61,11 +61,13 @@ class DirectRoutes:
         patterned: Sequence[APIRoute] = (),
         *,
         router: Router,
+        exception_handlers: Mapping[Any, Any],
     ) -> None:
         self.app = app
         self.routes = dict(routes)
         self.patterned = tuple(patterned)
         self.router = router
+        self.exception_handlers = dict(exception_handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -89,12 +91,16 @@ class DirectRoutes:
         await self.app(scope, receive, send)
 
     async def _serve(self, route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint's answer, or its error's answer by the app's handlers. An error raised
+        while the answer is being sent (a stream's generator) goes up as it is: the answer has
+        started, so no handler could answer it (FastAPI's exception middleware raises a
+        RuntimeError saying so in its place)."""
         scope.setdefault("router", self.router)  # as the router sets it (`request.url_for`)
         request = Request(scope, receive, send)
         try:
             response = await route.endpoint(request)
         except Exception as exc:
-            handler = _handler_for(scope["app"].exception_handlers, exc)
+            handler = _handler_for(self.exception_handlers, exc)
             if handler is None:
                 raise  # to the server-error middleware, as from any route
             if is_async_callable(handler):
@@ -106,10 +112,10 @@ class DirectRoutes:
 
 
 def _handler_for(handlers: Mapping[Any, Any], exc: Exception) -> Any:
-    """The app's handler for `exc` as FastAPI's exception middleware finds it: an HTTP
-    exception's status first, then the nearest class; never the 500 / `Exception` handler,
-    which answers from the outermost layer."""
-    if isinstance(exc, HTTPException) and exc.status_code != 500:
+    """The handler for `exc` among `handlers` (the exception middleware's: FaasAPI leaves out
+    the 500 / `Exception` handler, which answers from the outermost layer), found as that
+    middleware finds it: an HTTP exception's status first, then the nearest class."""
+    if isinstance(exc, HTTPException):
         handler = handlers.get(exc.status_code)
         if handler is not None:
             return handler
@@ -122,7 +128,10 @@ def _handler_for(handlers: Mapping[Any, Any], exc: Exception) -> Any:
 
 
 def install_direct_routes(app: FaasAPI) -> dict[tuple[str, str], APIRoute]:
-    """Serve the app's `@direct` routes directly; the routes so served."""
+    """Serve the app's `@direct` routes directly; the routes so served. Before the app starts:
+    the layer is added when its stack is built."""
+    if app.middleware_stack is not None:
+        raise RuntimeError("install the direct routes before the app serves its first request")
     routes: dict[tuple[str, str], APIRoute] = {}
     patterned: list[APIRoute] = []
     for index, route in enumerate(app.router.routes):
@@ -141,7 +150,7 @@ def install_direct_routes(app: FaasAPI) -> dict[tuple[str, str], APIRoute]:
         for method in route.methods or ():
             routes[(method, route.path)] = route
     if routes or patterned:
-        layer = Middleware(DirectRoutes, routes=routes, patterned=patterned, router=app.router)
+        layer = partial(DirectRoutes, routes=routes, patterned=patterned, router=app.router)
         app.inner_middleware.append(layer)
     return routes | {(m, r.path): r for r in patterned for m in r.methods or ()}
 
