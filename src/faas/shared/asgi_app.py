@@ -76,7 +76,7 @@ class FaasAPI(FastAPI):
         app: ASGIApp = AsyncExitStackMiddleware(self.router)  # closes a request's UploadFiles
         app = ExceptionMiddleware(app, handlers=handlers, debug=self.debug)
         for make in reversed(self.inner_middleware):
-            app = make(app, exception_handlers=dict(handlers))
+            app = make(app, exception_handlers=handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)

@@ -115,16 +115,10 @@ def _handler_for(handlers: Mapping[Any, Any], exc: Exception) -> Any:
     """The handler for `exc` among `handlers` (the exception middleware's: FaasAPI leaves out
     the 500 / `Exception` handler, which answers from the outermost layer), found as that
     middleware finds it: an HTTP exception's status first, then the nearest class."""
-    if isinstance(exc, HTTPException):
-        handler = handlers.get(exc.status_code)
-        if handler is not None:
-            return handler
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            return None
-        if cls in handlers:
-            return handlers[cls]
-    return None
+    handler = handlers.get(exc.status_code) if isinstance(exc, HTTPException) else None
+    if handler is None:
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+    return handler
 
 
 def install_direct_routes(app: FaasAPI) -> dict[tuple[str, str], APIRoute]:
