@@ -2,13 +2,18 @@
 pass-through proxy (bench/bare_proxy.py) and the lean gateway (bench/lean_gateway.py, the bare
 proxy plus faas's per-request work written as one function).
 
-    .venv/bin/python bench/gateway_floor_probe.py [--rounds 7] [--seconds 5] [--no-save]
+    .venv/bin/python bench/gateway_floor_probe.py [--rounds 7] [--seconds 5] [--litellm]
+        [--no-save]
 
-One mock upstream (0 ms), the three servers pinned to one core as in bench/gateway.py (the same
+One mock upstream (0 ms), the servers pinned to one core as in bench/gateway.py (the same
 faas configuration: JWT auth, tenant limits on, usage events on the in-process bus), wrk at
 concurrency 32 on the other core; rounds alternate the servers' order. CPU per request is the
 server process's user + system seconds over the requests it answered (steadier than requests/s
-on a shared machine). Appends a section to docs/benchmarks.md unless --no-save.
+on a shared machine). `--litellm` adds the LiteLLM proxy (bench/gateway.py's, installed into
+bench/.venv-litellm on first use) to the rounds: the issue's "CPU time per request <= 1/15 of
+LiteLLM's" row, from as many requests per server as the floors get. Each round also records the
+CPU the idle servers used meanwhile (they share the loaded server's core). Appends a section to
+docs/benchmarks.md unless --no-save.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import argparse
 import os
 import secrets
 import tempfile
+import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -37,7 +44,7 @@ from _common import (
     server,
     today,
 )
-from _gateway_floor import bare_command, cpu_seconds
+from _gateway_floor import TARGET_CPU_VS_LITELLM, bare_command, cpu_seconds
 
 CHAT = "/v1/chat/completions"
 
@@ -47,7 +54,37 @@ def lean_command(port: int, upstream: str) -> list[str]:
     return pinned([PYTHON, script, "--upstream", upstream, "--port", str(port)], SERVER_CPU)
 
 
-def measure(rounds: int, seconds: float) -> tuple[dict[str, list[float]], list[float]]:
+@dataclass
+class Probe:
+    cpu: dict[str, list[float]]  # CPU-ms per answered request, per round
+    idle: dict[str, list[float]]  # CPU-ms per second while another server was loaded
+    loads: list[float]  # 1-minute load average after each round
+
+
+def litellm_target(stack: ExitStack, work: Path, mock: str) -> gw.Target:
+    """bench/gateway.py's LiteLLM proxy (one worker, master key, no database) to `mock`."""
+    litellm = gw.ensure_litellm(gw.LITELLM_VENV, work / "pip-litellm.log")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = work / "litellm.yaml"
+    config.write_text(gw.litellm_yaml({"0": mock}))
+    cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--num_workers", "1", "--telemetry", "False"]
+    proc = stack.enter_context(
+        server(
+            pinned(cmd, SERVER_CPU),
+            clean_env(LITELLM_LOCAL_MODEL_COST_MAP="True"),
+            f"{base}/health/liveliness",
+            work / "litellm.log",
+            cwd=work,
+            ready_timeout_s=180,
+        )
+    )
+    headers = {"Authorization": f"Bearer {gw.MASTER_KEY}"}
+    return gw.Target("litellm", "LiteLLM", {"0": base + CHAT}, headers, proc.pid)
+
+
+def measure(rounds: int, seconds: float, with_litellm: bool) -> Probe:
     work = Path(tempfile.mkdtemp(prefix="gwfloor-"))
     secret = secrets.token_urlsafe(48)
     mock_port = free_port()
@@ -86,31 +123,48 @@ def measure(rounds: int, seconds: float) -> tuple[dict[str, list[float]], list[f
                 server(command(port), env, base + ready, work / f"{key}.log", cwd=ROOT)
             )
             targets.append(gw.Target(key, key, {"0": base + CHAT}, bearer, proc.pid))
+        if with_litellm:
+            targets.append(litellm_target(stack, work, mock))
         for target in targets:
             gw.load(target, "0", 32, 2.0)  # warm-up
         cpu: dict[str, list[float]] = {t.key: [] for t in targets}
+        idle: dict[str, list[float]] = {t.key: [] for t in targets}
         for i in range(rounds):
             for target in targets if i % 2 == 0 else targets[::-1]:
-                assert target.pid is not None
-                before = cpu_seconds(target.pid)
+                before = {t.key: cpu_seconds(_pid(t)) for t in targets}
+                started = time.monotonic()
                 result = gw.load(target, "0", 32, seconds)
+                elapsed = time.monotonic() - started
                 if result.errors:
                     raise SystemExit(f"{target.key}: {result.errors} errors in round {i}")
-                used = cpu_seconds(target.pid) - before
-                cpu[target.key].append(1000 * used / max(1, result.requests))
+                for other in targets:
+                    used = cpu_seconds(_pid(other)) - before[other.key]
+                    if other is target:
+                        cpu[other.key].append(1000 * used / max(1, result.requests))
+                    else:
+                        idle[other.key].append(1000 * used / elapsed)
             loads.append(os.getloadavg()[0])
             print(f"round {i}: " + "  ".join(f"{k} {v[-1]:.3f}" for k, v in cpu.items()))
-    return cpu, loads
+    return Probe(cpu, idle, loads)
 
 
-def report(cpu: dict[str, list[float]], loads: list[float], rounds: int, seconds: float) -> str:
+def _pid(target: gw.Target) -> int:
+    assert target.pid is not None
+    return target.pid
+
+
+def report(probe: Probe, rounds: int, seconds: float) -> str:
+    cpu = probe.cpu
     bare = median(cpu["bare"])
     rows = []
-    for key, label in (
+    labels = [
         ("bare", "bare proxy"),
         ("lean", "lean gateway (bench/lean_gateway.py)"),
         ("faas", "faas gateway"),
-    ):
+    ]
+    if "litellm" in cpu:
+        labels.append(("litellm", "LiteLLM proxy"))
+    for key, label in labels:
         values = cpu[key]
         per_round = [v / b for v, b in zip(values, cpu["bare"], strict=True)]
         rows.append(
@@ -119,19 +173,36 @@ def report(cpu: dict[str, list[float]], loads: list[float], rounds: int, seconds
                 f"{median(values):.3f} [{min(values):.3f}, {max(values):.3f}]",
                 f"{median(values) / bare:.2f}x",
                 f"{min(per_round):.2f} to {max(per_round):.2f}",
+                f"{median(probe.idle[key]):.1f}",
             ]
         )
-    header = ["server", "CPU-ms per request", "vs bare", "per-round ratio to bare"]
+    title = ", and LiteLLM" if "litellm" in cpu else ""
+    header = [
+        "server",
+        "CPU-ms per request",
+        "vs bare",
+        "per-round ratio to bare",
+        "idle CPU-ms/s while others ran (median)",
+    ]
     lines = [
-        f"## Gateway against two floors: bare proxy and lean gateway ({today()})",
+        f"## Gateway against two floors: bare proxy and lean gateway{title} ({today()})",
         "",
         *environment_lines(),
         f"- {rounds} rounds of {seconds:.0f} s per server at concurrency 32, 0 ms upstream, "
         "order alternating; median [lowest, highest] of the rounds",
-        "- Load average (1 min) after each round: " + ", ".join(f"{x:.2f}" for x in loads),
+        "- Load average (1 min) after each round: " + ", ".join(f"{x:.2f}" for x in probe.loads),
         "",
         md_table(header, rows),
     ]
+    if "litellm" in cpu:
+        faas, lite = cpu["faas"], cpu["litellm"]
+        pairs = [v / f for f, v in zip(faas, lite, strict=True)]
+        lines += [
+            "",
+            f"- LiteLLM's CPU per request / faas's: {median(lite) / median(faas):.1f}x "
+            f"(goal >= {TARGET_CPU_VS_LITELLM:.0f}x); per round {min(pairs):.1f}x to "
+            f"{max(pairs):.1f}x, median {median(pairs):.1f}x",
+        ]
     return "\n".join(lines)
 
 
@@ -139,11 +210,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--litellm", action="store_true", help="add the LiteLLM proxy")
     parser.add_argument("--no-save", action="store_true", help="print only, do not append")
     args = parser.parse_args()
     os.sched_setaffinity(0, {LOAD_CPU})
-    cpu, loads = measure(args.rounds, args.seconds)
-    section = report(cpu, loads, args.rounds, args.seconds)
+    probe = measure(args.rounds, args.seconds, args.litellm)
+    section = report(probe, args.rounds, args.seconds)
     publish(section, save=not args.no_save)
 
 
