@@ -418,9 +418,11 @@ def measure_latency(targets: Sequence[Target], mode: Mode, cpu: CpuTally) -> dic
                     cpu.measure(key, target.pid, run)
     results = {key: combine(rounds) for key, rounds in samples.items()}
     for (key, latency, connections), r in results.items():
+        rounds = cpu.samples.get((key, latency, connections), [])
         print(
             f"  {key:<10} {latency:>2} ms c={connections:<2} {r.rps:>8,.0f} req/s  "
-            f"p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+            f"p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  "
+            "CPU-ms/request by round " + " ".join(f"{v:.3f}" for v in rounds)
         )
     return results
 
