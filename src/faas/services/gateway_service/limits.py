@@ -93,4 +93,6 @@ class TenantLimits(LevelCaps):
 
     def scopes(self, tenant_id: str) -> list[Scope]:
         """Every scope a call counts against: the tenant's, then the caller's other levels."""
-        return [Scope(tenant_id, self), *self._levels]
+        # Read from pydantic's store of private attributes itself: `self._levels` goes through
+        # `BaseModel.__getattr__`, 1.7 us against 0.07 (once per admitted call).
+        return [Scope(tenant_id, self), *self.__pydantic_private__["_levels"]]

@@ -35,6 +35,7 @@ from faas.shared.api import caller
 from faas.shared.cpu import run_cpu
 from faas.shared.direct_routes import body_doc, direct
 from faas.shared.exceptions import NotFound, UndecodableBody, ValidationFailed
+from faas.shared.middleware import scope_header
 
 if TYPE_CHECKING:
     from faas.services.gateway_service.service import GatewayService
@@ -76,6 +77,10 @@ EMBEDDING_EXAMPLE = {"model": "embed-default", "input": ["faas serves AI compone
 
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+# The headers every /v1 call reads, as the ASGI scope holds their names.
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.encode()
+_TAGS = request_tags.HEADER.lower().encode()
+_AGENT_RUN = agent_run.HEADER.lower().encode()
 MAX_IDEMPOTENCY_KEY = 255
 _IDEMPOTENCY_DOC = {
     "name": IDEMPOTENCY_HEADER,
@@ -95,7 +100,7 @@ def json_body_doc(
 
 
 def idempotency_header(request: Request) -> str | None:
-    value = request.headers.get(IDEMPOTENCY_HEADER)
+    value = scope_header(request.scope, _IDEMPOTENCY)
     if value is not None and len(value) > MAX_IDEMPOTENCY_KEY:
         raise _invalid(IDEMPOTENCY_HEADER, f"at most {MAX_IDEMPOTENCY_KEY} characters")
     return value
@@ -110,8 +115,8 @@ async def request_json(request: Request) -> Any:
             checked = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
-    request_tags.begin(request.headers.get(request_tags.HEADER), checked)
-    agent_run.begin(request.headers.get(agent_run.HEADER))
+    request_tags.begin(scope_header(request.scope, _TAGS), checked)
+    agent_run.begin(scope_header(request.scope, _AGENT_RUN))
     return checked
 
 

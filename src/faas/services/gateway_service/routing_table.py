@@ -132,14 +132,18 @@ class Deployment(BaseModel):
 
     @property
     def missing_key(self) -> str | None:
-        return self._missing_key
+        # Pydantic's store of private attributes read directly: `self._missing_key` goes
+        # through `BaseModel.__getattr__` (1.7 us against 0.07; checked on every call routed).
+        missing: str | None = self.__pydantic_private__["_missing_key"]
+        return missing
 
     @property
     def unavailable(self) -> str | None:
         """Why this deployment cannot serve, or None when it can."""
-        if self._missing_key is None:
+        missing = self.missing_key
+        if missing is None:
             return None
-        return f"api_key needs ${self._missing_key}, which is not set"
+        return f"api_key needs ${missing}, which is not set"
 
     def output_bound(self, prompt_tokens: int, asked: int | None, fallback: int) -> int:
         """The most completion tokens an answer can bill: what the request allows, else the
