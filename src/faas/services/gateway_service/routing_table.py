@@ -134,7 +134,9 @@ class Deployment(BaseModel):
     def missing_key(self) -> str | None:
         # Pydantic's store of private attributes read directly: `self._missing_key` goes
         # through `BaseModel.__getattr__` (1.7 us against 0.07; checked on every call routed).
-        missing: str | None = self.__pydantic_private__["_missing_key"]
+        private = self.__pydantic_private__
+        assert private is not None  # a dict: the model declares a private attribute
+        missing: str | None = private["_missing_key"]
         return missing
 
     @property
