@@ -229,6 +229,31 @@ def litellm_yaml(mocks: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def litellm_server(
+    stack: ExitStack, litellm: Path, mocks: dict[str, str], work: Path, log: Path
+) -> Target:
+    """The LiteLLM proxy (one worker, master key, no database) to `mocks`, started in `stack`
+    pinned to the server core; its target, with the model of each mock setting."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = work / "litellm.yaml"
+    config.write_text(litellm_yaml(mocks))
+    cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--num_workers", "1", "--telemetry", "False"]
+    proc = stack.enter_context(
+        server(
+            pinned(cmd, SERVER_CPU),
+            clean_env(LITELLM_LOCAL_MODEL_COST_MAP="True"),
+            f"{base}/health/liveliness",
+            log,
+            cwd=work,
+            ready_timeout_s=180,
+        )
+    )
+    urls = {k: f"{base}/v1/chat/completions" for k in mocks}
+    return Target("litellm", "LiteLLM", urls, {"Authorization": f"Bearer {MASTER_KEY}"}, proc.pid)
+
+
 # -- checks ------------------------------------------------------------------------------------
 
 
@@ -1017,32 +1042,8 @@ def main() -> None:
         )
         targets[-1].pid = proc.pid
         if litellm is not None:
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            config = work / "litellm.yaml"
-            config.write_text(litellm_yaml(mocks))
-            cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1"]
-            cmd += ["--port", str(port), "--num_workers", "1", "--telemetry", "False"]
             logs["litellm"] = work / "litellm.log"
-            proc = stack.enter_context(
-                server(
-                    pinned(cmd, SERVER_CPU),
-                    clean_env(LITELLM_LOCAL_MODEL_COST_MAP="True"),
-                    f"{base}/health/liveliness",
-                    logs["litellm"],
-                    cwd=work,
-                    ready_timeout_s=180,
-                )
-            )
-            targets.append(
-                Target(
-                    "litellm",
-                    "LiteLLM",
-                    {k: base + chat for k in mocks},
-                    {"Authorization": f"Bearer {MASTER_KEY}"},
-                    proc.pid,
-                )
-            )
+            targets.append(litellm_server(stack, litellm, mocks, work, logs["litellm"]))
         for target in targets:
             verify(target)
         nats_events = None

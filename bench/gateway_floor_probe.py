@@ -61,29 +61,6 @@ class Probe:
     loads: list[float]  # 1-minute load average after each round
 
 
-def litellm_target(stack: ExitStack, work: Path, mock: str) -> gw.Target:
-    """bench/gateway.py's LiteLLM proxy (one worker, master key, no database) to `mock`."""
-    litellm = gw.ensure_litellm(gw.LITELLM_VENV, work / "pip-litellm.log")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = work / "litellm.yaml"
-    config.write_text(gw.litellm_yaml({"0": mock}))
-    cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--num_workers", "1", "--telemetry", "False"]
-    proc = stack.enter_context(
-        server(
-            pinned(cmd, SERVER_CPU),
-            clean_env(LITELLM_LOCAL_MODEL_COST_MAP="True"),
-            f"{base}/health/liveliness",
-            work / "litellm.log",
-            cwd=work,
-            ready_timeout_s=180,
-        )
-    )
-    headers = {"Authorization": f"Bearer {gw.MASTER_KEY}"}
-    return gw.Target("litellm", "LiteLLM", {"0": base + CHAT}, headers, proc.pid)
-
-
 def measure(rounds: int, seconds: float, with_litellm: bool) -> Probe:
     work = Path(tempfile.mkdtemp(prefix="gwfloor-"))
     secret = secrets.token_urlsafe(48)
@@ -124,7 +101,8 @@ def measure(rounds: int, seconds: float, with_litellm: bool) -> Probe:
             )
             targets.append(gw.Target(key, key, {"0": base + CHAT}, bearer, proc.pid))
         if with_litellm:
-            targets.append(litellm_target(stack, work, mock))
+            litellm = gw.ensure_litellm(gw.LITELLM_VENV, work / "pip-litellm.log")
+            targets.append(gw.litellm_server(stack, litellm, {"0": mock}, work, work / "lite.log"))
         for target in targets:
             gw.load(target, "0", 32, 2.0)  # warm-up
         cpu: dict[str, list[float]] = {t.key: [] for t in targets}
