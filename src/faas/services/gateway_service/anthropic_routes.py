@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from faas.services.gateway_service import agent_run, request_tags
+from faas.services.gateway_service import request_tags
 from faas.services.gateway_service.anthropic_models import (
     COUNT_TOKENS_EXAMPLE,
     MESSAGES_EXAMPLE,
@@ -40,12 +40,14 @@ from faas.shared.context import current_context
 from faas.shared.cpu import run_cpu
 from faas.shared.direct_routes import direct
 from faas.shared.exceptions import BadRequest, UndecodableBody, ValidationFailed
+from faas.shared.middleware import scope_header
 from faas.shared.tokens import count_chat_tokens
 
 if TYPE_CHECKING:
     from faas.services.gateway_service.service import GatewayService
 
 M = TypeVar("M", bound=BaseModel)
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.encode()  # as the ASGI scope holds header names
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -56,8 +58,7 @@ async def _body(request: Request, model: type[M]) -> M:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
-    request_tags.begin(request.headers.get(request_tags.HEADER), data)
-    agent_run.begin(request.headers.get(agent_run.HEADER))
+    request_tags.begin_request(request.scope, data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -98,7 +99,7 @@ def build_anthropic_router(service: GatewayService) -> APIRouter:
     async def messages(request: Request) -> Response:
         identity = caller()
         parsed = await _body(request, MessagesBody)
-        key = request.headers.get(IDEMPOTENCY_HEADER)
+        key = scope_header(request.scope, _IDEMPOTENCY)
         if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
             raise BadRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
         body = await run_cpu(_size(request), to_openai, parsed)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from faas.services.gateway_service import agent_run, request_tags
+from faas.services.gateway_service import request_tags
 from faas.services.gateway_service.accounting import CallRecord
 from faas.services.gateway_service.choices import MAX_CHOICES, complete_choices, settle
 from faas.services.gateway_service.completions import (
@@ -77,10 +77,7 @@ EMBEDDING_EXAMPLE = {"model": "embed-default", "input": ["faas serves AI compone
 
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-# The headers every /v1 call reads, as the ASGI scope holds their names.
-_IDEMPOTENCY = IDEMPOTENCY_HEADER.encode()
-_TAGS = request_tags.HEADER.lower().encode()
-_AGENT_RUN = agent_run.HEADER.lower().encode()
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.encode()  # as the ASGI scope holds header names
 MAX_IDEMPOTENCY_KEY = 255
 _IDEMPOTENCY_DOC = {
     "name": IDEMPOTENCY_HEADER,
@@ -115,8 +112,7 @@ async def request_json(request: Request) -> Any:
             checked = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UndecodableBody(f"request body is not valid JSON: {exc}") from exc
-    request_tags.begin(scope_header(request.scope, _TAGS), checked)
-    agent_run.begin(scope_header(request.scope, _AGENT_RUN))
+    request_tags.begin_request(request.scope, checked)
     return checked
 
 

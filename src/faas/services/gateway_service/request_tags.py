@@ -8,18 +8,33 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+from starlette.types import Scope
+
+from faas.services.gateway_service import agent_run
 from faas.shared.exceptions import BadRequest
+from faas.shared.middleware import scope_header
 
 MAX_TAGS = 16  # per source (header, metadata): OpenAI's own bounds on metadata
 MAX_KEY = 64
 MAX_VALUE = 512
 HEADER = "x-faas-tags"
+_HEADER = HEADER.encode()  # as the ASGI scope holds header names
+_AGENT_RUN = agent_run.HEADER.lower().encode()
 
 _tags: ContextVar[dict[str, str] | None] = ContextVar("faas_gateway_tags", default=None)
 
 
 def current_tags() -> dict[str, str]:
     return _tags.get() or {}
+
+
+def begin_request(scope: Scope, body: Any = None) -> None:
+    """Start the attribution of a gateway request from its ASGI scope: its tags (the header,
+    then `body`'s `metadata`) and the agent run it belongs to (`agent_run`). Every gateway route
+    that makes a call starts here; the headers are read from the scope (a fifth of a lookup in
+    Starlette's `request.headers`)."""
+    begin(scope_header(scope, _HEADER), body)
+    agent_run.begin(scope_header(scope, _AGENT_RUN))
 
 
 def begin(header: str | None, body: Any = None) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from faas.services.gateway_service import agent_run, request_tags
+from faas.services.gateway_service import request_tags
 from faas.services.gateway_service.accounting import CallRecord
 from faas.services.gateway_service.completion import Completion
 from faas.services.gateway_service.headers import SSE_HEADERS, gateway_headers
@@ -88,8 +88,7 @@ def build_router(service: GatewayService) -> APIRouter:
         request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> Response:
-        request_tags.begin(request.headers.get(request_tags.HEADER))
-        agent_run.begin(request.headers.get(agent_run.HEADER))
+        request_tags.begin_request(request.scope)
         completion = await service.complete(
             caller(), body.openai_body(), cache=body.cache, idempotency_key=idempotency_key
         )
@@ -99,16 +98,14 @@ def build_router(service: GatewayService) -> APIRouter:
     @router.post("/generate/stream", response_class=StreamingResponse)
     async def generate_stream(body: GenerateRequest, request: Request) -> Response:
         """Server-sent events in OpenAI's `chat.completion.chunk` format, ending `[DONE]`."""
-        request_tags.begin(request.headers.get(request_tags.HEADER))
-        agent_run.begin(request.headers.get(agent_run.HEADER))
+        request_tags.begin_request(request.scope)
         chunks, call = await service.open_stream(caller(), body.openai_body(), include_usage=True)
         headers = gateway_headers(request, call) | SSE_HEADERS
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
 
     @router.post("/embeddings", response_model=ServiceResponse[EmbeddingsResponse])
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-        request_tags.begin(request.headers.get(request_tags.HEADER))
-        agent_run.begin(request.headers.get(agent_run.HEADER))
+        request_tags.begin_request(request.scope)
         result, call = await service.embed(caller(), body.texts, body.model, field="texts")
         headers = gateway_headers(request, call)
 
