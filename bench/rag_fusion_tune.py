@@ -8,6 +8,15 @@ The keyword and vector lists are fetched once through the API (bench/rag_quality
 `fusion.fuse`. Printed: the ten best pairs by their worst goal gap (hybrid minus the better leg
 on MRR@10 and recall@10, overall and per query kind, to 0.001), then by nDCG@10; last, the best
 pair of equal weights (one weight for every query, as feature-hashing spaces get).
+
+    .venv/bin/python bench/rag_fusion_tune.py --families
+
+replays, on the same `tune` lists, two other fusion families the issue names beside the shipped
+one: min-max scores in a convex combination, and weighted reciprocal rank fusion
+(`w / (k + rank)`, k in 1, 2, 3, 5, 60), each over the same weight grid. Printed per family:
+its best pair by worst gap (then nDCG@10), and how many grid cells (of 441, or 2,205 for RRF)
+reach a worst gap of -0.010 or better, which says whether a good cell stands alone (fits single
+queries) or sits in a region.
 """
 
 from __future__ import annotations
@@ -15,9 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from _common import md_table
+from faas.backends.vectors import Hit
 from faas.services.rag_service.fusion import fuse, has_identifier
 from rag_quality import LEGS, Query, Run, eval_ids, evaluate, goal_gaps, load_set, mean_scores
 
@@ -30,24 +40,7 @@ def worst_gap(ranked: dict[str, dict[str, list[str]]], queries: Sequence[Query])
 
 
 def tune(run: Run, queries: Sequence[Query]) -> str:
-    chosen = [q for q in queries if q.split == "tune"]
-    rows = []
-    for text_w in GRID:
-        for ident_w in GRID:
-            ranked = {mode: run.rankings[mode] for mode in LEGS}
-            ranked["hybrid"] = {
-                q.id: eval_ids(
-                    fuse(
-                        run.legs["vector"][q.id],
-                        run.legs["keyword"][q.id],
-                        ident_w if has_identifier(q.text) else text_w,
-                    )
-                )
-                for q in chosen
-            }
-            ndcg = mean_scores(ranked, chosen)["hybrid"]["nDCG@10"]
-            # Gaps equal to 0.001 (a fraction of one query) tie; nDCG@10 breaks the tie.
-            rows.append((round(worst_gap(ranked, chosen), 3), ndcg, text_w, ident_w))
+    rows = grid(run, queries, fuse)
     rows.sort(reverse=True)
     # Feature-hashing spaces get one weight for every query: the best pair of equal weights.
     single = next(row for row in rows if row[2] == row[3])
@@ -57,12 +50,98 @@ def tune(run: Run, queries: Sequence[Query]) -> str:
     )
 
 
+Fusion = Callable[[Sequence[Hit], Sequence[Hit], float], list[Hit]]
+
+
+def min_max_fuse(
+    vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float
+) -> list[Hit]:
+    """Each list's scores scaled to [0, 1] (a hit missing from a list: 0), combined convexly."""
+
+    def scaled(hits: Sequence[Hit]) -> dict[str, float]:
+        if not hits:
+            return {}
+        low, high = min(h.score for h in hits), max(h.score for h in hits)
+        return {h.chunk_id: (h.score - low) / (high - low) if high > low else 1.0 for h in hits}
+
+    keyword, vector = scaled(keyword_hits), scaled(vector_hits)
+    by_id = {h.chunk_id: h for h in (*vector_hits, *keyword_hits)}
+    fused = {c: (1 - weight) * keyword.get(c, 0.0) + weight * vector.get(c, 0.0) for c in by_id}
+    return [by_id[c] for c in sorted(fused, key=lambda c: -fused[c])]
+
+
+def rrf_fuse(k: float) -> Fusion:
+    """Weighted reciprocal rank fusion: `(1 - w) / (k + rank)` from the keyword list plus
+    `w / (k + rank)` from the vector list, ranks from 1."""
+
+    def fused(vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float) -> list[Hit]:
+        scores: dict[str, float] = {}
+        by_id: dict[str, Hit] = {}
+        for hits, share in ((keyword_hits, 1 - weight), (vector_hits, weight)):
+            for rank, hit in enumerate(hits, start=1):
+                by_id.setdefault(hit.chunk_id, hit)
+                scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share / (k + rank)
+        return [by_id[c] for c in sorted(scores, key=lambda c: -scores[c])]
+
+    return fused
+
+
+def grid(
+    run: Run, queries: Sequence[Query], fusion: Fusion
+) -> list[tuple[float, float, float, float]]:
+    """(worst gap, nDCG@10, text weight, identifier weight) for every pair of the grid."""
+    chosen = [q for q in queries if q.split == "tune"]
+    rows = []
+    for text_w in GRID:
+        for ident_w in GRID:
+            ranked = {mode: run.rankings[mode] for mode in LEGS}
+            ranked["hybrid"] = {
+                q.id: eval_ids(
+                    fusion(
+                        run.legs["vector"][q.id],
+                        run.legs["keyword"][q.id],
+                        ident_w if has_identifier(q.text) else text_w,
+                    )
+                )
+                for q in chosen
+            }
+            ndcg = mean_scores(ranked, chosen)["hybrid"]["nDCG@10"]
+            rows.append((round(worst_gap(ranked, chosen), 3), ndcg, text_w, ident_w))
+    return rows
+
+
+def families(run: Run, queries: Sequence[Query]) -> str:
+    candidates: list[tuple[str, list[Fusion]]] = [
+        ("z-scores, convex (shipped)", [fuse]),
+        ("min-max, convex", [min_max_fuse]),
+        ("weighted RRF, k in 1, 2, 3, 5, 60", [rrf_fuse(k) for k in (1, 2, 3, 5, 60)]),
+    ]
+    rows = []
+    for name, fusions in candidates:
+        cells = [row for fusion in fusions for row in grid(run, queries, fusion)]
+        worst, ndcg, text_w, ident_w = max(cells)
+        near = sum(cell[0] >= -0.010 for cell in cells)
+        rows.append(
+            [
+                name,
+                f"{text_w:.2f} / {ident_w:.2f}",
+                f"{worst:+.3f}",
+                f"{ndcg:.3f}",
+                f"{near} of {len(cells)}",
+            ]
+        )
+    header = [f"{run.embedder}, tune: family", "best text / identifier weight", "worst gap"]
+    return md_table([*header, "nDCG@10", "cells with worst gap >= -0.010"], rows)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
+    parser.add_argument("--families", action="store_true", help="compare fusion families")
     args = parser.parse_args(argv)
     corpus, queries = load_set()
-    print(tune(asyncio.run(evaluate(corpus, queries, args.embedder)), queries))
+    run = asyncio.run(evaluate(corpus, queries, args.embedder))
+    print(families(run, queries) if args.families else tune(run, queries))
 
 
 if __name__ == "__main__":

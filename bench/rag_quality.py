@@ -4,7 +4,7 @@
 
 The set lives in bench/data/rag_eval/ (see its README): ~340 short documents about a fictional
 company, many with near-duplicate siblings (regional and superseded policies, template error
-pages, sibling runbooks), and 135 queries with graded relevance (2 = answers it, 1 = related)
+pages, sibling runbooks), and 219 queries with graded relevance (2 = answers it, 1 = related)
 of four kinds (paraphrase, identifier, mixed, multi-document), each marked `tune` or `heldout`.
 
 A gateway + rag app is built in-process (SQLite database and vector index in a temporary data
