@@ -34,7 +34,9 @@ class Counts:
 
 class WatchingUpstream(MockUpstreamApp):
     """The mock upstream, noting how many pooled database connections the platform has
-    checked out each time a chat request reaches it."""
+    checked out each time it answers a chat request: after its latency (`latency_ms`), so a
+    connection counted here was held across the wait for the model. (A run's start is written
+    while its first model call is on its way, so at the request's arrival it may be in use.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -114,6 +116,7 @@ async def test_a_run_costs_three_statements_however_many_steps_it_takes(
     path = f"/api/v1/agents/{agent['id']}/execute"
     await post(platform_env, path, {"task": "warm up"})
 
+    up.control(latency_ms=50)
     with counted(platform_env) as one_step:
         run = await post(platform_env, path, {"task": "say hi"})
     assert [s["type"] for s in run["steps"]] == ["model"]
@@ -146,10 +149,11 @@ async def test_a_run_costs_three_statements_however_many_steps_it_takes(
 async def test_a_chat_turn_writes_its_run_and_messages_in_two_transactions(
     env: tuple[Platform, MockUpstream, WatchingUpstream],
 ) -> None:
-    platform_env, _, watcher = env
+    platform_env, up, watcher = env
     agent = await post(platform_env, "/api/v1/agents", {"name": "chat", "tools": []}, status=201)
     path = f"/api/v1/agents/{agent['id']}/chat"
     await post(platform_env, path, {"message": "warm up"})
+    up.control(latency_ms=50)
 
     watcher.checked_out.clear()
     with counted(platform_env) as first:

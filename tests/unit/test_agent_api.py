@@ -10,7 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from faas.services.agent_service.runs import RunLog
 from faas.shared.config import Settings
+from faas.shared.exceptions import DependencyUnavailable
 from tests.conftest import auth
 from tests.platform_app import Platform, platform
 from tests.support.mock_upstream import MockUpstream
@@ -360,3 +362,58 @@ async def test_declarative_http_tool_is_validated_and_listed(env: Platform) -> N
     }
     assert "weather" not in theirs
     assert await create_agent(env, tools=["weather"])
+
+
+async def test_a_tool_acts_only_once_the_run_is_on_record(
+    env: Platform, up: MockUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's start is written while its first model call is on its way; the tool the model
+    asks for waits for that write."""
+    agent_id = await create_agent(env)
+    write_start = RunLog.record_start
+    release = asyncio.Event()
+
+    async def slow_start(self: RunLog, *args: Any, **kwargs: Any) -> None:
+        await release.wait()
+        await write_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunLog, "record_start", slow_start)
+    up.control(script=[tool_message(call("calculator", {"expression": "6 * 7"})), answer("42")])
+    chats = "/v1/chat/completions"
+    before = up.stats.paths[chats]
+    running = asyncio.create_task(execute(env, agent_id, "6 * 7?"))
+    for _ in range(200):  # the first model call goes out while the start is held
+        if up.stats.paths[chats] == before + 1:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    # Still one model call: the tool (and so the second call) waits for the run's record.
+    assert up.stats.paths[chats] == before + 1 and not running.done()
+    release.set()
+    run = await running
+    assert [s["type"] for s in run["steps"]] == ["model", "tool", "model"]
+    assert run["steps"][1]["result"]["result"] == 42
+    fetched = await env.client.get(f"/api/v1/agents/{agent_id}/runs/{run['id']}", headers=A)
+    assert fetched.json()["data"]["status"] == "completed"
+
+
+async def test_a_run_whose_start_cannot_be_written_fails_before_any_tool_acts(
+    env: Platform, up: MockUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_id = await create_agent(env)
+
+    async def no_database(self: RunLog, *args: Any, **kwargs: Any) -> None:
+        raise DependencyUnavailable("the database is not answering")
+
+    monkeypatch.setattr(RunLog, "record_start", no_database)
+    up.control(script=[tool_message(call("calculator", {"expression": "6 * 7"})), answer("42")])
+    chats = "/v1/chat/completions"
+    before = up.stats.paths[chats]
+    response = await env.client.post(
+        f"/api/v1/agents/{agent_id}/execute", json={"task": "6 * 7?"}, headers=A
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "dependency_unavailable"
+    assert up.stats.paths[chats] - before <= 1  # at most the first model call, no tool after it
+    runs = await env.client.get(f"/api/v1/agents/{agent_id}/runs", headers=A)
+    assert runs.json()["data"]["total"] == 0

@@ -4,6 +4,7 @@ the run's record. Also as a background job, and as a tool of another agent (`cal
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,7 +131,10 @@ class AgentExecution:
             *(history or []),
             {"role": "user", "content": task},
         ]
-        run = await self.runs.started(identity, agent_id, session_id, task, also=on_start)
+        run = self.runs.begin(agent_id, session_id, task)
+        # The run's record is written while its first model call is on its way: the runner
+        # waits for it before any tool acts, and the run's end waits for it.
+        recorded = asyncio.ensure_future(self.runs.record_start(identity, run, also=on_start))
         ctx = ToolContext(
             identity=identity,
             agent_id=agent_id,
@@ -148,13 +152,20 @@ class AgentExecution:
         try:
             with operation_span(tracer, f"invoke_agent {spec.name}", attributes) as span:
                 with run_budget(run.id, budget_usd):
-                    outcome = await self.runner.run(spec, messages, tools, ctx, sink=sink)
+                    outcome = await self.runner.run(
+                        spec, messages, tools, ctx, sink=sink, recorded=recorded
+                    )
                 if span.is_recording():
                     finish_agent_span(span, run.id, outcome)
         except Exception as exc:
+            await recorded  # a start that failed raises here: there is no run to mark failed
             failed = Outcome(status="failed", output=None, error=str(exc))
             await self.runs.finished(identity, run, failed)
             raise
+        except BaseException:
+            recorded.cancel()  # the request is cancelled: so is a start still being written
+            raise
+        await recorded
         also = on_finish(outcome) if on_finish is not None else None
         return await self.runs.finished(identity, run, outcome, also=also), outcome
 

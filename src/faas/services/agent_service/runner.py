@@ -64,7 +64,11 @@ class AgentRunner:
         ctx: ToolContext,
         *,
         sink: EventSink | None = None,
+        recorded: Awaitable[None] | None = None,
     ) -> Outcome:
+        """The agent loop. `recorded`: the write of the run's record, awaited before the first
+        tool acts (a tool's effects belong to a run on record; the model's first call need not
+        wait for it)."""
         started = time.perf_counter()
         outcome = Outcome(status="failed", output=None)
         conversation = list(messages)
@@ -76,6 +80,9 @@ class AgentRunner:
                 if not calls:
                     outcome.status, outcome.output = "completed", message.get("content") or ""
                     return outcome
+                if recorded is not None:
+                    await recorded
+                    recorded = None
                 await self._tools_step(calls, tools, ctx, sink, conversation, outcome)
             outcome.status = "max_iterations"
             outcome.error = f"stopped after {spec.max_iterations} iterations without an answer"

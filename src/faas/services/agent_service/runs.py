@@ -7,7 +7,10 @@ off mid-way still shows as `running`) and one UPDATE by key when it ends, with t
 JSON value; each is one statement in one round trip (`Database.write`). A caller that has more
 to write with either (a chat turn: its new session, its messages) passes it as `also`, so that
 it lands in the same transaction (then the start's commit, provisional, does not wait for the
-disk). No transaction is open while the model or a tool runs."""
+disk). The start is written while the run's first model call is on its way (`begin` names the
+run, `record_start` writes it; the runner waits for it before any tool acts, and the end waits
+for it), so a run does not wait for its own INSERT. No transaction waits on the model or a
+tool."""
 
 from __future__ import annotations
 
@@ -61,23 +64,21 @@ class RunLog:
         self.events = events
         self.agents = agents
 
-    async def started(
-        self,
-        identity: Identity,
-        agent_id: str,
-        session_id: str | None,
-        task: str,
-        *,
-        also: Writes | None = None,
-    ) -> StartedRun:
-        run = StartedRun(new_id(), agent_id, session_id, task, utcnow())
+    def begin(self, agent_id: str, session_id: str | None, task: str) -> StartedRun:
+        """A new run's id and start time; `record_start` writes it."""
+        return StartedRun(new_id(), agent_id, session_id, task, utcnow())
+
+    async def record_start(
+        self, identity: Identity, run: StartedRun, *, also: Writes | None = None
+    ) -> None:
+        """The run's `running` row (and `also`'s writes, in the same transaction)."""
         values: dict[str, Any] = {
             "tenant_id": identity.tenant_id,
             "id": run.id,
-            "agent_id": agent_id,
-            "session_id": session_id,
+            "agent_id": run.agent_id,
+            "session_id": run.session_id,
             "status": "running",
-            "input": task,
+            "input": run.task,
             "output": None,
             "steps": [],
             "usage": {},
@@ -85,7 +86,6 @@ class RunLog:
             "created_at": run.created_at,
         }
         await self._write(_START, values, also, durable=False)
-        return run
 
     async def finished(
         self, identity: Identity, run: StartedRun, outcome: Outcome, *, also: Writes | None = None
