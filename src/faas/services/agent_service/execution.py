@@ -25,7 +25,7 @@ from faas.services.agent_service.agents import AgentCatalog
 from faas.services.agent_service.memory import LongTermMemory
 from faas.services.agent_service.models import AgentSpec, RunView, parse_tool_spec
 from faas.services.agent_service.runner import AgentRunner, EventSink, Outcome
-from faas.services.agent_service.runs import RunLog, Writes
+from faas.services.agent_service.runs import RunLog, StartedRun, Writes
 from faas.services.agent_service.tool_catalog import ToolCatalog
 from faas.services.agent_service.tools.base import Tool, ToolContext
 from faas.services.agent_service.tools.builtin import BUILTIN_TOOLS
@@ -143,20 +143,8 @@ class AgentExecution:
             call_agent=self._delegate(identity),
             http_allowlist=self.http_allowlist,
         )
-        tracer = self.runner.tracer
-        attributes = (
-            agent_attributes(agent_id, spec.name, spec.model, session_id)
-            if is_tracing(tracer)
-            else None
-        )
         try:
-            with operation_span(tracer, f"invoke_agent {spec.name}", attributes) as span:
-                with run_budget(run.id, budget_usd):
-                    outcome = await self.runner.run(
-                        spec, messages, tools, ctx, sink=sink, recorded=recorded
-                    )
-                if span.is_recording():
-                    finish_agent_span(span, run.id, outcome)
+            outcome = await self._loop(run, prepared, messages, ctx, sink, budget_usd, recorded)
         except Exception as exc:
             await recorded  # a start that failed raises here: there is no run to mark failed
             failed = Outcome(status="failed", output=None, error=str(exc))
@@ -168,6 +156,32 @@ class AgentExecution:
         await recorded
         also = on_finish(outcome) if on_finish is not None else None
         return await self.runs.finished(identity, run, outcome, also=also), outcome
+
+    async def _loop(
+        self,
+        run: StartedRun,
+        prepared: Prepared,
+        messages: list[dict[str, Any]],
+        ctx: ToolContext,
+        sink: EventSink | None,
+        budget_usd: float | None,
+        recorded: Awaitable[None],
+    ) -> Outcome:
+        """The agent loop in its `invoke_agent` span, under the run's budget."""
+        spec, tracer = prepared.spec, self.runner.tracer
+        attributes = (
+            agent_attributes(run.agent_id, spec.name, spec.model, run.session_id)
+            if is_tracing(tracer)
+            else None
+        )
+        with operation_span(tracer, f"invoke_agent {spec.name}", attributes) as span:
+            with run_budget(run.id, budget_usd):
+                outcome = await self.runner.run(
+                    spec, messages, prepared.tools, ctx, sink=sink, recorded=recorded
+                )
+            if span.is_recording():
+                finish_agent_span(span, run.id, outcome)
+        return outcome
 
     async def submit(
         self, identity: Identity, agent_id: str, task: str, budget_usd: float | None = None
