@@ -29,7 +29,17 @@ from collections.abc import Callable, Sequence
 from _common import md_table
 from faas.backends.vectors import Hit
 from faas.services.rag_service.fusion import fuse, has_identifier
-from rag_quality import LEGS, Query, Run, eval_ids, evaluate, goal_gaps, load_set, mean_scores
+from rag_quality import (
+    LEGS,
+    Query,
+    Run,
+    eval_ids,
+    evaluate,
+    goal_gaps,
+    load_set,
+    mean_scores,
+    weighted_rrf,
+)
 
 GRID = [i / 20 for i in range(21)]
 
@@ -71,19 +81,10 @@ def min_max_fuse(
 
 
 def rrf_fuse(k: float) -> Fusion:
-    """Weighted reciprocal rank fusion: `(1 - w) / (k + rank)` from the keyword list plus
-    `w / (k + rank)` from the vector list, ranks from 1."""
-
-    def fused(vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float) -> list[Hit]:
-        scores: dict[str, float] = {}
-        by_id: dict[str, Hit] = {}
-        for hits, share in ((keyword_hits, 1 - weight), (vector_hits, weight)):
-            for rank, hit in enumerate(hits, start=1):
-                by_id.setdefault(hit.chunk_id, hit)
-                scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share / (k + rank)
-        return [by_id[c] for c in sorted(scores, key=lambda c: -scores[c])]
-
-    return fused
+    """Weighted reciprocal rank fusion with constant `k` (rag_quality.weighted_rrf)."""
+    return lambda vector_hits, keyword_hits, weight: weighted_rrf(
+        vector_hits, keyword_hits, weight, k
+    )
 
 
 def grid(

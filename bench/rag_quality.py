@@ -269,11 +269,19 @@ def eval_ids(hits: Sequence[Hit]) -> list[str]:
 
 def rrf(vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit]) -> list[Hit]:
     """The fusion before Step 11: score = sum over both lists of 1 / (60 + rank)."""
+    return weighted_rrf(vector_hits, keyword_hits, 0.5, RRF_K)
+
+
+def weighted_rrf(
+    vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float, k: float
+) -> list[Hit]:
+    """Weighted reciprocal rank fusion: `weight / (k + rank)` from the vector list plus
+    `(1 - weight) / (k + rank)` from the keyword list, ranks from 1; a tie keeps the order met."""
     scores: dict[str, float] = {}
     by_id: dict[str, Hit] = {}
-    for hits in (vector_hits, keyword_hits):
+    for hits, share in ((vector_hits, weight), (keyword_hits, 1 - weight)):
         for rank, hit in enumerate(hits, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share / (k + rank)
             by_id.setdefault(hit.chunk_id, hit)
     return [by_id[c] for c, _ in sorted(scores.items(), key=lambda kv: -kv[1])]
 
