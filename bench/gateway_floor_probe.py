@@ -3,7 +3,7 @@ pass-through proxy (bench/bare_proxy.py) and the lean gateway (bench/lean_gatewa
 proxy plus faas's per-request work written as one function).
 
     .venv/bin/python bench/gateway_floor_probe.py [--rounds 7] [--seconds 5] [--litellm]
-        [--no-save]
+        [--concurrency 32] [--no-save]
 
 One mock upstream (0 ms), the servers pinned to one core as in bench/gateway.py (the same
 faas configuration: JWT auth, tenant limits on, usage events on the in-process bus), wrk at
@@ -12,8 +12,11 @@ server process's user + system seconds over the requests it answered (steadier t
 on a shared machine). `--litellm` adds the LiteLLM proxy (bench/gateway.py's, installed into
 bench/.venv-litellm on first use) to the rounds: the issue's "CPU time per request <= 1/15 of
 LiteLLM's" row, from as many requests per server as the floors get. Each round also records the
-CPU the idle servers used meanwhile (they share the loaded server's core). Appends a section to
-docs/benchmarks.md unless --no-save.
+CPU the idle servers used meanwhile (they share the loaded server's core), and each server's
+added p50: its p50 minus the mock's own, called directly at the same concurrency at the start of
+the round. `--concurrency 1` reads the floors for the added-p50 row: what the bare proxy and the
+lean gateway add to one request at a time, beside faas. Appends a section to docs/benchmarks.md
+unless --no-save.
 """
 
 from __future__ import annotations
@@ -58,10 +61,11 @@ def lean_command(port: int, upstream: str) -> list[str]:
 class Probe:
     cpu: dict[str, list[float]]  # CPU-ms per answered request, per round
     idle: dict[str, list[float]]  # CPU-ms per second while another server was loaded
+    added: dict[str, list[float]]  # p50 ms minus the mock's own p50 called directly, per round
     loads: list[float]  # 1-minute load average after each round
 
 
-def measure(rounds: int, seconds: float, with_litellm: bool) -> Probe:
+def measure(rounds: int, seconds: float, with_litellm: bool, concurrency: int = 32) -> Probe:
     work = Path(tempfile.mkdtemp(prefix="gwfloor-"))
     secret = secrets.token_urlsafe(48)
     mock_port = free_port()
@@ -103,15 +107,19 @@ def measure(rounds: int, seconds: float, with_litellm: bool) -> Probe:
         if with_litellm:
             litellm = gw.ensure_litellm(gw.LITELLM_VENV, work / "pip-litellm.log")
             targets.append(gw.litellm_server(stack, litellm, {"0": mock}, work, work / "lite.log"))
+        upstream_key = {"Authorization": f"Bearer {gw.UPSTREAM_KEY}"}
+        direct = gw.Target("direct", "direct", {"0": mock + CHAT}, upstream_key)
         for target in targets:
-            gw.load(target, "0", 32, 2.0)  # warm-up
+            gw.load(target, "0", concurrency, 2.0)  # warm-up
         cpu: dict[str, list[float]] = {t.key: [] for t in targets}
         idle: dict[str, list[float]] = {t.key: [] for t in targets}
+        added: dict[str, list[float]] = {t.key: [] for t in targets}
         for i in range(rounds):
+            direct_p50 = gw.load(direct, "0", concurrency, seconds).p50_ms
             for target in targets if i % 2 == 0 else targets[::-1]:
                 before = {t.key: cpu_seconds(_pid(t)) for t in targets}
                 started = time.monotonic()
-                result = gw.load(target, "0", 32, seconds)
+                result = gw.load(target, "0", concurrency, seconds)
                 elapsed = time.monotonic() - started
                 if result.errors:
                     raise SystemExit(f"{target.key}: {result.errors} errors in round {i}")
@@ -119,11 +127,17 @@ def measure(rounds: int, seconds: float, with_litellm: bool) -> Probe:
                     used = cpu_seconds(_pid(other)) - before[other.key]
                     if other is target:
                         cpu[other.key].append(1000 * used / max(1, result.requests))
+                        added[other.key].append(result.p50_ms - direct_p50)
                     else:
                         idle[other.key].append(1000 * used / elapsed)
             loads.append(os.getloadavg()[0])
             print(f"round {i}: " + "  ".join(f"{k} {v[-1]:.3f}" for k, v in cpu.items()))
-    return Probe(cpu, idle, loads)
+    return Probe(cpu, idle, added, loads)
+
+
+def _spread(values: list[float], spec: str) -> str:
+    """Median [lowest, highest]."""
+    return f"{spec.format(median(values))} [{spec.format(min(values))}, {spec.format(max(values))}]"
 
 
 def _pid(target: gw.Target) -> int:
@@ -131,7 +145,7 @@ def _pid(target: gw.Target) -> int:
     return target.pid
 
 
-def report(probe: Probe, rounds: int, seconds: float) -> str:
+def report(probe: Probe, rounds: int, seconds: float, concurrency: int = 32) -> str:
     cpu = probe.cpu
     bare = median(cpu["bare"])
     rows = []
@@ -148,10 +162,11 @@ def report(probe: Probe, rounds: int, seconds: float) -> str:
         rows.append(
             [
                 label,
-                f"{median(values):.3f} [{min(values):.3f}, {max(values):.3f}]",
+                _spread(values, "{:.3f}"),
                 f"{median(values) / bare:.2f}x",
                 f"{min(per_round):.2f} to {max(per_round):.2f}",
                 f"{median(probe.idle[key]):.1f}",
+                _spread(probe.added[key], "{:.3f}"),
             ]
         )
     title = ", and LiteLLM" if "litellm" in cpu else ""
@@ -161,13 +176,16 @@ def report(probe: Probe, rounds: int, seconds: float) -> str:
         "vs bare",
         "per-round ratio to bare",
         "idle CPU-ms/s while others ran (median)",
+        "added p50 ms",
     ]
     lines = [
-        f"## Gateway against two floors: bare proxy and lean gateway{title} ({today()})",
+        f"## Gateway against two floors: bare proxy and lean gateway{title}, concurrency "
+        f"{concurrency} ({today()})",
         "",
         *environment_lines(),
-        f"- {rounds} rounds of {seconds:.0f} s per server at concurrency 32, 0 ms upstream, "
-        "order alternating; median [lowest, highest] of the rounds",
+        f"- {rounds} rounds of {seconds:.0f} s per server at concurrency {concurrency}, 0 ms "
+        "upstream, order alternating; median [lowest, highest] of the rounds; added p50: the "
+        "server's p50 minus the mock's, called directly at the start of the round",
         "- Load average (1 min) after each round: " + ", ".join(f"{x:.2f}" for x in probe.loads),
         "",
         md_table(header, rows),
@@ -189,11 +207,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--litellm", action="store_true", help="add the LiteLLM proxy")
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--no-save", action="store_true", help="print only, do not append")
     args = parser.parse_args()
     os.sched_setaffinity(0, {LOAD_CPU})
-    probe = measure(args.rounds, args.seconds, args.litellm)
-    section = report(probe, args.rounds, args.seconds)
+    probe = measure(args.rounds, args.seconds, args.litellm, args.concurrency)
+    section = report(probe, args.rounds, args.seconds, args.concurrency)
     publish(section, save=not args.no_save)
 
 

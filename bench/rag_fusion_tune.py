@@ -4,31 +4,41 @@ queries of bench/data/rag_eval only (the `heldout` ones are never seen here).
     .venv/bin/python bench/rag_fusion_tune.py [--embedder minilm|hash]
 
 The keyword and vector lists are fetched once through the API (bench/rag_quality.py's
-`evaluate`), then every (natural-language weight, identifier weight) pair is fused offline with
-`fusion.fuse`. Printed: the ten best pairs by their worst goal gap (hybrid minus the better leg
-on MRR@10 and recall@10, overall and per query kind, to 0.001), then by nDCG@10; last, the best
-pair of equal weights (one weight for every query, as feature-hashing spaces get).
+`evaluate`), each as deep as the service fuses it (search.py's FUSION_DEPTH, 40; `--depth`
+changes it), then every (natural-language weight, identifier weight) pair is fused offline with
+`fusion.fuse` (weighted RRF, k = 1). Printed: the ten best pairs by their worst goal gap
+(hybrid minus the better leg on MRR@10 and recall@10, overall and per query kind, to 0.001),
+then by nDCG@10; last, the best pair of equal weights (one weight for every query, as
+feature-hashing spaces get).
 
     .venv/bin/python bench/rag_fusion_tune.py --families
 
-replays, on the same `tune` lists, two other fusion families the issue names beside the shipped
-one: min-max scores in a convex combination, and weighted reciprocal rank fusion
-(`w / (k + rank)`, k in 1, 2, 3, 5, 60), each over the same weight grid. Printed per family:
-its best pair by worst gap (then nDCG@10), and how many grid cells (of 441, or 2,205 for RRF)
-reach a worst gap of -0.010 or better, which says whether a good cell stands alone (fits single
-queries) or sits in a region.
+replays, on the same `tune` lists, the fusion families the issue names, each over the same
+weight grid: z-scores in a convex combination (the fusion shipped before this one), min-max
+scores in a convex combination, and weighted reciprocal rank fusion (`w / (k + rank)`, k in 1,
+2, 3, 5, 60; shipped: k = 1). Printed per family: its best pair by worst gap (then nDCG@10),
+and how many grid cells (of 441, or 2,205 for RRF) reach a worst gap of -0.010 or better, which
+says whether a good cell stands alone (fits single queries) or sits in a region.
+
+    .venv/bin/python bench/rag_fusion_tune.py --families --depth 10
+
+fetches each leg 10 deep, as the service did before (the metrics always read the fused top 10):
+how much the deeper lists, which give a document missing from one list's head its share in
+that list, change each family.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Callable, Sequence
 
 from _common import md_table
 from faas.backends.vectors import Hit
-from faas.services.rag_service.fusion import fuse, has_identifier
+from faas.services.rag_service.fusion import fuse, has_identifier, weighted_rrf
+from faas.services.rag_service.search import FUSION_DEPTH
 from rag_quality import (
     LEGS,
     Query,
@@ -38,7 +48,6 @@ from rag_quality import (
     goal_gaps,
     load_set,
     mean_scores,
-    weighted_rrf,
 )
 
 GRID = [i / 20 for i in range(21)]
@@ -80,8 +89,41 @@ def min_max_fuse(
     return [by_id[c] for c in sorted(fused, key=lambda c: -fused[c])]
 
 
+# The fusion shipped before weighted RRF (2026-12-06 to 2026-12-07): z-scores within each list,
+# a hit missing from one list scored -2 there, combined convexly; a tie to the better rank.
+ABSENT_SCORE = -2.0
+
+
+def z_score_fuse(
+    vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float
+) -> list[Hit]:
+    """`(1 - w) * z_keyword + w * z_vector`, each z-score within its own list."""
+
+    def standard(hits: Sequence[Hit]) -> dict[str, float]:
+        if not hits:
+            return {}
+        mean = sum(h.score for h in hits) / len(hits)
+        spread = math.sqrt(sum((h.score - mean) ** 2 for h in hits) / len(hits))
+        if spread == 0 or not math.isfinite(spread):
+            return {h.chunk_id: 0.0 for h in hits}
+        return {h.chunk_id: (h.score - mean) / spread for h in hits}
+
+    keyword, vector = standard(keyword_hits), standard(vector_hits)
+    best_rank: dict[str, int] = {}
+    by_id: dict[str, Hit] = {}
+    for hits in (keyword_hits, vector_hits):
+        for rank, hit in enumerate(hits):
+            by_id.setdefault(hit.chunk_id, hit)
+            best_rank[hit.chunk_id] = min(rank, best_rank.get(hit.chunk_id, rank))
+    fused = {
+        c: (1 - weight) * keyword.get(c, ABSENT_SCORE) + weight * vector.get(c, ABSENT_SCORE)
+        for c in by_id
+    }
+    return [by_id[c] for c in sorted(fused, key=lambda c: (-fused[c], best_rank[c]))]
+
+
 def rrf_fuse(k: float) -> Fusion:
-    """Weighted reciprocal rank fusion with constant `k` (rag_quality.weighted_rrf)."""
+    """Weighted reciprocal rank fusion with constant `k` (fusion.weighted_rrf)."""
     return lambda vector_hits, keyword_hits, weight: weighted_rrf(
         vector_hits, keyword_hits, weight, k
     )
@@ -113,8 +155,9 @@ def grid(
 
 def families(run: Run, queries: Sequence[Query]) -> str:
     candidates: list[tuple[str, list[Fusion]]] = [
-        ("z-scores, convex (shipped)", [fuse]),
+        ("z-scores, convex (before)", [z_score_fuse]),
         ("min-max, convex", [min_max_fuse]),
+        ("weighted RRF, k = 1 (shipped)", [fuse]),
         ("weighted RRF, k in 1, 2, 3, 5, 60", [rrf_fuse(k) for k in (1, 2, 3, 5, 60)]),
     ]
     rows = []
@@ -139,9 +182,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
     parser.add_argument("--families", action="store_true", help="compare fusion families")
+    parser.add_argument("--depth", type=int, default=FUSION_DEPTH, help="hits fetched per leg")
     args = parser.parse_args(argv)
     corpus, queries = load_set()
-    run = asyncio.run(evaluate(corpus, queries, args.embedder))
+    run = asyncio.run(evaluate(corpus, queries, args.embedder, args.depth))
     print(families(run, queries) if args.families else tune(run, queries))
 
 

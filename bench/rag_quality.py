@@ -17,10 +17,11 @@ log2 discount, as trec_eval's ndcg_cut), implemented below (tests/unit/test_rag_
 checks them against hand-computed values).
 
 The baseline, side by side in the same run: the fusion before Step 11 (reciprocal rank fusion,
-k=60, equal weights) replayed on the very keyword and vector lists the service fused (the same
-depth, max(top_k, 10)). bench/rag_fusion_tune.py replays a grid of vector weights on the `tune`
-queries only: how the weights in rag_service/fusion.py were chosen. The figures that count are
-those on the `heldout` queries.
+k=60, equal weights) replayed on the keyword and vector lists of the same run, at the depth it
+fused them (max(top_k, 10)); today's hybrid fuses each list 40 deep (rag_service/search.py).
+bench/rag_fusion_tune.py replays a grid of vector weights on the `tune` queries only: how the
+weights in rag_service/fusion.py were chosen. The figures that count are those on the `heldout`
+queries.
 
 Goal (issue 15): hybrid >= max(keyword, vector) on MRR@10 and recall@10, overall and per kind.
 """
@@ -46,6 +47,7 @@ import numpy as np
 
 from _common import BENCH_DIR, environment_lines, md_table, publish, today
 from faas.backends.vectors import Hit
+from faas.services.rag_service.fusion import weighted_rrf
 
 DATA_DIR = BENCH_DIR / "data" / "rag_eval"
 LEGS = ("keyword", "vector")
@@ -170,7 +172,12 @@ class Run:
     search_ms: dict[str, float]  # mode -> wall ms per query
 
 
-async def evaluate(corpus: list[dict[str, Any]], queries: list[Query], embedder: str) -> Run:
+async def evaluate(
+    corpus: list[dict[str, Any]], queries: list[Query], embedder: str, depth: int = K
+) -> Run:
+    """Ingest the corpus and run every query in every mode. `depth`: how many hits each search
+    returns (the metrics read the first K); above K, the legs are the deeper lists a replayed
+    fusion gets to choose from."""
     from faas.app import create_service_app
     from faas.integrations.otel import setup_telemetry
     from faas.runtime import Runtime
@@ -208,7 +215,7 @@ async def evaluate(corpus: list[dict[str, Any]], queries: list[Query], embedder:
             ) as client:
                 run = Run(embedder, {leg: {} for leg in LEGS}, {m: {} for m in MODES}, [], 0, 0, {})
                 await _ingest(client, corpus, run)
-                await _search(client, queries, run)
+                await _search(client, queries, run, depth)
                 return run
     raise AssertionError("unreachable")
 
@@ -231,13 +238,21 @@ async def _ingest(client: httpx.AsyncClient, corpus: list[dict[str, Any]], run: 
     run.ingest_s, run.ingest_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def _search(client: httpx.AsyncClient, queries: list[Query], run: Run) -> None:
-    """Each leg and hybrid through the API, modes interleaved per query; "hybrid before" is the
-    old fusion replayed on the legs the service fused (the same depth: max(top_k, 10))."""
+async def _search(
+    client: httpx.AsyncClient, queries: list[Query], run: Run, depth: int = K
+) -> None:
+    """Each leg and hybrid through the API at `top_k` = `depth`, modes interleaved per query;
+    "hybrid before" is the old fusion replayed on the legs (at the default depth, the lists the
+    service fuses: max(top_k, 10))."""
     spent = {mode: 0.0 for mode in (*LEGS, "hybrid")}
     for query in queries:
         for mode in (*LEGS, "hybrid"):
-            body = {"query_text": query.text, "mode": mode, "top_k": K, "collection": COLLECTION}
+            body = {
+                "query_text": query.text,
+                "mode": mode,
+                "top_k": depth,
+                "collection": COLLECTION,
+            }
             started = time.perf_counter()
             response = await client.post("/api/v1/rag/search", json=body)
             spent[mode] += time.perf_counter() - started
@@ -270,20 +285,6 @@ def eval_ids(hits: Sequence[Hit]) -> list[str]:
 def rrf(vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit]) -> list[Hit]:
     """The fusion before Step 11: score = sum over both lists of 1 / (60 + rank)."""
     return weighted_rrf(vector_hits, keyword_hits, 0.5, RRF_K)
-
-
-def weighted_rrf(
-    vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float, k: float
-) -> list[Hit]:
-    """Weighted reciprocal rank fusion: `weight / (k + rank)` from the vector list plus
-    `(1 - weight) / (k + rank)` from the keyword list, ranks from 1; a tie keeps the order met."""
-    scores: dict[str, float] = {}
-    by_id: dict[str, Hit] = {}
-    for hits, share in ((vector_hits, weight), (keyword_hits, 1 - weight)):
-        for rank, hit in enumerate(hits, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share / (k + rank)
-            by_id.setdefault(hit.chunk_id, hit)
-    return [by_id[c] for c, _ in sorted(scores.items(), key=lambda kv: -kv[1])]
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -362,8 +363,9 @@ def report(runs: Sequence[Run], corpus: list[dict[str, Any]], queries: list[Quer
         f"({', '.join(f'{sum(q.kind == k for q in queries)} {k}' for k in kinds)}), "
         f"{count['tune']} tune / {count['heldout']} held out",
         "Index": f"SQLite (FTS5 bm25 keyword, numpy cosine vector), chunk_size {CHUNK_SIZE}",
-        "Search": f"`POST /api/v1/rag/search` top_k={K}; hybrid = rag_service/fusion.py (z-scores, "
-        "vector weight per query); hybrid before = RRF k=60 replayed on the same two lists",
+        "Search": f"`POST /api/v1/rag/search` top_k={K}; hybrid = rag_service/fusion.py (weighted "
+        "RRF, k=1, vector weight per query, each list 40 deep); hybrid before = RRF k=60 replayed "
+        "on the two lists' top 10",
         "Ingest (sequential, one document per request)": ingest,
         "Load average (1 min) at the end": f"{os.getloadavg()[0]:.2f}",
     }

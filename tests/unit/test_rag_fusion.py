@@ -1,5 +1,6 @@
 """Hybrid search's fusion (rag_service/fusion.py): the vector weight chosen per query and
-embedding space, the fused order, and the per-request `vector_weight` through the API."""
+embedding space, weighted reciprocal rank fusion and its order, how deep each list is fetched,
+and the per-request `vector_weight` through the API."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from faas.services.rag_service.fusion import (
     VECTOR_WEIGHT_TEXT,
     fuse,
     has_identifier,
-    standard_scores,
     vector_weight,
+    weighted_rrf,
 )
+from faas.services.rag_service.models import SearchRequest
+from faas.services.rag_service.search import FUSION_DEPTH, RERANK_DEPTH, candidate_depth
 from faas.shared.config import Settings
 from tests.conftest import auth
 from tests.platform_app import Platform, platform
@@ -56,11 +59,24 @@ def test_feature_hashing_vectors_get_a_small_weight_for_every_query() -> None:
         assert vector_weight(query, "hash:hash-384") == VECTOR_WEIGHT_LEXICAL
 
 
-def test_standard_scores_are_z_scores_and_constant_lists_score_zero() -> None:
-    z = standard_scores(hits(("a", 3.0), ("b", 1.0)))
-    assert z == {"a": 1.0, "b": -1.0}
-    assert standard_scores(hits(("a", 0.5), ("b", 0.5))) == {"a": 0.0, "b": 0.0}
-    assert standard_scores([]) == {}
+def test_a_hit_scores_its_weighted_reciprocal_ranks_in_both_lists() -> None:
+    vector = hits(("a", 0.9), ("b", 0.8))
+    keyword = hits(("b", 7.0), ("c", 3.0))
+    fused = weighted_rrf(vector, keyword, 0.6, 1.0)
+    assert ids(fused) == ["b", "a", "c"]
+    assert [h.score for h in fused] == pytest.approx([0.6 / 3 + 0.4 / 2, 0.6 / 2, 0.4 / 3])
+    # The scores of the lists do not matter, only the ranks.
+    rescaled = hits(("b", 700.0), ("c", 0.001))
+    assert ids(weighted_rrf(vector, rescaled, 0.6, 1.0)) == ids(fused)
+
+
+def test_a_share_from_deep_in_one_list_breaks_a_tie_of_the_heads() -> None:
+    filler = [(f"f{i}", 0.5 - i / 100) for i in range(28)]
+    vector = hits(("a", 0.9), *filler, ("b", 0.1))  # b 30th
+    keyword = hits(("b", 9.0), ("k2", 4.0))
+    fused = fuse(vector, keyword, 0.5)  # a and b both 0.5 / 2 from the heads
+    assert ids(fused)[:2] == ["b", "a"]
+    assert ids(fuse(vector[:10], keyword, 0.5))[:2] == ["a", "b"]  # a 10-deep list: tie, as met
 
 
 def test_the_weight_decides_which_list_leads() -> None:
@@ -72,10 +88,28 @@ def test_the_weight_decides_which_list_leads() -> None:
 
 
 def test_a_hit_strong_in_one_list_beats_one_middling_in_both() -> None:
-    # Reciprocal rank fusion ranked `middling` first here: it scores in both lists.
     keyword = hits(("exact", 20.0), ("middling", 6.0), ("k3", 5.5), ("k4", 5.0))
     vector = hits(("v1", 0.52), ("middling", 0.5), ("v3", 0.49), ("v4", 0.48))
     assert ids(fuse(vector, keyword, VECTOR_WEIGHT_IDENTIFIER))[0] == "exact"
+    # The fusion before Step 11 (equal weights, k = 60) ranked `middling` first.
+    assert ids(weighted_rrf(vector, keyword, 0.5, 60.0))[0] == "middling"
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [
+        ({"mode": "hybrid", "top_k": 10}, FUSION_DEPTH),
+        ({"mode": "hybrid", "top_k": 60}, 60),
+        ({"mode": "vector", "top_k": 10}, 10),
+        ({"mode": "keyword", "top_k": 3}, 3),
+        ({"mode": "hybrid", "top_k": 5, "mmr": True}, 20),
+        ({"mode": "vector", "top_k": 5, "rerank": True}, RERANK_DEPTH),
+    ],
+)
+def test_hybrid_fetches_each_list_deeper_than_a_single_list_search(
+    body: dict[str, Any], depth: int
+) -> None:
+    assert candidate_depth(SearchRequest(query_text="refunds", **body)) == depth
 
 
 def test_fused_hits_carry_the_fused_score_in_order() -> None:

@@ -1,8 +1,8 @@
 """Hybrid search's fusion: the keyword and vector lists combined into one ranking.
 
-Each list's scores are standardised (z-scores within the list, so BM25, `ts_rank` and cosine
-become comparable) and combined as `(1 - w) * keyword + w * vector`, where `w`, the vector
-weight, depends on the query and the embedding space:
+Weighted reciprocal rank fusion with a small constant: a hit scores `w / (k + rank)` from the
+vector list plus `(1 - w) / (k + rank)` from the keyword list (ranks from 1, `k` = 1), where
+`w`, the vector weight, depends on the query and the embedding space:
 
 - a query that carries an identifier (a token with a digit or an underscore: `NW-4412`,
   `5.15.1`, `nwk_test_`) leans on the keyword list, because embeddings blur codes that differ
@@ -12,27 +12,32 @@ weight, depends on the query and the embedding space:
 - feature-hashing embeddings (`hash:*`) are lexical themselves: their vector list adds little
   to the keyword list and gets a small weight for every query.
 
-Why not reciprocal rank fusion with equal weights (the fusion before): it let a weak list push
-the answer down, so hybrid fell below vector-only on paraphrases with MiniLM and below
-keyword-only everywhere with hashing. The weights were chosen on the tuning half of
-bench/data/rag_eval and checked on its held-out half (docs/benchmarks.md, `bench/rag_quality.py`).
-A caller may set the weight per request (`vector_weight` in the search body).
+Each list is fetched 40 deep (search.py's FUSION_DEPTH) for a top 10: a document far down one
+list still adds its share there, which decides between documents the heads rank alike. Ranks,
+not scores: BM25, `ts_rank` and cosine need no common scale, and one list's outliers cannot
+swamp the other.
+
+Why these: on bench/data/rag_eval, the fusions before (reciprocal rank fusion with equal
+weights and k = 60; then z-scores in a convex combination over 10-deep lists) each left hybrid
+below the better single list on some query kind with MiniLM. Weighted RRF with k = 1 over
+40-deep lists was chosen on the set's `tune` half, from a region of weights where it holds
+(not a single cell), and checked on its held-out half (docs/benchmarks.md,
+`bench/rag_fusion_tune.py`, `bench/rag_quality.py`). A caller may set the weight per request
+(`vector_weight` in the search body).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
 from faas.backends.vectors import Hit
 
-VECTOR_WEIGHT_TEXT = 0.7
-VECTOR_WEIGHT_IDENTIFIER = 0.15
-VECTOR_WEIGHT_LEXICAL = 0.05
+VECTOR_WEIGHT_TEXT = 0.65
+VECTOR_WEIGHT_IDENTIFIER = 0.2
+VECTOR_WEIGHT_LEXICAL = 0.08
 LEXICAL_SPACES = ("hash:",)
-# The standard score of a hit missing from one list: below nearly everything that list holds.
-ABSENT_SCORE = -2.0
+RRF_K = 1.0
 _IDENTIFIER = re.compile(r"\b(?=[\w.\-]*[\d_])[\w.\-]{2,}")
 
 
@@ -51,35 +56,25 @@ def vector_weight(query_text: str | None, space: str | None) -> float:
     return VECTOR_WEIGHT_TEXT
 
 
-def standard_scores(hits: Sequence[Hit]) -> dict[str, float]:
-    """Each hit's z-score within its list; all 0.0 when the scores do not vary."""
-    if not hits:
-        return {}
-    mean = sum(h.score for h in hits) / len(hits)
-    spread = math.sqrt(sum((h.score - mean) ** 2 for h in hits) / len(hits))
-    if spread == 0 or not math.isfinite(spread):
-        return {h.chunk_id: 0.0 for h in hits}
-    return {h.chunk_id: (h.score - mean) / spread for h in hits}
+def weighted_rrf(
+    vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float, k: float
+) -> list[Hit]:
+    """Both lists as one, best first, each hit scored by `weight / (k + rank)` in the vector
+    list plus `(1 - weight) / (k + rank)` in the keyword list (ranks from 1). A tie keeps the
+    order met: the vector list's hits, then the keyword list's others."""
+    scores: dict[str, float] = {}
+    by_id: dict[str, Hit] = {}
+    for hits, share in ((vector_hits, weight), (keyword_hits, 1 - weight)):
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share / (k + rank)
+            by_id.setdefault(hit.chunk_id, hit)
+    order = sorted(scores, key=lambda chunk_id: -scores[chunk_id])
+    return [_rescored(by_id[chunk_id], scores[chunk_id]) for chunk_id in order]
 
 
 def fuse(vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float) -> list[Hit]:
-    """Both lists as one, best first, each hit scored by its fused score. A tie goes to the hit
-    ranked higher in either list."""
-    keyword = standard_scores(keyword_hits)
-    vector = standard_scores(vector_hits)
-    best_rank: dict[str, int] = {}
-    by_id: dict[str, Hit] = {}
-    for hits in (keyword_hits, vector_hits):
-        for rank, hit in enumerate(hits):
-            by_id.setdefault(hit.chunk_id, hit)
-            best_rank[hit.chunk_id] = min(rank, best_rank.get(hit.chunk_id, rank))
-    fused = {
-        chunk_id: (1 - weight) * keyword.get(chunk_id, ABSENT_SCORE)
-        + weight * vector.get(chunk_id, ABSENT_SCORE)
-        for chunk_id in by_id
-    }
-    order = sorted(fused, key=lambda chunk_id: (-fused[chunk_id], best_rank[chunk_id]))
-    return [_rescored(by_id[chunk_id], fused[chunk_id]) for chunk_id in order]
+    """Hybrid search's fusion: weighted RRF with the constant `RRF_K`."""
+    return weighted_rrf(vector_hits, keyword_hits, weight, RRF_K)
 
 
 def _rescored(hit: Hit, score: float) -> Hit:
