@@ -20,6 +20,12 @@ scores in a convex combination, and weighted reciprocal rank fusion (`w / (k + r
 and how many grid cells (of 441, or 2,205 for RRF) reach a worst gap of -0.010 or better, which
 says whether a good cell stands alone (fits single queries) or sits in a region.
 
+    .venv/bin/python bench/rag_fusion_tune.py --map 1
+
+prints, for weighted RRF with k = 1, whether each cell of a finer grid (text weights 0.50-0.85
+by 0.01, identifier weights 0-0.5 by 0.025) meets the goal on `tune`: where the shipped
+weights sit in a region of cells that hold.
+
     .venv/bin/python bench/rag_fusion_tune.py --families --depth 10
 
 fetches each leg 10 deep, as the service did before (the metrics always read the fused top 10):
@@ -51,6 +57,9 @@ from rag_quality import (
 )
 
 GRID = [i / 20 for i in range(21)]
+# `--map`: text weights 0.50-0.85 by 0.01, identifier weights 0-0.5 by 0.025.
+TEXT_FINE = [round(0.50 + i / 100, 2) for i in range(36)]
+IDENT_FINE = [i / 40 for i in range(21)]
 
 
 def worst_gap(ranked: dict[str, dict[str, list[str]]], queries: Sequence[Query]) -> float:
@@ -130,13 +139,17 @@ def rrf_fuse(k: float) -> Fusion:
 
 
 def grid(
-    run: Run, queries: Sequence[Query], fusion: Fusion
+    run: Run,
+    queries: Sequence[Query],
+    fusion: Fusion,
+    text_weights: Sequence[float] = GRID,
+    ident_weights: Sequence[float] = GRID,
 ) -> list[tuple[float, float, float, float]]:
     """(worst gap, nDCG@10, text weight, identifier weight) for every pair of the grid."""
     chosen = [q for q in queries if q.split == "tune"]
     rows = []
-    for text_w in GRID:
-        for ident_w in GRID:
+    for text_w in text_weights:
+        for ident_w in ident_weights:
             ranked = {mode: run.rankings[mode] for mode in LEGS}
             ranked["hybrid"] = {
                 q.id: eval_ids(
@@ -178,15 +191,34 @@ def families(run: Run, queries: Sequence[Query]) -> str:
     return md_table([*header, "nDCG@10", "cells with worst gap >= -0.010"], rows)
 
 
+def region_map(run: Run, queries: Sequence[Query], k: float) -> str:
+    """Weighted RRF with constant `k` on a fine grid around the shipped weights: one line per
+    text weight, one mark per identifier weight (`#` worst gap >= 0, `+` >= -0.010, `.` below).
+    A region of marks is a choice that holds; a lone mark fits single queries."""
+    cells = grid(run, queries, rrf_fuse(k), TEXT_FINE, IDENT_FINE)
+    marks = {(t, i): "#" if g >= 0 else "+" if g >= -0.010 else "." for g, _, t, i in cells}
+    lines = [
+        f"{run.embedder}, tune, weighted RRF k = {k:g}: text weight by rows, identifier weight "
+        f"{IDENT_FINE[0]:.3f} to {IDENT_FINE[-1]:.3f} by {IDENT_FINE[1] - IDENT_FINE[0]:.3f} "
+        "across",
+        *(f"  {t:.2f}  " + "".join(marks[(t, i)] for i in IDENT_FINE) for t in TEXT_FINE),
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embedder", choices=["minilm", "hash"], default="minilm")
     parser.add_argument("--families", action="store_true", help="compare fusion families")
     parser.add_argument("--depth", type=int, default=FUSION_DEPTH, help="hits fetched per leg")
+    parser.add_argument("--map", type=float, metavar="K", help="weighted RRF's fine grid, k = K")
     args = parser.parse_args(argv)
     corpus, queries = load_set()
     run = asyncio.run(evaluate(corpus, queries, args.embedder, args.depth))
-    print(families(run, queries) if args.families else tune(run, queries))
+    if args.map is not None:
+        print(region_map(run, queries, args.map))
+    else:
+        print(families(run, queries) if args.families else tune(run, queries))
 
 
 if __name__ == "__main__":
