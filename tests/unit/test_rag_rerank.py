@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from faas.services.rag_service.search import RERANK_DEPTH
 from faas.shared.config import Settings
 from tests.conftest import auth
 from tests.platform_app import Platform, platform
@@ -73,6 +74,19 @@ async def test_search_with_a_named_reranker_takes_its_order_and_scores(
     )[:2]
     assert [r["score"] for r in results] == pytest.approx(expected)
     assert results[0]["metadata"]["n"] == 3
+
+
+async def test_the_reranker_gets_the_fused_top_20_not_both_deep_lists(
+    env: Platform, up: MockUpstream
+) -> None:
+    for n in range(4, 30):
+        body = {"title": f"doc {n}", "content": f"Shipping note {n}: refunds and parcels."}
+        response = await env.client.post("/api/v1/rag/documents", json=body, headers=A)
+        assert response.status_code == 201, response.text
+    response = await search(env, query_text="shipping refunds", top_k=2, rerank="words")
+    assert response.status_code == 200, response.text
+    # Hybrid fetches each list 40 deep; the reranker scores (and bills) only the fused head.
+    assert len(up.stats.last_body["documents"]) == RERANK_DEPTH
 
 
 async def test_search_with_rerank_true_uses_rerank_default(env: Platform) -> None:

@@ -116,7 +116,7 @@ class Searcher:
         if body.rerank and hits:
             # After MMR, which would otherwise undo the reranker's order: MMR picks, the
             # reranker orders what it picked.
-            hits = await self._rerank(hits[:depth], body)
+            hits = await self._rerank(hits[: max(body.top_k, RERANK_DEPTH)], body)
         return SearchResponse(mode=body.mode, results=await self._views(tenant, hits[: body.top_k]))
 
     async def _vector_leg(
