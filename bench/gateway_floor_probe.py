@@ -7,7 +7,7 @@ proxy plus faas's per-request work written as one function).
 
 One mock upstream (0 ms), the servers pinned to one core as in bench/gateway.py (the same
 faas configuration: JWT auth, tenant limits on, usage events on the in-process bus), wrk at
-concurrency 32 on the other core; rounds alternate the servers' order. CPU per request is the
+`--concurrency` (32) on the other core; rounds alternate the servers' order. CPU per request is the
 server process's user + system seconds over the requests it answered (steadier than requests/s
 on a shared machine). `--litellm` adds the LiteLLM proxy (bench/gateway.py's, installed into
 bench/.venv-litellm on first use) to the rounds: the issue's "CPU time per request <= 1/15 of
@@ -15,8 +15,8 @@ LiteLLM's" row, from as many requests per server as the floors get. Each round a
 CPU the idle servers used meanwhile (they share the loaded server's core), and each server's
 added p50: its p50 minus the mock's own, called directly at the same concurrency at the start of
 the round. `--concurrency 1` reads the floors for the added-p50 row: what the bare proxy and the
-lean gateway add to one request at a time, beside faas. Appends a section to docs/benchmarks.md
-unless --no-save.
+lean gateway add to one request at a time, beside faas (at 32 the added p50 is mostly each
+server's queue, not its latency). Appends a section to docs/benchmarks.md unless --no-save.
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def measure(rounds: int, seconds: float, with_litellm: bool, concurrency: int = 
         idle: dict[str, list[float]] = {t.key: [] for t in targets}
         added: dict[str, list[float]] = {t.key: [] for t in targets}
         for i in range(rounds):
-            direct_p50 = gw.load(direct, "0", concurrency, seconds).p50_ms
+            called = gw.load(direct, "0", concurrency, seconds)
+            if called.errors:
+                raise SystemExit(f"the mock called directly: {called.errors} errors in round {i}")
+            direct_p50 = called.p50_ms
             for target in targets if i % 2 == 0 else targets[::-1]:
                 before = {t.key: cpu_seconds(_pid(t)) for t in targets}
                 started = time.monotonic()

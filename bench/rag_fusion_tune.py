@@ -23,8 +23,9 @@ says whether a good cell stands alone (fits single queries) or sits in a region.
     .venv/bin/python bench/rag_fusion_tune.py --map 1
 
 prints, for weighted RRF with k = 1, whether each cell of a finer grid (text weights 0.50-0.85
-by 0.01, identifier weights 0-0.5 by 0.025) meets the goal on `tune`: where the shipped
-weights sit in a region of cells that hold.
+by 0.01, identifier weights 0-0.5 by 0.025, and one weight for every query from 0 to 0.30 by
+0.02, as feature-hashing spaces get) meets the goal on `tune`: where the shipped weights sit in
+a region of cells that hold.
 
     .venv/bin/python bench/rag_fusion_tune.py --families --depth 10
 
@@ -60,6 +61,7 @@ GRID = [i / 20 for i in range(21)]
 # `--map`: text weights 0.50-0.85 by 0.01, identifier weights 0-0.5 by 0.025.
 TEXT_FINE = [round(0.50 + i / 100, 2) for i in range(36)]
 IDENT_FINE = [i / 40 for i in range(21)]
+EQUAL_FINE = [i / 50 for i in range(16)]  # one weight for every query: 0-0.30 by 0.02
 
 
 def worst_gap(ranked: dict[str, dict[str, list[str]]], queries: Sequence[Query]) -> float:
@@ -168,7 +170,7 @@ def grid(
 
 def families(run: Run, queries: Sequence[Query]) -> str:
     candidates: list[tuple[str, list[Fusion]]] = [
-        ("z-scores, convex (before)", [z_score_fuse]),
+        ("z-scores, convex (shipped before, 10 deep)", [z_score_fuse]),
         ("min-max, convex", [min_max_fuse]),
         ("weighted RRF, k = 1 (shipped)", [fuse]),
         ("weighted RRF, k in 1, 2, 3, 5, 60", [rrf_fuse(k) for k in (1, 2, 3, 5, 60)]),
@@ -203,6 +205,13 @@ def region_map(run: Run, queries: Sequence[Query], k: float) -> str:
         "across",
         *(f"  {t:.2f}  " + "".join(marks[(t, i)] for i in IDENT_FINE) for t in TEXT_FINE),
     ]
+    # One weight for every query, as feature-hashing spaces get.
+    equal = [g for w in EQUAL_FINE for g, _, _, _ in grid(run, queries, rrf_fuse(k), [w], [w])]
+    lines.append(
+        f"one weight for every query, {EQUAL_FINE[0]:.2f} to {EQUAL_FINE[-1]:.2f} by "
+        f"{EQUAL_FINE[1] - EQUAL_FINE[0]:.2f}: "
+        + "".join("#" if g >= 0 else "+" if g >= -0.010 else "." for g in equal)
+    )
     return "\n".join(lines)
 
 

@@ -168,7 +168,7 @@ def routing_yaml(embedder: str) -> str:
 @dataclass
 class Run:
     embedder: str
-    legs: dict[str, dict[str, list[Hit]]]  # leg -> query id -> hits, as the service fused them
+    legs: dict[str, dict[str, list[Hit]]]  # leg -> query id -> hits, `depth` deep
     rankings: dict[str, dict[str, list[str]]]  # mode -> query id -> eval ids
     chunks: list[int]
     ingest_s: float
@@ -246,8 +246,8 @@ async def _search(
     client: httpx.AsyncClient, queries: list[Query], run: Run, depth: int = K
 ) -> None:
     """Each leg and hybrid through the API at `top_k` = `depth`, modes interleaved per query;
-    "hybrid before" is the old fusion replayed on the legs (at the default depth, the lists the
-    service fuses: max(top_k, 10))."""
+    "hybrid before" is the old fusion replayed on the legs (at the default depth, the 10-deep
+    lists it fused; today's service fuses 40 deep)."""
     spent = {mode: 0.0 for mode in (*LEGS, "hybrid")}
     for query in queries:
         for mode in (*LEGS, "hybrid"):

@@ -12,16 +12,19 @@ vector list plus `(1 - w) / (k + rank)` from the keyword list (ranks from 1, `k`
 - feature-hashing embeddings (`hash:*`) are lexical themselves: their vector list adds little
   to the keyword list and gets a small weight for every query.
 
-Each list is fetched 40 deep (search.py's FUSION_DEPTH) for a top 10: a document far down one
-list still adds its share there, which decides between documents the heads rank alike. Ranks,
+Each list is fetched at least 40 deep (search.py's FUSION_DEPTH) for the fused top k: a
+document far down one list still adds its share there, which decides between documents the
+heads rank alike. A list with weight 0 adds nothing, not even its hits (`vector_weight` 0 is
+keyword search, 1 vector search). Ranks,
 not scores: BM25, `ts_rank` and cosine need no common scale, and one list's outliers cannot
 swamp the other.
 
 Why these: on bench/data/rag_eval, the fusions before (reciprocal rank fusion with equal
 weights and k = 60; then z-scores in a convex combination over 10-deep lists) each left hybrid
 below the better single list on some query kind with MiniLM. Weighted RRF with k = 1 over
-40-deep lists was chosen on the set's `tune` half, from a region of weights where it holds
-(not a single cell), and checked on its held-out half (docs/benchmarks.md,
+40-deep lists was chosen on the set's `tune` half, from a region of weights where it comes
+within 0.010 of the better list on every check (not a single cell), and checked on its
+held-out half and on queries written after the choice (docs/benchmarks.md,
 `bench/rag_fusion_tune.py`, `bench/rag_quality.py`). A caller may set the weight per request
 (`vector_weight` in the search body).
 """
@@ -60,11 +63,14 @@ def weighted_rrf(
     vector_hits: Sequence[Hit], keyword_hits: Sequence[Hit], weight: float, k: float
 ) -> list[Hit]:
     """Both lists as one, best first, each hit scored by `weight / (k + rank)` in the vector
-    list plus `(1 - weight) / (k + rank)` in the keyword list (ranks from 1). A tie keeps the
-    order met: the vector list's hits, then the keyword list's others."""
+    list plus `(1 - weight) / (k + rank)` in the keyword list (ranks from 1); a list with no
+    share is left out. A tie keeps the order met: the vector list's hits, then the keyword
+    list's others."""
     scores: dict[str, float] = {}
     by_id: dict[str, Hit] = {}
     for hits, share in ((vector_hits, weight), (keyword_hits, 1 - weight)):
+        if share <= 0:
+            continue
         for rank, hit in enumerate(hits, start=1):
             scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share / (k + rank)
             by_id.setdefault(hit.chunk_id, hit)

@@ -34,14 +34,13 @@ B = TypeVar("B")
 
 
 def candidate_depth(body: SearchRequest) -> int:
-    """How many hits each list is fetched with. Hybrid fuses each list 40 deep (fusion.py): a
-    document's share from far down one list decides between documents the heads rank alike.
-    MMR needs candidates to choose from, and a rerank stage its candidates."""
-    depth = body.top_k
-    if body.mmr:
-        depth = body.top_k * 4
-    elif body.mode == "hybrid":
-        depth = max(body.top_k, FUSION_DEPTH)
+    """How many hits each list is fetched with. MMR needs candidates to choose from (4x
+    top_k), a rerank stage its candidates, and hybrid fuses each list at least 40 deep
+    (fusion.py): a document's share from far down one list decides between documents the
+    heads rank alike."""
+    depth = body.top_k * 4 if body.mmr else body.top_k
+    if body.mode == "hybrid":
+        depth = max(depth, FUSION_DEPTH)
     if body.rerank:
         depth = max(depth, RERANK_DEPTH)
     return depth
