@@ -1,6 +1,8 @@
 """faas's gateway beside two floors, in server CPU-ms per answered chat completion: the bare
 pass-through proxy (bench/bare_proxy.py) and the lean gateway (bench/lean_gateway.py, the bare
-proxy plus faas's per-request work written as one function).
+proxy plus part of faas's per-request work written as one function); and beside faas's own
+gateway service answering the chat route from one ASGI function (bench/core_gateway.py), which
+splits faas's cost into its HTTP layer and its service.
 
     .venv/bin/python bench/gateway_floor_probe.py [--rounds 7] [--seconds 5] [--litellm]
         [--concurrency 32] [--no-save]
@@ -52,6 +54,11 @@ from _gateway_floor import TARGET_CPU_VS_LITELLM, bare_command, cpu_seconds
 CHAT = "/v1/chat/completions"
 
 
+def core_command(port: int) -> list[str]:
+    script = str(BENCH_DIR / "core_gateway.py")
+    return pinned([PYTHON, script, "--port", str(port)], SERVER_CPU)
+
+
 def lean_command(port: int, upstream: str) -> list[str]:
     script = str(BENCH_DIR / "lean_gateway.py")
     return pinned([PYTHON, script, "--upstream", upstream, "--port", str(port)], SERVER_CPU)
@@ -94,12 +101,13 @@ def measure(rounds: int, seconds: float, with_litellm: bool, concurrency: int = 
         targets: list[gw.Target] = []
         for key, command, env in (
             ("faas", gw.faas_command, clean_env(FAAS_DATA_DIR=str(work / "faas"), **faas_env)),
+            ("core", core_command, clean_env(FAAS_DATA_DIR=str(work / "core"), **faas_env)),
             ("lean", lambda p: lean_command(p, mock), clean_env(FAAS_JWT_SECRET=secret)),
             ("bare", lambda p: bare_command(p, mock), clean_env()),
         ):
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            ready = {"faas": "/readyz", "lean": "/livez", "bare": "/v1/models"}[key]
+            ready = {"faas": "/readyz", "core": "/readyz", "lean": "/livez"}.get(key, "/v1/models")
             proc = stack.enter_context(
                 server(command(port), env, base + ready, work / f"{key}.log", cwd=ROOT)
             )
@@ -155,6 +163,7 @@ def report(probe: Probe, rounds: int, seconds: float, concurrency: int = 32) -> 
     labels = [
         ("bare", "bare proxy"),
         ("lean", "lean gateway (bench/lean_gateway.py)"),
+        ("core", "faas's gateway service in one ASGI function (bench/core_gateway.py)"),
         ("faas", "faas gateway"),
     ]
     if "litellm" in cpu:
@@ -182,7 +191,8 @@ def report(probe: Probe, rounds: int, seconds: float, concurrency: int = 32) -> 
         "added p50 ms",
     ]
     lines = [
-        f"## Gateway against two floors: bare proxy and lean gateway{title}, concurrency "
+        f"## Gateway against two floors (bare proxy, lean gateway), its service alone{title}, "
+        "concurrency "
         f"{concurrency} ({today()})",
         "",
         *environment_lines(),
