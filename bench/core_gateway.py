@@ -31,6 +31,7 @@ import orjson
 import uvicorn
 from starlette.requests import Request
 
+from bare_proxy import answer_with, read_body
 from faas.app import build_app
 from faas.services.gateway_service import request_tags
 from faas.services.gateway_service.choices import complete_choices
@@ -39,9 +40,10 @@ from faas.services.gateway_service.openai_errors import openai_error_renderer
 from faas.services.gateway_service.openai_routes import ChatCompletionBody, validated_body
 from faas.shared.config import load_settings
 from faas.shared.context import RequestContext, reset_context, set_context, trace_id
-from faas.shared.exceptions import FaaSError, PayloadTooLarge, Unauthenticated
+from faas.shared.exceptions import FaaSError, PayloadTooLarge
 from faas.shared.input_rules import check_json_body
 from faas.shared.logging import RequestLog
+from faas.shared.middleware import AuthMiddleware, scope_header
 
 CHAT = "/v1/chat/completions"
 _JSON = (b"content-type", b"application/json")
@@ -63,11 +65,8 @@ class CoreGateway:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-correlation-id")
-        ctx = RequestContext(
-            correlation_id=given.decode() if given else trace_id(), request_id=trace_id()
-        )
+        given = scope_header(scope, b"x-correlation-id")
+        ctx = RequestContext(correlation_id=given or trace_id(), request_id=trace_id())
         token = set_context(ctx)
         ids = [
             (b"x-correlation-id", ctx.correlation_id.encode()),
@@ -79,11 +78,13 @@ class CoreGateway:
         tenant = None
         try:
             try:
-                identity = await self._identity(headers)
+                identity = await self.verifier.verify(AuthMiddleware._bearer(scope))
                 state["faas_auth_ms"] = (time.perf_counter() - start) * 1000
                 tenant = identity.tenant_id
                 set_context(ctx.with_identity(identity))
-                body = await self._body(receive)
+                body = await read_body(receive)
+                if len(body) > self.max_bytes:
+                    raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
                 value = check_json_body(body)
                 request_tags.begin_request(scope, value)
                 parsed: ChatCompletionBody = validated_body(ChatCompletionBody, value)
@@ -94,12 +95,12 @@ class CoreGateway:
             except FaaSError as exc:
                 status = exc.status_code
                 content, media = openai_error_renderer(scope, exc)
-                await _answer(send, status, content, [(b"content-type", media.encode()), *ids])
+                await answer_with(send, status, content, [(b"content-type", media.encode()), *ids])
                 return
             answer = gateway_headers(Request(scope), completion.call)
             extra = [_JSON, *((k.encode(), v.encode()) for k, v in answer.items()), *ids]
             status = 200
-            await _answer(send, status, orjson.dumps(completion.body), extra)
+            await answer_with(send, status, orjson.dumps(completion.body), extra)
         finally:
             self.duration.record(
                 time.perf_counter() - start,
@@ -119,31 +120,6 @@ class CoreGateway:
                 }
             )
             reset_context(token)
-
-    async def _identity(self, headers: dict[bytes, bytes]) -> Any:
-        scheme, _, bearer = headers.get(b"authorization", b"").decode().partition(" ")
-        if scheme.lower() != "bearer" or not bearer:
-            raise Unauthenticated("missing bearer token")
-        return await self.verifier.verify(bearer.strip())
-
-    async def _body(self, receive: Any) -> bytes:
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-            more = message.get("more_body", False)
-        return body
-
-
-async def _answer(
-    send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    headers.append((b"content-length", str(len(content)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
 
 
 def main() -> None:
